@@ -1,0 +1,29 @@
+# The two commands that do all set-up on a fresh machine:
+#   make demo   runs the agent on the embedded default (SQLite, local transport, a demo fleet under ./demo)
+#   make test   installs the test servers and Python dependencies, then runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint venv
+
+$(BIN)/arrears: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/arrears
+
+demo: venv
+	$(BIN)/arrears demo demo
+
+test: venv
+	bash scripts/install-test-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy

@@ -1,0 +1,268 @@
+"""Operations, batches, results and the transport interface that every connector speaks.
+
+A connector turns a measure for one account into :class:`Operation` objects: small POSIX ``sh``
+fragments that check the host's state and change it only when needed. All operations for one host
+are joined into one script (:func:`build_script`), sent over one transport call, and every operation
+reports back as one JSON line (:func:`parse_output`), so a failing operation is reported against its
+own account while the others complete.
+
+Inside an operation's script these shell functions are available:
+
+``changed``            mark that this operation changed the host (absent = nothing to do).
+``fact KEY VALUE``     return a single-line fact to the caller (saved state, archive digest...).
+``fail MESSAGE``       print MESSAGE to stderr and end the operation with status 1.
+
+Handlers run once at the end of the batch when at least one operation that names them changed
+something (reload nginx once for 200 sites). A handler sees the ids of those operations in
+``$ARREARS_CHANGED`` and may call ``override ID RC MESSAGE`` to turn an operation's result into a
+failure after the fact (a config test failed and that operation's change was rolled back).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "Action",
+    "BatchResult",
+    "Connector",
+    "Handler",
+    "OpResult",
+    "Operation",
+    "ScriptOutput",
+    "Transport",
+    "TransportError",
+    "build_script",
+    "parse_output",
+    "run_batch",
+]
+
+Action = Literal["suspend", "resume", "delete", "restore", "status"]
+
+_ID = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,200}$")
+_MARK = "@@arrears "
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One idempotent step on one host for one account."""
+
+    id: str
+    account: str
+    kind: str
+    script: str
+    handlers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.id):
+            raise ValueError(f"operation id {self.id!r} has characters outside [A-Za-z0-9_.:@+=-]")
+        for name in self.handlers:
+            if not _ID.match(name):
+                raise ValueError(f"handler name {name!r} has characters outside [A-Za-z0-9_.:@+=-]")
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A step run once per batch after the operations that notified it changed something."""
+
+    name: str
+    script: str
+
+
+@dataclass
+class OpResult:
+    id: str
+    account: str
+    kind: str
+    rc: int
+    changed: bool
+    stdout: str = ""
+    stderr: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.error is None
+
+
+@dataclass
+class BatchResult:
+    host: str
+    results: dict[str, OpResult] = field(default_factory=dict)
+    handlers: dict[str, OpResult] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(r.ok for r in self.results.values())
+
+    def for_account(self, account: str) -> list[OpResult]:
+        return [r for r in self.results.values() if r.account == account]
+
+
+@dataclass(frozen=True)
+class ScriptOutput:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+
+class TransportError(Exception):
+    """The host could not be reached or the channel broke. ``transient`` errors are worth a retry."""
+
+    def __init__(self, host: str, message: str, *, transient: bool) -> None:
+        super().__init__(f"{host}: {message}")
+        self.host = host
+        self.message = message
+        self.transient = transient
+
+
+class Transport(Protocol):
+    """The one narrow interface to a host: run a script on stdin, put and get a file."""
+
+    host: str
+
+    def run_script(self, script: str, *, timeout: float | None = None) -> ScriptOutput: ...
+
+    def put(self, path: str, data: bytes, *, mode: int = 0o600) -> None: ...
+
+    def get(self, path: str) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Connector(Protocol):
+    """Turns a measure on one account's resource of one service into operations."""
+
+    service: str
+
+    def operations(self, action: Action, account: str, resource: dict[str, object]) -> list[Operation]: ...
+
+    def handlers(self) -> list[Handler]: ...
+
+
+_PRELUDE = r"""
+set -u
+umask 077
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+_ar_tmp=$(mktemp -d "${TMPDIR:-/tmp}/arrears.XXXXXX") || { echo "@@arrears-fatal mktemp failed"; exit 97; }
+trap 'rm -rf "$_ar_tmp"' EXIT
+changed() { echo x >&3; }
+fact() { printf '%s=%s\n' "$1" "$2" >&4; }
+fail() { printf '%s\n' "$*" >&2; exit 1; }
+_ar_b64() { base64 -w0 < "$1" 2>/dev/null; }
+_ar_emit() {
+  if [ -s "$_ar_tmp/c" ]; then _ar_ch=true; else _ar_ch=false; fi
+  printf '@@arrears {"id":"%s","rc":%d,"changed":%s,"out":"%s","err":"%s","facts":"%s"}\n' \
+    "$1" "$2" "$_ar_ch" "$(_ar_b64 "$_ar_tmp/o")" "$(_ar_b64 "$_ar_tmp/e")" "$(_ar_b64 "$_ar_tmp/f")"
+}
+_ar_do() {
+  : > "$_ar_tmp/c"; : > "$_ar_tmp/f"
+  ( set -e; "$2" ) > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" 4> "$_ar_tmp/f" < /dev/null
+  _ar_rc=$?
+  _ar_emit "$1" "$_ar_rc"
+  if [ -s "$_ar_tmp/c" ] && [ "$_ar_rc" -eq 0 ]; then
+    for _ar_h in $3; do printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"; done
+  fi
+}
+override() {
+  printf '%s\n' "$3" > "$_ar_tmp/ov"
+  printf '@@arrears {"id":"%s","rc":%d,"changed":false,"override":true,"out":"","err":"%s","facts":""}\n' \
+    "$1" "$2" "$(_ar_b64 "$_ar_tmp/ov")" >&5
+}
+"""
+
+
+def build_script(operations: Sequence[Operation], handlers: Iterable[Handler] = ()) -> str:
+    """Join operations and their handlers into one ``sh -s`` script printing one JSON line each."""
+    seen: set[str] = set()
+    parts = [_PRELUDE]
+    for n, op in enumerate(operations):
+        if op.id in seen:
+            raise ValueError(f"operation id {op.id!r} appears twice in one batch")
+        seen.add(op.id)
+        parts.append(f"_ar_op_{n}() {{\n{op.script}\n}}\n_ar_do '{op.id}' _ar_op_{n} '{' '.join(op.handlers)}'\n")
+    for n, handler in enumerate(handlers):
+        if not _ID.match(handler.name):
+            raise ValueError(f"handler name {handler.name!r} has characters outside [A-Za-z0-9_.:@+=-]")
+        parts.append(
+            f"_ar_h_{n}() {{\n{handler.script}\n}}\n"
+            f"if [ -s \"$_ar_tmp/h.{handler.name}\" ]; then\n"
+            f"  ARREARS_CHANGED=$(tr '\\n' ' ' < \"$_ar_tmp/h.{handler.name}\"); export ARREARS_CHANGED\n"
+            f"  _ar_do 'handler:{handler.name}' _ar_h_{n} '' 5>&1\n"
+            f"fi\n"
+        )
+    return "".join(parts)
+
+
+def _b64(text: str) -> str:
+    return base64.b64decode(text).decode("utf-8", "replace") if text else ""
+
+
+def parse_output(host: str, operations: Sequence[Operation], output: ScriptOutput) -> BatchResult:
+    """Read the JSON result lines of a batch; an operation with no line is reported as not run."""
+    by_id = {op.id: op for op in operations}
+    batch = BatchResult(host=host)
+    for line in output.stdout.splitlines():
+        if line.startswith("@@arrears-fatal"):
+            batch.error = line.removeprefix("@@arrears-fatal").strip()
+            continue
+        if not line.startswith(_MARK):
+            continue
+        data = json.loads(line[len(_MARK):])
+        facts = dict(
+            ln.partition("=")[::2] for ln in _b64(data.get("facts", "")).splitlines() if "=" in ln
+        )
+        op_id: str = data["id"]
+        if op_id.startswith("handler:"):
+            batch.handlers[op_id] = OpResult(
+                op_id, "", "handler", data["rc"], data["changed"], _b64(data["out"]), _b64(data["err"]), facts
+            )
+            continue
+        op = by_id.get(op_id)
+        if op is None:
+            continue
+        if data.get("override"):
+            previous = batch.results.get(op_id)
+            message = _b64(data["err"]).strip()
+            batch.results[op_id] = OpResult(
+                op.id, op.account, op.kind, data["rc"] or 1, False,
+                previous.stdout if previous else "", message,
+                previous.facts if previous else {}, message or "rolled back by its handler",
+            )
+            continue
+        batch.results[op_id] = OpResult(
+            op.id, op.account, op.kind, data["rc"], data["changed"], _b64(data["out"]), _b64(data["err"]), facts,
+            None if data["rc"] == 0 else (_b64(data["err"]).strip().splitlines() or [f"exit {data['rc']}"])[-1],
+        )
+    for op in operations:
+        if op.id not in batch.results:
+            reason = batch.error or (output.stderr.strip().splitlines() or [f"batch exited {output.exit_status}"])[-1]
+            batch.results[op.id] = OpResult(op.id, op.account, op.kind, -1, False, error=f"not run: {reason}")
+    return batch
+
+
+def run_batch(
+    transport: Transport,
+    operations: Sequence[Operation],
+    handlers: Iterable[Handler] = (),
+    *,
+    timeout: float | None = None,
+) -> BatchResult:
+    """Run every operation for one host in one script over one transport call.
+
+    A :class:`TransportError` propagates (the caller decides to retry); everything else is reported
+    per operation in the result.
+    """
+    if not operations:
+        return BatchResult(host=transport.host)
+    script = build_script(operations, handlers)
+    output = transport.run_script(script, timeout=timeout)
+    return parse_output(transport.host, operations, output)
