@@ -1,0 +1,131 @@
+"""The daemon loop: one tick every interval, one instance per database, graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from agent.metrics import Metrics
+
+__all__ = ["AlreadyRunning", "InstanceLock", "JsonFormatter", "run_daemon"]
+
+log = logging.getLogger("arrears.daemon")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class InstanceLock:
+    """An exclusive ``flock`` on a file beside the database; the holder's pid is written in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise AlreadyRunning(
+                f"another arrears daemon (pid {holder}) is running on this database (lock {self.path}); "
+                "stop it first, or give this one another --db"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> InstanceLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message and any ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            line.update(fields)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def run_daemon(
+    tick: Callable[[threading.Event], Mapping[str, Any]],
+    *,
+    interval: float,
+    metrics: Metrics,
+    stop: threading.Event | None = None,
+    max_ticks: int | None = None,
+) -> int:
+    """Run ``tick(stop)`` every ``interval`` seconds until SIGTERM/SIGINT (or ``max_ticks``).
+
+    A signal sets ``stop``: the tick in flight sees it, finishes the host batches it has started and
+    claims nothing new; the loop then exits with status 0.
+    """
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    ticks = 0
+    try:
+        metrics.set_health(status="ok", pid=os.getpid())
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                with metrics.tick_seconds.time():
+                    summary = dict(tick(stop))
+                metrics.ticks.labels("ok").inc()
+                metrics.last_tick.set(time.time())
+                metrics.set_health(status="ok", last_tick=summary)
+                log.info("tick", extra={"fields": summary})
+            except Exception as exc:  # one bad tick must not end the daemon; it is logged and retried
+                metrics.ticks.labels("error").inc()
+                metrics.set_health(status="degraded", last_error=str(exc))
+                log.exception("tick failed")
+            ticks += 1
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        metrics.set_health(status="stopped")
+    log.info("stopped", extra={"fields": {"ticks": ticks}})
+    return 0
