@@ -207,6 +207,7 @@ class Measure:
     reason: Reason
     template: str | None = None
     hook: str | None = None
+    hold: HoldKind | None = None  # suspend: the kind of hold it puts on the account (debt, or trial)
 
 
 @dataclass(frozen=True)

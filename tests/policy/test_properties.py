@@ -1,0 +1,213 @@
+"""Properties of the evaluator over random policies, ledgers and irregular ticks."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy import apply_decision, balance_at, evaluate, forecast
+from policy.model import (
+    AccountSnapshot,
+    After,
+    Decision,
+    GuaranteeLimit,
+    Hold,
+    LedgerEntry,
+    ResolvedPolicy,
+    Stage,
+    Triggers,
+)
+
+TZ = "Europe/Amsterdam"
+BASE = datetime(2026, 3, 1, tzinfo=UTC)  # spans the spring DST switch
+
+afters = st.one_of(
+    st.just(After()),
+    st.builds(lambda d: After(days=d), st.integers(0, 6)),
+    st.builds(lambda s: After(seconds=s), st.integers(1, 5 * 86400)),
+)
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> ResolvedPolicy:
+    notices_before = draw(st.integers(0, 3))
+    notices_after = draw(st.integers(0, 2))
+    stages: list[Stage] = []
+    for i in range(notices_before):
+        stages.append(Stage(f"n{i}", "notice", draw(afters), enabled=draw(st.booleans())))
+    stages.append(Stage("suspension", "suspend", draw(afters)))
+    for i in range(notices_after):
+        stages.append(Stage(f"w{i}", "notice", draw(afters), enabled=draw(st.booleans())))
+    if draw(st.booleans()):
+        stages.append(Stage("deletion", "delete", draw(afters)))
+    max_delay = draw(st.one_of(st.none(), st.integers(3600, 20 * 86400)))
+    return ResolvedPolicy(
+        timezone=TZ,
+        currency="USD",
+        credit_limit=Decimal(draw(st.integers(0, 50))),
+        triggers=Triggers(over_limit=True, subzero_period=-1, max_delay=max_delay, trial=False),
+        stages=tuple(stages),
+        resume_on_payment=True,
+        guaranteed_payment=GuaranteeLimit(),
+    )
+
+
+entries = st.builds(
+    lambda minutes, cents, payment: LedgerEntry(
+        at=BASE + timedelta(minutes=minutes),
+        amount=Decimal(cents) / 100 if payment else -Decimal(cents) / 100,
+        kind="payment" if payment else "charge",
+        method="card" if payment else None,
+    ),
+    st.integers(0, 60 * 24 * 60),
+    st.integers(1, 20000),
+    st.booleans(),
+)
+
+
+@dataclass
+class Run:
+    policy: ResolvedPolicy
+    decisions: list[tuple[AccountSnapshot, Decision]]
+    final: AccountSnapshot
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> Run:
+    policy = draw(policies())
+    ledger = tuple(draw(st.lists(entries, min_size=1, max_size=8)))
+    admin = draw(st.booleans()) and draw(st.booleans())
+    holds = (Hold("admin", BASE, "manual", "root"),) if admin else ()
+    snap = AccountSnapshot(id="p", ledger=ledger, holds=holds)
+    gaps = draw(st.lists(st.integers(1, 10 * 24 * 60), min_size=1, max_size=40))
+    clear_at = set(draw(st.lists(st.integers(0, len(gaps) - 1), max_size=3)))
+    t = BASE
+    decisions = []
+    for i, gap in enumerate(gaps):
+        t = t + timedelta(minutes=gap)
+        if i in clear_at:
+            owed = balance_at(snap, t)
+            if owed < 0:
+                snap = replace(snap, ledger=(*snap.ledger, LedgerEntry(t, -owed, "payment", "card")))
+        decision = evaluate(snap, policy, t)
+        decisions.append((snap, decision))
+        snap = apply_decision(snap, decision)
+    return Run(policy, decisions, snap)
+
+
+def satisfies_after(after: After, previous: datetime, taken: datetime) -> bool:
+    """Independent statement of the `after` rule."""
+    if taken < previous:
+        return False
+    if after.seconds is not None:
+        return taken - previous >= timedelta(seconds=after.seconds)
+    if after.days is not None:
+        tz = ZoneInfo(TZ)
+        return taken.astimezone(tz).date() >= previous.astimezone(tz).date() + timedelta(days=after.days)
+    return True
+
+
+common = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@common
+@given(runs())
+def test_no_measure_before_it_is_due_and_stages_in_order_once(run: Run) -> None:
+    enabled = [s for s in run.policy.stages if s.enabled]
+    by_name = {s.name: s for s in enabled}
+    episode_taken: list[str] = []
+    previous: datetime | None = None
+    for _snap, d in run.decisions:
+        if d.start_episode is not None:
+            episode_taken, previous = [], d.start_episode.at
+        for m in d.measures:
+            assert m.due_at <= d.now
+            assert previous is not None
+            assert satisfies_after(by_name[m.stage].after, previous, d.now), (m, previous)
+            episode_taken.append(m.stage)
+            previous = d.now
+        order = [s.name for s in enabled]
+        assert episode_taken == [n for n in order if n in episode_taken]  # in order, each at most once
+        assert len(set(episode_taken)) == len(episode_taken)
+        if d.end_episode is not None:
+            episode_taken, previous = [], None
+
+
+@common
+@given(runs())
+def test_never_suspend_without_a_trigger_never_delete_unless_suspended(run: Run) -> None:
+    suspended_at: datetime | None = None
+    for snap, d in run.decisions:
+        if d.start_episode is not None or d.end_episode is not None:
+            suspended_at = None
+        for m in d.measures:
+            if m.action in ("suspend", "delete"):
+                assert d.trigger is not None
+                assert balance_at(snap, d.now) < 0
+            if m.action == "suspend":
+                suspended_at = d.now
+            if m.action == "delete":
+                assert suspended_at is not None
+                assert any(h.kind == "debt" for h in snap.holds) or any(x.action == "suspend" for x in d.measures)
+                # every stage between suspension and deletion kept its own time: at least their sum of seconds
+                after = [s for s in run.policy.stages if s.enabled]
+                between = after[[s.name for s in after].index("suspension") + 1:]
+                minimum = sum((s.after.seconds or 0) for s in between)
+                assert d.now - suspended_at >= timedelta(seconds=minimum)
+
+
+@common
+@given(runs())
+def test_a_payment_that_clears_the_debt_resumes_when_debt_is_the_only_hold(run: Run) -> None:
+    for snap, d in run.decisions:
+        if [h.kind for h in snap.holds] == ["debt"] and balance_at(snap, d.now) >= 0 and not snap.deleted:
+            assert d.resume and d.release_holds == ("debt",) and d.measures == ()
+        if any(h.kind == "admin" for h in snap.holds):
+            assert not d.resume
+
+
+@common
+@given(runs(), st.randoms(use_true_random=False))
+def test_same_inputs_same_decision(run: Run, rnd: random.Random) -> None:
+    for snap, d in run.decisions[:10]:
+        assert evaluate(snap, run.policy, d.now) == d
+        shuffled = list(snap.ledger)
+        rnd.shuffle(shuffled)
+        assert evaluate(replace(snap, ledger=tuple(shuffled)), run.policy, d.now) == d
+
+
+@common
+@given(runs())
+def test_next_check_is_in_the_future_and_nothing_happens_before_it(run: Run) -> None:
+    for snap, d in run.decisions[:8]:
+        if d.next_check is None:
+            continue
+        assert d.next_check > d.now
+        after = apply_decision(snap, d)
+        probe = d.now + (d.next_check - d.now) / 2
+        quiet = evaluate(after, run.policy, probe)
+        assert quiet.measures == () and quiet.start_episode is None and quiet.end_episode is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(policies(), st.lists(entries, min_size=1, max_size=6))
+def test_forecast_matches_a_replay_at_each_next_check(policy: ResolvedPolicy, ledger: list[LedgerEntry]) -> None:
+    snap = AccountSnapshot(id="f", ledger=tuple(ledger))
+    now, until = BASE, BASE + timedelta(days=120)
+    predicted = [(i.stage, i.due_at) for i in forecast(snap, policy, now, until)]
+    seen: list[tuple[str, datetime]] = []
+    t: datetime | None = now
+    for _ in range(500):
+        if t is None or t > until:
+            break
+        d = evaluate(snap, policy, t)
+        seen += [(m.stage, m.due_at) for m in d.measures]
+        snap = apply_decision(snap, d)
+        t = d.next_check
+    assert predicted == seen
