@@ -1,0 +1,108 @@
+"""``arrears templates``: the variables notices can use, and a preview of one template for one account.
+
+The CLI's context object (a mapping or an object with attributes) may carry: ``templates`` (a loaded
+:class:`~agent.notices.Templates`), else ``templates_dir`` or ``config.templates_dir`` (the operator's
+folder, used when it exists; otherwise the defaults alone); and what :func:`agent.notices.preview_context`
+reads (``account_fields``, ``notice_settings``, ``now``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.notices import (
+    VARIABLES,
+    TemplateError,
+    Templates,
+    preview_context,
+    render_page,
+    sample_context,
+)
+
+__all__ = ["templates"]
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _context_mapping(obj: Any) -> dict[str, Any]:
+    return {key: _get(obj, key) for key in ("account_fields", "notice_settings", "now")}
+
+
+def _load(obj: Any) -> Templates:
+    loaded = _get(obj, "templates")
+    if isinstance(loaded, Templates):
+        return loaded
+    directory: Path | None = None
+    for folder in (_get(obj, "templates_dir"), _get(_get(obj, "config"), "templates_dir")):
+        if folder is not None and Path(folder).is_dir():
+            directory = Path(folder)  # the operator's folder; without one, the defaults alone
+            break
+    try:
+        return Templates.load(directory)
+    except TemplateError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("templates")
+def templates() -> None:
+    """Notice templates: the variables they can use, and a preview."""
+
+
+@templates.command("vars")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def vars_command(as_json: bool) -> None:
+    """List the variables (AutoInserts) templates can use, with an example value each."""
+    example = sample_context()
+    if as_json:
+        click.echo(json.dumps([{"name": name, "description": text, "example": str(example[name])}
+                               for name, text in VARIABLES.items()], indent=2, ensure_ascii=False))
+        return
+    width = max(len(name) for name in VARIABLES) + len("{{  }}")
+    for name, text in VARIABLES.items():
+        click.echo(f"{'{{ ' + name + ' }}':<{width}}  {text} (e.g. {example[name]})")
+
+
+@templates.command("preview")
+@click.argument("name")
+@click.argument("account")
+@click.option("--html", "show_html", is_flag=True, help="Print the HTML part instead of the text.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def preview_command(ctx: click.Context, name: str, account: str, show_html: bool, as_json: bool) -> None:
+    """Render template NAME for ACCOUNT (nothing is sent)."""
+    loaded = _load(ctx.obj)
+    try:
+        context = preview_context(_context_mapping(ctx.obj), account)
+    except LookupError as exc:
+        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from exc
+    except ValueError as exc:
+        raise click.ClickException(f"account {account}: {exc}") from exc
+    try:
+        if name in loaded.pages():
+            page = render_page(loaded, context, name)
+            click.echo(json.dumps({"name": name, "html": page}, indent=2) if as_json else page)
+            return
+        rendered = loaded.render(name, context)
+    except TemplateError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"name": name, "to": context["billing_email"], "subject": rendered.subject,
+                               "text": rendered.text, "html": rendered.html}, indent=2, ensure_ascii=False))
+        return
+    if show_html:
+        if rendered.html is None:
+            raise click.ClickException(f"template {name!r} has no HTML part")
+        click.echo(rendered.html)
+        return
+    click.echo(f"To: {context['billing_email']}\nSubject: {rendered.subject}\n\n{rendered.text}", nl=False)
