@@ -1,0 +1,437 @@
+"""What the nginx and apache connectors share: settings, the include-hook operations and the reload handler.
+
+Mechanism. Each site's vhost carries, once, a hook line that includes ``<hook_dir>/<site>.conf`` when it
+exists (nginx: ``include <hook_dir>/<site>.con[f];``, a glob that matching nothing is no error; apache:
+``IncludeOptional <hook_dir>/<site>.conf``). Put it first in the server block / VirtualHost, so the
+snippet's rules run before the vhost's own rewrites. Suspending a site writes that snippet; resuming
+removes it. The vhost file itself is never written, so it stays byte-for-byte what the operator made.
+
+Operations (one per site; ids ``<account>:web:<backend>:<action>:<site>``):
+
+``suspend``  fails that site's operation when the hook is missing from every file below ``vhost_dir``;
+             otherwise writes the snippet, unless an identical one is already there (then: no change).
+``resume``   removes the snippet (absent already: no change).
+``status``   facts ``<site>.hook`` (present|missing), ``<site>.suspended`` (yes|no).
+``delete``   archives the account's vhost files (``<vhost_dir>/<vhost_name>``) with
+             :func:`connectors.archive.archive_ops` (archive -> verify -> remove; facts ``archive``,
+             ``sha256``, ``paths``...), then per site removes a dangling ``<enabled_dir>`` link and the
+             snippet, but only once no file below ``vhost_dir`` or ``enabled_dir`` carries the site's hook
+             any more: a site whose vhost lives elsewhere is reported and stays suspended.
+``restore``  extracts the vhost files from the archive named by the ``archive`` and ``sha256`` facts of
+             the delete, re-creates the ``enabled_dir`` link, and leaves each site suspended (resume
+             follows on payment).
+
+Before an operation changes a snippet it saves the snippet's previous state (content or absence) and the
+new one under ``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>`` runs once per batch:
+it runs the config test; when it passes, one graceful reload. When it fails, every change of the batch
+is rolled back to its previous state, then each is re-applied alone with a config test: those that pass
+stay, those that fail are rolled back and their operation is reported failed with ``config test failed:
+<first line of the test's output>``. One reload follows if anything stayed. A reload that fails rolls
+back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
+
+Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
+``cmp``, ``cp``, ``mv``, ``rm``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``printf``, and those of
+:mod:`connectors.archive` for delete and restore.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.archive import archive_ops, check_archive_dir, restore_ops
+from connectors.base import Action, Handler, Operation
+from connectors.validate import UnsafeValue, account_id, domain, path, path_under, q, url
+
+__all__ = ["WebConnector", "WebSettings", "config_line", "ere"]
+
+SERVICE = "web"
+_PAGE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+_VHOST_NAME = re.compile(r"^[A-Za-z0-9_.@+-]*\{site\}[A-Za-z0-9_.@+-]*$")
+
+
+def config_line(value: object) -> str:
+    """One operator-written configuration line: printable, no NUL and no line break."""
+    if not isinstance(value, str):
+        raise UnsafeValue("config line", value, "not a string")
+    if any(ch in value for ch in "\x00\r\n") or not value.isprintable():
+        raise UnsafeValue("config line", value, "contains NUL, a line break or a control character")
+    return value
+
+
+def _command(value: object) -> list[str]:
+    if isinstance(value, str):
+        value = shlex.split(value)
+    if not isinstance(value, list) or not value:
+        raise UnsafeValue("command", value, "must be a non-empty command line")
+    return [config_line(arg) for arg in value]
+
+
+def ere(value: str) -> str:
+    """Escape a validated path or domain for a POSIX extended regular expression."""
+    return re.sub(r"([.+\[\]()*?^$|{}\\])", r"\\\1", value)
+
+
+class WebSettings(BaseModel):
+    """Settings shared by the web backends (``services.web`` of a host in the inventory)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hook_dir: str
+    vhost_dir: str
+    enabled_dir: str | None = None
+    vhost_name: str = "{site}.conf"
+    state_dir: str = "/var/lib/arrears"
+    archive_dir: str = "/var/backups/arrears"
+    mode: Literal["redirect", "page"] = "redirect"
+    suspended_url: str | None = None
+    page_root: str | None = None
+    page_file: str = "suspended.html"
+    retry_after: int = Field(default=3600, ge=0, le=31_536_000)
+    config_test: list[str]
+    reload: list[str]
+    extra_lines: list[str] = Field(default_factory=list)
+
+    @field_validator("hook_dir", "vhost_dir", "state_dir", "archive_dir")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return path(value)
+
+    @field_validator("enabled_dir", "page_root")
+    @classmethod
+    def _opt_path(cls, value: str | None) -> str | None:
+        return None if value is None else path(value)
+
+    @field_validator("suspended_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else url(value)
+
+    @field_validator("page_file")
+    @classmethod
+    def _page_file(cls, value: str) -> str:
+        if not _PAGE_FILE.match(value) or ".." in value:
+            raise UnsafeValue("page file", value, f"does not match {_PAGE_FILE.pattern}")
+        return value
+
+    @field_validator("vhost_name")
+    @classmethod
+    def _vhost_name(cls, value: str) -> str:
+        if not _VHOST_NAME.match(value) or ".." in value:
+            raise UnsafeValue("vhost name", value, "must contain {site} and only [A-Za-z0-9_.@+-]")
+        return value
+
+    @field_validator("config_test", "reload", mode="before")
+    @classmethod
+    def _cmd(cls, value: object) -> list[str]:
+        return _command(value)
+
+    @field_validator("extra_lines")
+    @classmethod
+    def _lines(cls, value: list[str]) -> list[str]:
+        return [config_line(v) for v in value]
+
+    @model_validator(mode="after")
+    def _mode(self) -> WebSettings:
+        if self.mode == "redirect" and self.suspended_url is None:
+            raise ValueError("mode 'redirect' needs suspended_url (the page every URL of a suspended site goes to)")
+        if self.mode == "page" and self.page_root is None:
+            raise ValueError("mode 'page' needs page_root (the folder holding page_file, served with 503)")
+        if self.hook_dir == self.vhost_dir or self.hook_dir.startswith(self.vhost_dir + "/"):
+            raise ValueError("hook_dir must not lie inside vhost_dir (snippets are not vhosts)")
+        check_archive_dir(self.archive_dir, [self.vhost_dir])
+        return self
+
+
+_FIRST_LINE = (
+    "awk 'NF && !d { if (p != \"\") { print p \" \" $0; d=1; exit } "
+    "if ($0 ~ /:$/) { p=$0; next } print; d=1; exit } END { if (!d && p != \"\") print p }' "
+    "\"$_ar_tmp/web.out\" | cut -c1-300"
+)
+
+
+class WebConnector:
+    """Suspends, resumes, deletes and restores an account's sites through the include hook."""
+
+    service: ClassVar[str] = SERVICE
+    backend: ClassVar[str] = ""
+    Settings: ClassVar[type[WebSettings]] = WebSettings
+
+    def __init__(self, settings: WebSettings, host: str) -> None:
+        self.settings = settings
+        self.host = host
+
+    # -- what a backend provides ------------------------------------------------------------------
+
+    def hook_line(self, site: str) -> str:
+        """The line the operator puts in the site's vhost."""
+        raise NotImplementedError
+
+    def hook_pattern(self, site: str) -> str:
+        """An extended regular expression (for ``grep -iE``) matching an active hook line for ``site``."""
+        raise NotImplementedError
+
+    def redirect_snippet(self, site: str, target: str) -> list[str]:
+        raise NotImplementedError
+
+    def page_snippet(self, site: str) -> list[str]:
+        raise NotImplementedError
+
+    # -- snippets ---------------------------------------------------------------------------------
+
+    @property
+    def handler_name(self) -> str:
+        return f"{SERVICE}-{self.backend}"
+
+    @property
+    def pending_dir(self) -> str:
+        return f"{self.settings.state_dir}/{SERVICE}-{self.backend}/pending"
+
+    def snippet_path(self, site: str) -> str:
+        return f"{self.settings.hook_dir}/{site}.conf"
+
+    def vhost_path(self, site: str) -> str:
+        return path_under(f"{self.settings.vhost_dir}/{self.settings.vhost_name.format(site=site)}",
+                          [self.settings.vhost_dir])
+
+    def snippet(self, account: str, site: str, target: str | None) -> str:
+        """The whole snippet text for one suspended site."""
+        s = self.settings
+        head = [f"# arrears: {site} of account {account} is suspended. This file is managed by arrears:",
+                "# it is removed on resume; the vhost itself is never changed."]
+        body = self.page_snippet(site) if s.mode == "page" else self.redirect_snippet(site, target or "")
+        return "\n".join([*head, *s.extra_lines, *body]) + "\n"
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def _sites(self, resource: dict[str, Any]) -> list[str]:
+        sites = resource.get("sites")
+        if not isinstance(sites, list) or not sites:
+            raise UnsafeValue("web resource", resource, "needs 'sites': a non-empty list of domains")
+        checked = [domain(s).rstrip(".") for s in sites]
+        if len(set(checked)) != len(checked):
+            raise UnsafeValue("web resource", sites, "names a site twice")
+        return checked
+
+    def _target(self, resource: dict[str, Any]) -> str | None:
+        override = resource.get("suspended_url")
+        return url(override) if override else self.settings.suspended_url
+
+    def _op(self, account: str, action: str, site: str, script: str, *, notify: bool = True) -> Operation:
+        return Operation(
+            id=f"{account}:{SERVICE}:{self.backend}:{action}:{site}",
+            account=account,
+            kind=f"{SERVICE}:{action}",
+            script=script,
+            handlers=(self.handler_name,) if notify else (),
+        )
+
+    def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
+        acct = account_id(account)
+        sites = self._sites(resource)
+        if action in ("suspend", "resume", "status"):
+            make = {"suspend": self._suspend, "resume": self._resume, "status": self._status}[action]
+            return [make(acct, site, resource) for site in sites]
+        if action == "delete":
+            return self._delete(acct, sites)
+        if action == "restore":
+            return self._restore(acct, sites, resource)
+        raise ValueError(f"web connector: unknown action {action!r}")
+
+    def _vars(self, site: str) -> str:
+        return (
+            f"_w_site={q(site)}\n"
+            f"_w_snip={q(self.snippet_path(site))}\n"
+            f"_w_pend={q(self.pending_dir)}\n"
+            f"_w_hooks={q(self.settings.hook_dir)}\n"
+        )
+
+    def _hook_check(self, site: str) -> str:
+        s = self.settings
+        dirs = " ".join(q(d) for d in (s.vhost_dir, s.enabled_dir) if d)
+        return f"grep -RqsiE -- {q(self.hook_pattern(site))} {dirs}"
+
+    def _write_snippet(self, account: str, site: str, target: str | None) -> str:
+        """Script lines: write the snippet unless identical, saving the previous and new state first."""
+        return f"""
+mkdir -p -- "$_w_hooks" "$_w_pend"
+printf '%s' {q(self.snippet(account, site, target))} > "$_ar_tmp/web.new"
+if [ -f "$_w_snip" ] && cmp -s "$_ar_tmp/web.new" "$_w_snip"; then
+  fact "$_w_site.suspended" yes
+  return 0
+fi
+if [ -f "$_w_snip" ]; then cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"; rm -f -- "$_w_pend/$_w_site.absent"
+else rm -f -- "$_w_pend/$_w_site.prev"; : > "$_w_pend/$_w_site.absent"; fi
+cp -- "$_ar_tmp/web.new" "$_w_pend/$_w_site.new"; rm -f -- "$_w_pend/$_w_site.remove"
+cp -- "$_ar_tmp/web.new" "$_w_snip.arrears-tmp"
+chmod 644 -- "$_w_snip.arrears-tmp"
+mv -f -- "$_w_snip.arrears-tmp" "$_w_snip"
+changed
+fact "$_w_site.suspended" yes
+"""
+
+    def _suspend(self, account: str, site: str, resource: dict[str, Any], action: str = "suspend") -> Operation:
+        target = self._target(resource)
+        missing = (f"site {site} has no arrears hook in {self.settings.vhost_dir}: add the line "
+                   f"'{self.hook_line(site)}' to its vhost (first in the server block); nothing was changed")
+        script = (
+            self._vars(site)
+            + f"if ! {self._hook_check(site)}; then fact \"$_w_site.hook\" missing; fail {q(missing)}; fi\n"
+            + 'fact "$_w_site.hook" present\n'
+            + self._write_snippet(account, site, target)
+        )
+        return self._op(account, action, site, script)
+
+    def _resume(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
+        script = self._vars(site) + """
+if [ ! -e "$_w_snip" ]; then fact "$_w_site.suspended" no; return 0; fi
+mkdir -p -- "$_w_pend"
+cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"; rm -f -- "$_w_pend/$_w_site.absent"
+: > "$_w_pend/$_w_site.remove"; rm -f -- "$_w_pend/$_w_site.new"
+rm -f -- "$_w_snip"
+changed
+fact "$_w_site.suspended" no
+"""
+        return self._op(account, "resume", site, script)
+
+    def _status(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
+        script = self._vars(site) + f"""
+if {self._hook_check(site)}; then fact "$_w_site.hook" present; else fact "$_w_site.hook" missing; fi
+if [ -f "$_w_snip" ]; then fact "$_w_site.suspended" yes; else fact "$_w_site.suspended" no; fi
+if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else fact "$_w_site.vhost" absent; fi
+"""
+        return self._op(account, "status", site, script, notify=False)
+
+    def _kind(self) -> str:
+        return f"{self.backend}-vhost"
+
+    def _delete(self, account: str, sites: list[str]) -> list[Operation]:
+        s = self.settings
+        vhosts = [self.vhost_path(site) for site in sites]
+        ops = [Operation(
+            id=f"{account}:{SERVICE}:{self.backend}:delete:_vhosts",
+            account=account,
+            kind=f"{SERVICE}:delete",
+            script=archive_ops(account, vhosts, [s.vhost_dir], s.archive_dir, self._kind(), remove=True),
+            handlers=(self.handler_name,),
+        )]
+        for site, vhost in zip(sites, vhosts, strict=True):
+            name = s.vhost_name.format(site=site)
+            unlink = ""
+            if s.enabled_dir:
+                link = f"{s.enabled_dir}/{name}"
+                unlink = f"""if [ -L {q(link)} ] && [ ! -e {q(link)} ]; then rm -f -- {q(link)}; changed; fi\n"""
+            still = (f"site {site}: a vhost carrying its hook is still present (expected it in {vhost}, "
+                     "archived and removed by this delete); the site stays suspended")
+            script = self._vars(site) + f"""
+if [ -e {q(vhost)} ]; then fail {q(f"site {site}: {vhost} was not archived and removed; the site stays suspended")}; fi
+{unlink}if {self._hook_check(site)}; then fail {q(still)}; fi
+rm -f -- "$_w_pend/$_w_site.prev" "$_w_pend/$_w_site.absent" "$_w_pend/$_w_site.new" "$_w_pend/$_w_site.remove"
+if [ -e "$_w_snip" ]; then rm -f -- "$_w_snip"; changed; fi
+fact "$_w_site.deleted" yes
+"""
+            ops.append(self._op(account, "delete", site, script))
+        return ops
+
+    def _restore(self, account: str, sites: list[str], resource: dict[str, Any]) -> list[Operation]:
+        s = self.settings
+        for key in ("archive", "sha256"):
+            if not resource.get(key):
+                raise UnsafeValue("web restore", resource, f"needs {key!r} (a fact of the delete that archived it)")
+        paths_fact = resource.get("paths")
+        if isinstance(paths_fact, str) and paths_fact.strip():
+            vhosts = [path_under(p, [s.vhost_dir]) for p in paths_fact.split()]
+        else:
+            vhosts = [self.vhost_path(site) for site in sites]
+        ops = [Operation(
+            id=f"{account}:{SERVICE}:{self.backend}:restore:_vhosts",
+            account=account,
+            kind=f"{SERVICE}:restore",
+            script=restore_ops(account, vhosts, [s.vhost_dir], s.archive_dir,
+                               str(resource["archive"]), str(resource["sha256"])),
+            handlers=(self.handler_name,),
+        )]
+        for site in sites:
+            op = self._suspend(account, site, resource, action="restore")
+            vhost = self.vhost_path(site)
+            link = ""
+            if s.enabled_dir and vhost in vhosts:
+                target = f"{s.enabled_dir}/{s.vhost_name.format(site=site)}"
+                link = (f"if [ -e {q(vhost)} ] && [ ! -e {q(target)} ] && [ ! -L {q(target)} ]; then "
+                        f"ln -s -- {q(vhost)} {q(target)}; changed; fi\n")
+            ops.append(Operation(op.id, op.account, op.kind, link + op.script, op.handlers))
+        return ops
+
+    # -- handler ----------------------------------------------------------------------------------
+
+    def handlers(self) -> list[Handler]:
+        s = self.settings
+        test = " ".join(q(a) for a in s.config_test)
+        reload = " ".join(q(a) for a in s.reload)
+        prefix = f"*:{SERVICE}:{self.backend}:*"
+        script = f"""
+_w_pend={q(self.pending_dir)}
+_w_hooks={q(s.hook_dir)}
+_w_test() {{ {test} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
+_w_reload() {{ {reload} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
+_w_first() {{ {_FIRST_LINE}; }}
+_w_put() {{  # site file: install file as the site's snippet
+  cp -- "$2" "$_w_hooks/$1.conf.arrears-tmp" && chmod 644 -- "$_w_hooks/$1.conf.arrears-tmp" &&
+    mv -f -- "$_w_hooks/$1.conf.arrears-tmp" "$_w_hooks/$1.conf"
+}}
+_w_old() {{  # site: back to the state before this batch
+  if [ -f "$_w_pend/$1.prev" ]; then _w_put "$1" "$_w_pend/$1.prev"
+  elif [ -f "$_w_pend/$1.absent" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
+}}
+_w_new() {{  # site: the state this batch wrote
+  if [ -f "$_w_pend/$1.new" ]; then _w_put "$1" "$_w_pend/$1.new"
+  elif [ -f "$_w_pend/$1.remove" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
+}}
+_w_forget() {{ rm -f -- "$_w_pend/$1.prev" "$_w_pend/$1.absent" "$_w_pend/$1.new" "$_w_pend/$1.remove"; }}
+_w_ids=''
+for _w_id in $ARREARS_CHANGED; do
+  case $_w_id in {prefix}) ;; *) continue ;; esac
+  _w_s=${{_w_id##*:}}
+  case $_w_s in ''|.*|*[!a-z0-9.-]*) continue ;; esac
+  _w_ids="$_w_ids $_w_id"
+done
+if _w_test; then
+  fact config_test ok
+  if _w_reload; then
+    for _w_id in $_w_ids; do _w_forget "${{_w_id##*:}}"; done
+    fact reloads 1
+    fact kept "$(echo $_w_ids | wc -w)"
+    return 0
+  fi
+  _w_msg="reload failed: $(_w_first)"
+  for _w_id in $_w_ids; do
+    _w_old "${{_w_id##*:}}"; _w_forget "${{_w_id##*:}}"; override "$_w_id" 1 "$_w_msg; change rolled back"
+  done
+  fact reloads 0
+  fail "$_w_msg"
+fi
+fact config_test failed
+fact first_error "$(_w_first)"
+for _w_id in $_w_ids; do _w_old "${{_w_id##*:}}"; done
+_w_kept=0
+for _w_id in $_w_ids; do
+  _w_s=${{_w_id##*:}}
+  _w_new "$_w_s"
+  if _w_test; then
+    _w_kept=$((_w_kept + 1))
+  else
+    override "$_w_id" 1 "config test failed: $(_w_first)"
+    _w_old "$_w_s"
+  fi
+  _w_forget "$_w_s"
+done
+fact kept "$_w_kept"
+if [ "$_w_kept" -eq 0 ]; then fact reloads 0; return 0; fi
+if _w_reload; then fact reloads 1; return 0; fi
+fact reloads 0
+fail "reload failed after the rollback: $(_w_first)"
+"""
+        return [Handler(self.handler_name, script)]
