@@ -16,6 +16,11 @@ Handlers run once at the end of the batch when at least one operation that names
 something (reload nginx once for 200 sites). A handler sees the ids of those operations in
 ``$ARREARS_CHANGED`` and may call ``override ID RC MESSAGE`` to turn an operation's result into a
 failure after the fact (a config test failed and that operation's change was rolled back).
+
+Given the host's ``state_dir``, a handler that was notified is also remembered on the host
+(``<state_dir>/pending/<handler>``) until it succeeds: when the agent dies after an operation changed a
+file but before the reload, the next batch that carries that handler runs it even though its
+operations now find nothing to change.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from connectors.validate import path, q
 
 __all__ = [
     "Action",
@@ -169,7 +176,10 @@ _ar_do() {
   _ar_rc=$?
   _ar_emit "$1" "$_ar_rc"
   if [ -s "$_ar_tmp/c" ] && [ "$_ar_rc" -eq 0 ]; then
-    for _ar_h in $3; do printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"; done
+    for _ar_h in $3; do
+      printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"
+      [ -z "$_ar_pending" ] || : > "$_ar_pending/$_ar_h" || true
+    done
   fi
 }
 override() {
@@ -180,10 +190,24 @@ override() {
 """
 
 
-def build_script(operations: Sequence[Operation], handlers: Iterable[Handler] = ()) -> str:
+def build_script(
+    operations: Sequence[Operation], handlers: Iterable[Handler] = (), *, state_dir: str | None = None
+) -> str:
     """Join operations and their handlers into one ``sh -s`` script printing one JSON line each."""
+    handlers = list(handlers)
     seen: set[str] = set()
     parts = [_PRELUDE]
+    if state_dir is None:
+        parts.append("_ar_pending=''\n")
+    else:
+        pending = q(path(state_dir) + "/pending")
+        parts.append(f"_ar_pending={pending}\nmkdir -p \"$_ar_pending\" 2>/dev/null || _ar_pending=''\n")
+        for handler in handlers:
+            if _ID.match(handler.name):
+                parts.append(
+                    f"[ -n \"$_ar_pending\" ] && [ -e \"$_ar_pending/{handler.name}\" ] && "
+                    f"printf 'pending\\n' >> \"$_ar_tmp/h.{handler.name}\"\n"
+                )
     for n, op in enumerate(operations):
         if op.id in seen:
             raise ValueError(f"operation id {op.id!r} appears twice in one batch")
@@ -197,6 +221,7 @@ def build_script(operations: Sequence[Operation], handlers: Iterable[Handler] = 
             f"if [ -s \"$_ar_tmp/h.{handler.name}\" ]; then\n"
             f"  ARREARS_CHANGED=$(tr '\\n' ' ' < \"$_ar_tmp/h.{handler.name}\"); export ARREARS_CHANGED\n"
             f"  _ar_do 'handler:{handler.name}' _ar_h_{n} '' 5>&1\n"
+            f"  [ \"$_ar_rc\" -ne 0 ] || [ -z \"$_ar_pending\" ] || rm -f \"$_ar_pending/{handler.name}\"\n"
             f"fi\n"
         )
     return "".join(parts)
@@ -255,6 +280,7 @@ def run_batch(
     handlers: Iterable[Handler] = (),
     *,
     timeout: float | None = None,
+    state_dir: str | None = None,
 ) -> BatchResult:
     """Run every operation for one host in one script over one transport call.
 
@@ -263,6 +289,6 @@ def run_batch(
     """
     if not operations:
         return BatchResult(host=transport.host)
-    script = build_script(operations, handlers)
+    script = build_script(operations, handlers, state_dir=state_dir)
     output = transport.run_script(script, timeout=timeout)
     return parse_output(transport.host, operations, output)

@@ -1,0 +1,94 @@
+"""``arrears hosts``: commands about the inventory's hosts (``arrears hosts check``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["hosts"]
+
+
+def _inventory_path(ctx: click.Context, inventory: str | None, config: str | None) -> Path:
+    if inventory:
+        return Path(inventory)
+    from_parent = getattr(ctx.obj, "inventory_path", None)  # a Config the main command may have put there
+    if config is None and isinstance(from_parent, Path):
+        return from_parent
+    from agent.config import discover
+
+    return discover(config).inventory_path
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    if not report["hosts"]:
+        console.print(f"no hosts in {escape(report['inventory'])}")
+        return
+    table = Table(title=f"hosts in {escape(report['inventory'])}")
+    for column in ("host", "address", "reachable", "host key", "services"):
+        table.add_column(column)
+    problems: list[str] = []
+    for h in report["hosts"]:
+        where = f"{h.get('user')}@{h['address']}:{h['port']}" if h.get("address") else h.get("transport", "")
+        services = " ".join(
+            f"[{'green' if s['ok'] else 'red'}]{escape(s['service'])}/{escape(s['backend'])}[/]"
+            for s in h.get("services", [])
+        )
+        key = h.get("host_key", "")
+        key_style = "green" if key in ("ok", "not applicable") else "red"
+        reach = "[green]yes[/]" if h.get("reachable") else "[red]no[/]"
+        if h.get("connect_ms") is not None and h.get("reachable"):
+            reach += f" ({h['connect_ms']:.0f} ms)"
+        table.add_row(escape(h["host"]), escape(where or ""), reach, f"[{key_style}]{escape(key)}[/]", services)
+        if h.get("error"):
+            problems.append(f"{h['host']}: {h['error']}" + (" (transient: retry later)" if h.get("transient") else ""))
+        for s in h.get("services", []):
+            if not s["ok"] and s.get("detail") not in (None, "", "not checked"):
+                problems.append(f"{h['host']}: {s['service']}/{s['backend']}: {s['detail']}")
+    console.print(table)
+    for line in problems:
+        console.print(f"[red]-[/] {escape(line)}", soft_wrap=True)
+    console.print("[green]all hosts ok[/]" if report["ok"] else "[red]some hosts have problems[/]")
+
+
+@click.group("hosts")
+def hosts() -> None:
+    """Inspect the hosts of the inventory."""
+
+
+@hosts.command("check")
+@click.option("--inventory", "inventory", type=click.Path(dir_okay=False), default=None,
+              help="inventory.yaml (default: the one in the configuration folder)")
+@click.option("--config", "config", type=click.Path(file_okay=False), default=None, envvar="ARREARS_CONFIG",
+              help="configuration folder holding inventory.yaml")
+@click.option("--host", "only", multiple=True, help="check only this host (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def check(ctx: click.Context, inventory: str | None, config: str | None, only: tuple[str, ...],
+          as_json: bool) -> None:
+    """Connect to every host: reachability, host-key status and which backends answer.
+
+    Exit status: 0 when every host is fine, 1 when some host has a problem, 2 when the inventory is invalid.
+    """
+    from connectors.hosts_check import check_hosts
+    from connectors.inventory import InventoryError, load_inventory_file
+
+    path = _inventory_path(ctx, inventory, config)
+    try:
+        inv = load_inventory_file(path)
+    except InventoryError as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(2)
+    report = check_hosts(inv, hosts=list(only) or None)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _render(report)
+    ctx.exit(0 if report["ok"] else 1)

@@ -1,0 +1,161 @@
+"""``arrears hosts check``: connect to every host and report reachability, host-key status and backends.
+
+Each host gets one connection and one batch holding a probe per configured service (the connector's
+own ``check_script()`` when it has one, otherwise a built-in probe for the backend's commands). The
+report is plain JSON-able data; :mod:`agent.hosts_cli` renders it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from connectors import validate
+from connectors.base import Operation, Transport, TransportError, run_batch
+from connectors.inventory import HostConfig, Inventory, ServiceConfig
+from connectors.ssh import HostKeyError
+
+__all__ = ["check_host", "check_hosts", "probe_script"]
+
+_PROBES: dict[str, str] = {
+    "nginx": 'command -v nginx >/dev/null || fail "nginx not found"\nfact version "$(nginx -v 2>&1)"',
+    "apache": (
+        'c=$(command -v apache2ctl || command -v apachectl) || fail "apachectl not found"\n'
+        'fact version "$("$c" -v 2>&1 | head -n1)"'
+    ),
+    "dovecot-postfix": (
+        'command -v doveadm >/dev/null || fail "doveadm not found"\n'
+        'command -v postconf >/dev/null || fail "postconf not found"\n'
+        'command -v postmap >/dev/null || fail "postmap not found"\n'
+        'fact version "dovecot $(dovecot --version 2>/dev/null | cut -d" " -f1), postfix $(postconf -h mail_version)"'
+    ),
+    "vpopmail": (
+        'for d in /home/vpopmail/bin /var/vpopmail/bin /usr/local/vpopmail/bin; do PATH="$PATH:$d"; done\n'
+        'command -v vuserinfo >/dev/null || fail "vuserinfo not found"\n'
+        'command -v vmoduser >/dev/null || fail "vmoduser not found"\n'
+        'fact version "vpopmail tools in $(dirname "$(command -v vuserinfo)")"'
+    ),
+    "unix": (
+        'for c in usermod chage pkill crontab; do command -v "$c" >/dev/null || fail "$c not found"; done'
+    ),
+    "archive": (
+        'for c in tar gzip sha256sum; do command -v "$c" >/dev/null || fail "$c not found"; done\n'
+        'fact version "$(tar --version | head -n1)"'
+    ),
+}
+
+
+def probe_script(svc: ServiceConfig, connector: object | None = None) -> str:
+    """The shell probe for one service: the connector's ``check_script()`` or the built-in one."""
+    custom = getattr(connector, "check_script", None)
+    if callable(custom):
+        script = custom()
+        if isinstance(script, str):
+            return script
+    script = _PROBES.get(svc.backend, "true")
+    if svc.backend == "archive":
+        roots = getattr(svc.settings, "roots", [])
+        archive_dir = getattr(svc.settings, "archive_dir", None)
+        for root in roots:
+            r = validate.q(validate.path(root))
+            script += f'\n[ -d {r} ] || fail "home root {root} does not exist"'
+        if archive_dir:
+            a = validate.q(validate.path(archive_dir))
+            script += f'\nif [ -d {a} ]; then [ -w {a} ] || fail "archive dir {archive_dir} is not writable"; fi'
+    return script
+
+
+def _service_report(svc: ServiceConfig, ok: bool, detail: str) -> dict[str, Any]:
+    return {"service": svc.service, "backend": svc.backend, "ok": ok, "detail": detail}
+
+
+def check_host(inventory: Inventory, name: str, transport: Transport) -> dict[str, Any]:
+    """Connect, verify the host key, and run every service's probe in one batch."""
+    host: HostConfig = inventory.hosts[name]
+    report: dict[str, Any] = {
+        "host": name,
+        "transport": host.transport,
+        "address": None,
+        "port": None,
+        "user": None,
+        "reachable": False,
+        "host_key": "not applicable" if host.transport == "local" else "not checked",
+        "fingerprint": None,
+        "connect_ms": None,
+        "error": None,
+        "transient": False,
+        "services": [],
+        "ok": False,
+    }
+    if host.transport == "ssh":
+        settings = host.ssh_settings(inventory.defaults)
+        report.update(address=settings.address, port=settings.port, user=settings.user,
+                      sudo=settings.sudo and settings.user != "root")
+    ops: list[Operation] = []
+    services = list(host.services.values())
+    for svc in services:
+        try:
+            connector: object | None = inventory.connector(name, svc.service)
+        except Exception:  # the probe still says whether the backend's tools are there
+            connector = None
+        ops.append(Operation(f"check:{svc.service}", "", f"{svc.service}:check", probe_script(svc, connector)))
+    started = time.perf_counter()
+    try:
+        connect = getattr(transport, "connect", None)
+        if callable(connect):
+            connect()
+        report["connect_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        batch = run_batch(transport, ops, timeout=inventory.defaults.connect_timeout * 6)
+        if not ops:
+            transport.run_script("true", timeout=inventory.defaults.connect_timeout * 6)
+    except HostKeyError as exc:
+        report.update(host_key="changed" if exc.expected else "unknown", fingerprint=exc.fingerprint,
+                      reachable=True, error=exc.message, transient=False)
+        report["services"] = [_service_report(s, False, "not checked") for s in services]
+        return report
+    except TransportError as exc:
+        report.update(error=exc.message, transient=exc.transient)
+        # authentication and sudo problems happen after the host key was accepted
+        if host.transport == "ssh" and not exc.transient:
+            if "known_hosts" in exc.message:
+                report["host_key"] = "no known_hosts file"
+            else:
+                report.update(reachable=True, host_key="ok")
+        report["services"] = [_service_report(s, False, "not checked") for s in services]
+        return report
+    report["reachable"] = True
+    if host.transport == "ssh":
+        report["host_key"] = "ok"
+    for svc, op in zip(services, ops, strict=True):
+        r = batch.results[op.id]
+        detail = r.facts.get("version", "") if r.ok else (r.error or f"exit {r.rc}")
+        report["services"].append(_service_report(svc, r.ok, detail))
+    report["ok"] = all(s["ok"] for s in report["services"])
+    return report
+
+
+def check_hosts(inventory: Inventory, *, hosts: Sequence[str] | None = None,
+                transport_factory: Callable[[str], Transport] | None = None) -> dict[str, Any]:
+    """Check the named hosts (default: all), in parallel bounded by ``defaults.parallel``."""
+    names = list(hosts) if hosts else sorted(inventory.hosts)
+    unknown = [n for n in names if n not in inventory.hosts]
+    factory = transport_factory or inventory.transport
+
+    def one(name: str) -> dict[str, Any]:
+        transport = factory(name)
+        try:
+            return check_host(inventory, name, transport)
+        finally:
+            transport.close()
+
+    known = [n for n in names if n in inventory.hosts]
+    reports: list[dict[str, Any]] = []
+    if known:
+        with ThreadPoolExecutor(max_workers=max(1, min(inventory.defaults.parallel, len(known)))) as pool:
+            reports = list(pool.map(one, known))
+    for name in unknown:
+        reports.append({"host": name, "ok": False, "reachable": False, "host_key": "not checked",
+                        "error": f"unknown host {name!r}: not in {inventory.source}", "services": []})
+    return {"inventory": inventory.source, "ok": all(r["ok"] for r in reports), "hosts": reports}

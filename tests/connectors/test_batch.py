@@ -1,0 +1,73 @@
+"""The batch protocol: one script per host, one JSON result per operation, handlers once per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.base import Handler, Operation, build_script, run_batch
+from connectors.local import LocalTransport
+
+
+@pytest.fixture
+def local() -> LocalTransport:
+    return LocalTransport("local")
+
+
+def test_each_operation_reports_on_its_own(local: LocalTransport) -> None:
+    ops = [
+        Operation("a:1", "a", "t", "echo done; changed; fact saved 'x y'"),
+        Operation("b:1", "b", "t", "echo 'disk full' >&2; false; echo never"),
+        Operation("c:1", "c", "t", "[ -d / ]"),
+    ]
+    batch = run_batch(local, ops)
+    a, b, c = (batch.results[k] for k in ("a:1", "b:1", "c:1"))
+    assert (a.ok, a.changed, a.stdout, a.facts) == (True, True, "done\n", {"saved": "x y"})
+    assert (b.ok, b.changed, b.error, b.stdout) == (False, False, "disk full", "")
+    assert (c.ok, c.changed) == (True, False)
+    assert batch.for_account("b") == [b]
+
+
+def test_handler_runs_once_for_the_changed_operations_and_can_roll_one_back(local: LocalTransport) -> None:
+    ops = [Operation(f"s:{n}", f"acct{n}", "t", "changed" if n != 2 else ":", ("reload",)) for n in range(4)]
+    handler = Handler("reload", 'echo "$ARREARS_CHANGED"; override s:3 1 "config test failed"')
+    batch = run_batch(local, ops, [handler, Handler("unused", "echo no")])
+    assert list(batch.handlers) == ["handler:reload"]
+    assert batch.handlers["handler:reload"].stdout.split() == ["s:0", "s:1", "s:3"]
+    assert batch.results["s:3"].error == "config test failed" and not batch.results["s:3"].ok
+    assert all(batch.results[f"s:{n}"].ok for n in range(3))
+
+
+def test_no_handler_when_nothing_changed(local: LocalTransport) -> None:
+    batch = run_batch(local, [Operation("s:0", "a", "t", ":", ("reload",))], [Handler("reload", "echo ran")])
+    assert batch.handlers == {}
+
+
+def test_a_handler_interrupted_by_a_crash_runs_on_the_next_batch(local: LocalTransport, tmp_path: Path) -> None:
+    """The agent dies after a file changed but before the reload: the next batch still reloads."""
+    reloads = tmp_path / "reloads"
+    crash = Handler("reload", "kill -KILL $$")
+    first = run_batch(local, [Operation("s:0", "a", "t", "changed", ("reload",))], [crash], state_dir=str(tmp_path))
+    assert first.handlers == {}  # the batch died before the handler reported
+    reload = Handler("reload", f"echo x >> {reloads}")
+    again = run_batch(local, [Operation("s:0", "a", "t", ":", ("reload",))], [reload], state_dir=str(tmp_path))
+    assert again.results["s:0"].changed is False
+    assert again.handlers["handler:reload"].ok
+    assert reloads.read_text() == "x\n"
+    third = run_batch(local, [Operation("s:0", "a", "t", ":", ("reload",))], [reload], state_dir=str(tmp_path))
+    assert third.handlers == {} and reloads.read_text() == "x\n"
+
+
+def test_ids_and_names_are_checked_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="characters outside"):
+        Operation("a;rm -rf /", "a", "t", ":")
+    with pytest.raises(ValueError, match="twice"):
+        build_script([Operation("a", "a", "t", ":"), Operation("a", "a", "t", ":")])
+
+
+def test_operations_not_reached_are_reported_as_not_run(local: LocalTransport) -> None:
+    ops = [Operation("a:1", "a", "t", "kill -KILL $$"), Operation("b:1", "b", "t", ":")]
+    batch = run_batch(local, ops)
+    assert batch.results["a:1"].error is not None and batch.results["a:1"].error.startswith("not run")
+    assert batch.results["b:1"].error is not None and not batch.results["b:1"].ok

@@ -1,0 +1,188 @@
+"""inventory.yaml parsing: valid files load, every mistake names file, line, field and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors import registry
+from connectors.inventory import InventoryError, Problem, load_inventory, load_inventory_file
+from connectors.local import LocalTransport
+from connectors.ssh import SshTransport
+from connectors.testing import FlagConnector, flag_backends
+
+
+@pytest.fixture(autouse=True)
+def _flag_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, target in flag_backends().items():
+        monkeypatch.setitem(registry.BACKENDS, key, target)
+
+
+GOOD = """\
+defaults: {parallel: 8, connect_timeout: 4, retries: 5, state_dir: /var/lib/arrears, known_hosts: keys/known_hosts}
+hosts:
+  web1:
+    transport: ssh
+    address: 203.0.113.10
+    port: 2222
+    user: arrears
+    key: keys/id_ed25519
+    sudo: true
+    services:
+      web: {backend: flag, root: /srv/flags}
+      login: {backend: flag, root: /srv/flags}
+  demo:
+    transport: local
+    services:
+      mail:
+        backend: flag
+        root: /tmp/demo
+"""
+
+
+def _only(exc: pytest.ExceptionInfo[InventoryError]) -> Problem:
+    assert len(exc.value.problems) == 1, exc.value.problems
+    return exc.value.problems[0]
+
+
+def test_valid_inventory_loads_with_defaults_and_resolved_paths(tmp_path: Path) -> None:
+    inv = load_inventory(GOOD, str(tmp_path / "inventory.yaml"))
+    assert sorted(inv.hosts) == ["demo", "web1"]
+    settings = inv.hosts["web1"].ssh_settings(inv.defaults)
+    assert settings.address == "203.0.113.10" and settings.port == 2222 and settings.user == "arrears"
+    assert settings.sudo is True and settings.retries == 5 and settings.connect_timeout == 4
+    assert settings.key == str(tmp_path / "keys" / "id_ed25519")
+    assert settings.known_hosts == str(tmp_path / "keys" / "known_hosts")
+    assert isinstance(inv.transport("web1"), SshTransport)
+    assert isinstance(inv.transport("demo"), LocalTransport)
+    web = inv.connector("web1", "web")
+    assert isinstance(web, FlagConnector) and web.service == "web" and web.host == "web1"
+    assert inv.connector("web1", "web") is web
+    assert inv.hosts["demo"].services["mail"].settings.root == "/tmp/demo"  # type: ignore[attr-defined]
+
+
+def test_unknown_host_key_names_line_field_and_allowed_keys() -> None:
+    text = GOOD.replace("    sudo: true\n", "    sudo: true\n    pasword: hunter2\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "/etc/arrears/inventory.yaml")
+    p = _only(info)
+    assert (p.file, p.line, p.field) == ("/etc/arrears/inventory.yaml", 10, "hosts.web1.pasword")
+    assert "unknown key" in p.message and "known_hosts" in p.hint
+    assert "/etc/arrears/inventory.yaml:10: hosts.web1.pasword: unknown key" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_backend_settings_are_validated_by_the_connector_model() -> None:
+    text = GOOD.replace("        root: /tmp/demo\n", "        root: /tmp/demo\n        rooot: /x\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    p = _only(info)
+    assert (p.line, p.field) == (19, "hosts.demo.services.mail.rooot")
+    assert "root" in p.hint and "backend" in p.hint
+
+
+def test_bad_value_in_backend_settings_points_at_its_line() -> None:
+    text = GOOD.replace("        root: /tmp/demo\n", "        root: /tmp/../etc\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    p = _only(info)
+    assert (p.line, p.field) == (18, "hosts.demo.services.mail.root")
+    assert ".." in p.message
+
+
+def test_wrong_type_names_the_value() -> None:
+    text = GOOD.replace("port: 2222", "port: twenty-two")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    p = _only(info)
+    assert (p.line, p.field) == (6, "hosts.web1.port")
+    assert "twenty-two" in p.hint
+
+
+def test_ssh_host_needs_address_key_and_known_hosts() -> None:
+    text = "hosts:\n  web1:\n    transport: ssh\n    services: {}\n"
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    fields = {p.field: p for p in info.value.problems}
+    assert set(fields) == {"hosts.web1.address", "hosts.web1.key", "hosts.web1.known_hosts"}
+    assert all(p.line == 3 for p in fields.values())
+    assert "always verified" in fields["hosts.web1.known_hosts"].message
+
+
+def test_unknown_backend_and_service_list_the_choices() -> None:
+    text = GOOD.replace("web: {backend: flag, root: /srv/flags}", "web: {backend: lighttpd}").replace(
+        "login: {backend: flag", "ftp: {backend: flag")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    by_field = {p.field: p for p in info.value.problems}
+    assert by_field["hosts.web1.services.web.backend"].line == 11
+    assert "nginx" in by_field["hosts.web1.services.web.backend"].hint
+    assert by_field["hosts.web1.services.ftp"].line == 12
+    assert "web, mail, login, home" in by_field["hosts.web1.services.ftp"].hint
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    with pytest.raises(InventoryError) as info:
+        load_inventory("hosts:\n  web1:\n    address: [1, 2\n    port: 22\n", "inv.yaml")
+    p = _only(info)
+    assert p.line == 4 and "YAML syntax" in p.message
+
+
+def test_duplicate_keys_are_errors() -> None:
+    text = GOOD.replace("    port: 2222\n", "    port: 2222\n    port: 22\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, "inv.yaml")
+    p = _only(info)
+    assert (p.line, p.field) == (7, "hosts.web1.port") and "twice" in p.message
+
+
+def test_missing_hosts_and_unknown_top_level_key() -> None:
+    with pytest.raises(InventoryError) as info:
+        load_inventory("defaults: {parallel: 0}\nhost: {}\n", "inv.yaml")
+    by_field = {p.field: p for p in info.value.problems}
+    assert by_field["defaults.parallel"].line == 1
+    assert by_field["host"].line == 2 and "hosts" in by_field["host"].hint
+    assert "hosts" in by_field
+
+
+def test_unreadable_file_is_an_inventory_error(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError) as info:
+        load_inventory_file(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value)
+
+
+def test_unknown_host_lookup_names_known_hosts() -> None:
+    inv = load_inventory(GOOD, "inv.yaml")
+    with pytest.raises(KeyError, match="known hosts: demo, web1"):
+        inv.host("web9")
+
+
+def test_registry_validates_settings_with_the_connectors_model() -> None:
+    from pydantic import ValidationError
+
+    connector = registry.connector_for("mail", "flag", {"backend": "flag", "root": "/srv/f"}, "mx1")
+    assert isinstance(connector, FlagConnector) and connector.service == "mail" and connector.host == "mx1"
+    with pytest.raises(ValidationError):
+        registry.connector_for("mail", "flag", {"root": "relative/path"}, "mx1")
+    with pytest.raises(registry.UnknownBackend, match=r"backends for web: .*apache.*nginx"):
+        registry.connector_for("web", "lighttpd", {}, "h")
+    with pytest.raises(registry.UnknownBackend, match="known services"):
+        registry.connector_class("ftp", "vsftpd")
+
+
+@pytest.mark.parametrize(("service", "backend"), [
+    ("web", "nginx"), ("web", "apache"), ("mail", "dovecot-postfix"), ("mail", "vpopmail"),
+    ("login", "unix"), ("home", "archive"),
+])
+def test_every_registered_connector_meets_the_contract(service: str, backend: str) -> None:
+    import inspect
+
+    from pydantic import BaseModel
+
+    cls = registry.connector_class(service, backend)
+    assert cls.service == service
+    assert isinstance(cls.Settings, type) and issubclass(cls.Settings, BaseModel)
+    assert list(inspect.signature(cls.__init__).parameters)[1:3] == ["settings", "host"]
+    assert callable(cls.operations) and callable(cls.handlers)
+    assert list(inspect.signature(cls.operations).parameters)[1:4] == ["action", "account", "resource"]
