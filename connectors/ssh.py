@@ -10,6 +10,10 @@ missing key is a :class:`HostKeyError` carrying the server's fingerprint and the
 after an out-of-band check; a changed key names both fingerprints. Refused, reset, timed-out or
 unroutable connections are transient and retried with exponential back-off and jitter (bounded in
 attempts and total time); authentication and host-key problems are not retried.
+
+paramiko's client is used directly rather than through ``fabric.Connection``: Fabric's connection
+installs ``AutoAddPolicy`` in its constructor and loads the user's own ``~/.ssh/known_hosts`` (an open
+Fabric issue, fabric/fabric#2071), so the inventory's ``known_hosts`` would not be the only authority.
 """
 
 from __future__ import annotations
