@@ -1,0 +1,447 @@
+"""The executor: drains the outbox the tick wrote.
+
+1. Jobs claimed longer ago than the lease (their worker died) become pending again.
+2. Due pending jobs are claimed (``claimed`` with the worker and the time) in one transaction.
+3. Host jobs go to the fleet in one ``apply`` call (one batch per host, hosts in parallel). Jobs
+   whose host was unreachable are retried inside the run with tenacity, then on later ticks with a
+   durable back-off (``next_attempt_at``). Facts the connectors return are saved on the placement.
+4. Notices: the notice row (unique per account, episode and stage) is claimed before sending and
+   marked ``sent`` once the mail server accepted it; a failed send releases the claim. A notice
+   whose row is ``sent`` is never sent again.
+5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
+   from it); only then are the hold and the account's state written (state last). A suspension's
+   or deletion's own notice is queued at that point, after the hosts applied it.
+Rounds repeat while the finished transitions queued new work that is due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
+
+from agent.config import AgentSettings
+from agent.store import models as m
+from agent.store.repo import audit, load_snapshots, open_episode
+from agent.tick import ACTOR, event_job, notice_job
+from connectors.fleet import Fleet, Job, JobResult, Progress
+
+if TYPE_CHECKING:
+    from agent.notices import NoticeSettings, Notifier, OutgoingNotice, Templates
+    from policy.loader import PolicySet
+
+__all__ = ["EventSink", "ExecSummary", "NoticeComposer", "TemplateComposer", "event_sink", "execute", "jobs_by_host"]
+
+log = logging.getLogger("arrears.executor")
+
+
+class NoticeComposer(Protocol):
+    """Turns a notice job into the message to send (recipient, Message-ID, rendered text)."""
+
+    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice: ...
+
+
+EventSink = Callable[[m.Job, m.Account], dict[str, Any]]  # runs a hook; raises on failure
+
+
+class TemplateComposer:
+    """Renders notice templates with the account's variables (``agent.notices``)."""
+
+    def __init__(self, templates: Templates, settings: NoticeSettings, policy: PolicySet) -> None:
+        self.templates = templates
+        self.settings = settings
+        self.policy = policy
+
+    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
+        from agent.notices import OutgoingNotice, build_context, message_id
+        from policy import balance_at, evaluate
+
+        if not account.billing_email:
+            raise _Permanent(f"account {account.id} has no billing address")
+        snap = load_snapshots(session, [account])[account.id]
+        resolved = self.policy.resolve(account.id, account.plan, account.reseller, account.policy)
+        decision = evaluate(snap, resolved, now)
+        episode = session.get(m.Episode, job.episode) if job.episode is not None else None
+        suspended = session.scalar(select(m.StageTaken.at).where(
+            m.StageTaken.account == account.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
+            .order_by(m.StageTaken.id.desc()).limit(1))
+        fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
+                  "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
+        nxt = decision.next
+        context = build_context(
+            account=fields, balance=balance_at(snap, now), credit_limit=resolved.credit_limit,
+            debt_start=episode.started_at if episode is not None else None, now=now, stage=job.stage,
+            next_measure=nxt, next_due=nxt.due_at if nxt is not None else None, settings=self.settings,
+            timezone=resolved.timezone)
+        template = str(job.payload.get("template") or job.stage)
+        rendered = self.templates.render(template, context)
+        return OutgoingNotice(key=job.key, to=account.billing_email,
+                              message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain),
+                              rendered=rendered, date=now)
+
+
+class _Permanent(Exception):
+    """A notice that cannot be composed and never will be (no address, no such template)."""
+
+
+@dataclass
+class ExecSummary:
+    claimed: int = 0
+    done: int = 0
+    retrying: int = 0
+    failed: int = 0
+    reclaimed: int = 0
+    notices_sent: int = 0
+    taken: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claimed": self.claimed, "done": self.done, "retrying": self.retrying, "failed": self.failed,
+                "reclaimed": self.reclaimed, "notices_sent": self.notices_sent, "taken": self.taken,
+                "errors": self.errors}
+
+
+def _backoff(settings: AgentSettings, attempts: int) -> timedelta:
+    return timedelta(seconds=min(settings.backoff_seconds * 2 ** max(attempts - 1, 0), settings.backoff_max_seconds))
+
+
+def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, now: datetime, *,
+            composer: NoticeComposer | None = None, settings: AgentSettings | None = None,
+            events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
+            transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6) -> ExecSummary:
+    """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits)."""
+    settings = settings or AgentSettings()
+    worker = worker or f"run-{uuid.uuid4().hex[:12]}"
+    summary = ExecSummary()
+    summary.reclaimed = _reclaim(session, now, settings)
+    for _ in range(max_rounds):
+        claimed = _claim(session, now, worker)
+        summary.claimed += len(claimed)
+        if claimed:
+            _run_host_jobs(session, fleet, [j for j in claimed if j.kind == "host"], now, settings, summary,
+                           progress, transient_tries, transient_wait)
+            _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
+                         summary)
+            _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
+        queued = _finish_transitions(session, now, summary)
+        if not claimed and not queued:
+            break
+    return summary
+
+
+# --- claiming ------------------------------------------------------------------------------------
+
+
+def _reclaim(session: Session, now: datetime, settings: AgentSettings) -> int:
+    lease = now - timedelta(seconds=settings.lease_seconds)
+    res = session.execute(update(m.Job).where(m.Job.status == "claimed", m.Job.claimed_at < lease)
+                          .values(status="pending", next_attempt_at=now, claimed_by=None))
+    session.commit()
+    return int(getattr(res, "rowcount", 0) or 0)
+
+
+def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
+    ids = list(session.scalars(select(m.Job.id).where(m.Job.status == "pending", m.Job.next_attempt_at <= now)
+                               .order_by(m.Job.id)))
+    if not ids:
+        session.commit()
+        return []
+    for i in range(0, len(ids), 500):
+        session.execute(update(m.Job).where(m.Job.id.in_(ids[i:i + 500]), m.Job.status == "pending")
+                        .values(status="claimed", claimed_by=worker, claimed_at=now))
+    session.commit()
+    jobs = list(session.scalars(select(m.Job).where(m.Job.status == "claimed", m.Job.claimed_by == worker,
+                                                    m.Job.claimed_at == now).order_by(m.Job.id)))
+    return jobs
+
+
+def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
+          transient: bool, permanent: bool = False) -> None:
+    job.attempts += 1
+    job.last_error = error
+    job.claimed_by = None
+    if permanent or (not transient and job.attempts >= settings.max_attempts):
+        job.status = "failed"
+        job.finished_at = now
+        summary.failed += 1
+    else:
+        job.status = "pending"
+        job.next_attempt_at = now + _backoff(settings, job.attempts)
+        summary.retrying += 1
+    summary.errors.append(f"{job.key}: {error}")
+
+
+def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any] | None = None) -> None:
+    job.status = "done"
+    job.finished_at = now
+    job.last_error = None
+    job.result = result
+    job.attempts += 1
+    summary.done += 1
+
+
+# --- host jobs -----------------------------------------------------------------------------------
+
+
+def jobs_by_host(jobs: Sequence[m.Job]) -> dict[str, list[m.Job]]:
+    out: dict[str, list[m.Job]] = {}
+    for j in jobs:
+        out.setdefault(j.host or "", []).append(j)
+    return out
+
+
+def _flat_state(state: dict[str, Any]) -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for part in ("suspend", "delete"):
+        for k, v in (state.get(part) or {}).items():
+            flat[str(k)] = str(v)
+    return flat
+
+
+def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,
+                   summary: ExecSummary, progress: Progress | None, tries: int, wait: float) -> None:
+    if not jobs:
+        return
+    placements: dict[tuple[str, str, str], m.Placement] = {}
+    for row in session.scalars(select(m.Placement).where(m.Placement.account.in_({j.account for j in jobs}))):
+        placements[(row.account, row.service, row.host)] = row
+    work: dict[str, Job] = {}
+    for j in jobs:
+        p = placements.get((j.account, j.service or "", j.host or ""))
+        if p is None:
+            _fail(j, f"the account no longer has {j.service} on {j.host}", now, settings, summary,
+                  transient=False, permanent=True)
+            continue
+        work[j.key] = Job(key=j.key, account=j.account, action=j.action, service=p.service,  # type: ignore[arg-type]
+                          host=p.host, resource={**p.resource, "host": p.host}, state=_flat_state(p.state))
+    if fleet is None and work:
+        for j in jobs:
+            if j.key in work:
+                _fail(j, "no fleet configured (inventory.yaml missing)", now, settings, summary, transient=True)
+        session.commit()
+        return
+    results: dict[str, JobResult] = {}
+    pending = dict(work)
+
+    def attempt() -> dict[str, JobResult]:
+        assert fleet is not None
+        try:
+            got = fleet.apply(list(pending.values()), progress=progress)
+        except Exception as exc:
+            got = {k: JobResult(key=k, host=job.host, ok=False, error=f"fleet error: {exc}", transient=True)
+                   for k, job in pending.items()}
+        for k, r in got.items():
+            results[k] = r
+        for k in [k for k, r in got.items() if r.ok or not r.transient]:
+            pending.pop(k, None)
+        missing = [k for k in pending if k not in got]
+        for k in missing:
+            results[k] = JobResult(key=k, host=pending[k].host, ok=False, error="no result from the fleet",
+                                   transient=True)
+        return {k: results[k] for k in pending}
+
+    with contextlib.suppress(RetryError):
+        Retrying(stop=stop_after_attempt(max(1, tries)), wait=wait_exponential(multiplier=wait, max=10),
+                 retry=retry_if_result(bool))(attempt)
+    for j in jobs:
+        if j.key not in work:
+            continue
+        r = results.get(j.key)
+        if r is None:
+            _fail(j, "no result from the fleet", now, settings, summary, transient=True)
+            continue
+        detail = {"host": r.host, "changed": r.changed, "facts": dict(r.facts), "operations": list(r.operations)}
+        if r.ok:
+            p = placements[(j.account, j.service or "", j.host or "")]
+            state = dict(p.state or {})
+            if j.action in ("suspend", "delete"):
+                state[j.action] = {**(state.get(j.action) or {}), **r.facts}
+            elif j.action == "resume":
+                state.pop("suspend", None)
+            p.state = state
+            _done(j, now, summary, detail)
+        else:
+            j.result = detail
+            _fail(j, r.error or "failed", now, settings, summary, transient=r.transient)
+    session.commit()
+
+
+# --- notices -------------------------------------------------------------------------------------
+
+
+def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+                 now: datetime, settings: AgentSettings, summary: ExecSummary) -> None:
+    if not jobs:
+        return
+    outgoing: list[tuple[m.Job, OutgoingNotice]] = []
+    lease = now - timedelta(seconds=settings.lease_seconds)
+    for j in jobs:
+        row = session.scalar(select(m.Notice).where(m.Notice.key == j.key))
+        if row is not None and row.status == "sent":
+            _done(j, now, summary, {"notice": "already sent", "message_id": row.message_id})
+            continue
+        if row is not None and row.status == "claimed" and row.claimed_at is not None and row.claimed_at > lease:
+            # another worker is sending it right now; look again later
+            j.status, j.claimed_by = "pending", None
+            j.next_attempt_at = now + timedelta(seconds=settings.backoff_seconds)
+            continue
+        if notifier is None or composer is None:
+            _fail(j, "notices are not configured (policy.yaml notices: section)", now, settings, summary,
+                  transient=True)
+            continue
+        acc = session.get(m.Account, j.account)
+        assert acc is not None
+        try:
+            out = composer.compose(session, acc, j, now)
+        except Exception as exc:
+            error = str(exc)
+            _record_notice(session, row, j, acc, now, message_id="", to=acc.billing_email or "", subject=None,
+                           status="failed", error=error, permanent=True)
+            _fail(j, error, now, settings, summary, transient=False, permanent=True)
+            continue
+        row = _record_notice(session, row, j, acc, now, message_id=out.message_id, to=out.to,
+                             subject=out.rendered.subject, status="claimed", error=None, permanent=False)
+        outgoing.append((j, out))
+    session.commit()  # the claims are durable before anything is sent
+    if not outgoing:
+        return
+    try:
+        sent = notifier.send([o for _, o in outgoing]) if notifier is not None else {}
+    except Exception as exc:
+        from agent.notices import SendResult
+
+        sent = {o.key: SendResult(ok=False, permanent=False, error=f"notifier error: {exc}") for _, o in outgoing}
+    for j, out in outgoing:
+        row = session.scalar(select(m.Notice).where(m.Notice.key == j.key))
+        assert row is not None
+        res = sent.get(out.key)
+        if res is not None and res.ok:
+            row.status, row.sent_at, row.error = "sent", now, None
+            _done(j, now, summary, {"message_id": out.message_id, "to": out.to})
+            summary.notices_sent += 1
+        else:
+            error = (res.error if res is not None else None) or "not sent"
+            permanent = bool(res is not None and res.permanent)
+            row.status, row.error, row.permanent, row.claimed_at = "failed", error, permanent, None
+            _fail(j, error, now, settings, summary, transient=not permanent, permanent=permanent)
+    session.commit()
+
+
+def _record_notice(session: Session, row: m.Notice | None, job: m.Job, acc: m.Account, now: datetime, *,
+                   message_id: str, to: str, subject: str | None, status: str, error: str | None,
+                   permanent: bool) -> m.Notice:
+    if row is None:
+        row = m.Notice(key=job.key, account=acc.id, episode=job.episode, stage=job.stage,
+                       template=str(job.payload.get("template") or job.stage), message_id=message_id, to=to)
+        session.add(row)
+    row.message_id, row.to, row.subject = message_id or row.message_id, to, subject
+    row.status, row.error, row.permanent, row.claimed_at = status, error, permanent, now
+    session.flush()
+    return row
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], now: datetime,
+                settings: AgentSettings, summary: ExecSummary) -> None:
+    for j in jobs:
+        acc = session.get(m.Account, j.account)
+        assert acc is not None
+        if events is None:
+            _done(j, now, summary, {"event": "no events configured"})
+            continue
+        try:
+            result = events(j, acc)
+        except _Permanent as exc:
+            _fail(j, str(exc), now, settings, summary, transient=False, permanent=True)
+            continue
+        except Exception as exc:
+            _fail(j, str(exc), now, settings, summary, transient=False)
+            continue
+        _done(j, now, summary, result)
+    session.commit()
+
+
+def event_sink(sink: Any) -> EventSink:
+    """Adapts an :class:`agent.events.EventSink` to the executor: hook stages and events both emit the
+    job's payload (``event``, or a built one for a hook); a failure raises so the job is retried."""
+
+    def run(job: m.Job, account: m.Account) -> dict[str, Any]:
+        event = job.payload.get("event")
+        if event is None:
+            return {"event": f"hook {job.payload.get('hook')!r} recorded; no runner for hooks"}
+        result = sink.emit(event)
+        if result.ok:
+            return {"event": event.get("type"), "attempts": result.attempts, "skipped": result.skipped}
+        if result.permanent:
+            raise _Permanent(result.error or "event refused")
+        raise RuntimeError(result.error or "event not delivered")
+
+    return run
+
+
+# --- finishing transitions -----------------------------------------------------------------------
+
+_REQUIRED = {"notice": ("notice",), "suspend": ("host",), "delete": ("host",), "resume": ("host",),
+             "hook": ("event",)}
+
+
+def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -> int:
+    """Record every in-flight transition whose jobs are all done as taken; returns the jobs it queued."""
+    queued = 0
+    for st in list(session.scalars(select(m.StageTaken).where(m.StageTaken.status == "in_flight")
+                                   .order_by(m.StageTaken.id))):
+        kinds = _REQUIRED.get(st.action, ("host",))
+        statuses = list(session.scalars(select(m.Job.status).where(
+            m.Job.account == st.account, m.Job.episode == st.episode, m.Job.stage == st.stage,
+            m.Job.kind.in_(kinds))))
+        if any(s != "done" for s in statuses):
+            continue
+        acc = session.get(m.Account, st.account)
+        assert acc is not None
+        st.status, st.at = "taken", now
+        text = (st.reason or {}).get("text")
+        if st.action == "suspend":
+            kind = st.hold or "debt"
+            if session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id, m.Hold.kind == kind,
+                                                      m.Hold.released_at.is_(None))) is None:
+                session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
+            if st.template:
+                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+            queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
+                                suspended_from=now)
+            acc.state = "suspended"
+        elif st.action == "delete":
+            if st.template:
+                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+            queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
+            acc.state = "deleted"
+        elif st.action == "notice":
+            queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
+        elif st.action == "resume" and acc.state != "deleted":
+            since = session.scalar(select(m.StageTaken.at).where(
+                m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
+                .order_by(m.StageTaken.at.desc()).limit(1))
+            queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
+                                suspended_from=since or now)
+            # the state is written last, once every host resumed the account
+            remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
+                                                               m.Hold.released_at.is_(None)).limit(1))
+            if remaining is None:
+                acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
+        acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
+        audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
+              reason=text, details={"episode": st.episode, "stage": st.stage})
+        summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+        session.commit()
+    return queued
+

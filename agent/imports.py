@@ -1,0 +1,500 @@
+"""Importing accounts, ledger entries and invoices from JSON lines or CSV files.
+
+A file is read and validated completely before anything is written, and written in the caller's one
+transaction: a bad line rejects the whole file with ``file:line: field: message``. Ledger entries are
+keyed by ``(account, ref)``: importing the same file twice imports nothing the second time. An entry
+without ``ref`` gets one derived from its content, so the same line is never imported twice either.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agent.store import models as m
+from connectors.validate import UnsafeValue, account_id
+
+if TYPE_CHECKING:
+    from policy.loader import PolicySet
+
+__all__ = [
+    "ASAP",
+    "LEDGER_KINDS",
+    "ImportFileError",
+    "ImportSummary",
+    "import_accounts",
+    "import_invoices",
+    "import_ledger",
+    "parse_amount",
+    "parse_instant",
+    "read_records",
+    "touch",
+]
+
+ASAP = datetime(1970, 1, 1, tzinfo=UTC)  # next_check_at for "look at it on the next tick"
+LEDGER_KINDS = ("charge", "payment", "credit", "refund", "adjustment")
+_SERVICE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_METHOD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ImportFileError(ValueError):
+    """One bad line of an import file; nothing of the file was written."""
+
+    def __init__(self, filename: str, line: int | None, field: str, message: str) -> None:
+        self.filename = filename
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.filename if self.line is None else f"{self.filename}:{self.line}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    accounts: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"created": self.created, "updated": self.updated, "skipped": self.skipped}
+
+
+# --- values --------------------------------------------------------------------------------------
+
+
+def parse_instant(text: str, *, what: str = "time") -> datetime:
+    """An ISO-8601 instant that carries a zone (``Z`` or ``+02:00``), as aware UTC."""
+    raw = text.strip()
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an ISO-8601 time such as 2026-03-01T09:00:00+00:00") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        example = raw if "T" in raw or " " in raw else f"{raw}T00:00:00"
+        raise ValueError(f"{what} {text!r} has no zone; add one, e.g. {example}Z or {example}+01:00")
+    return value.astimezone(UTC)
+
+
+def parse_amount(value: object, *, what: str = "amount") -> Decimal:
+    """An exact amount from a Decimal, an int or a decimal string; floats are refused."""
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"{what} must be an exact decimal number, got {value!r}")
+    if isinstance(value, Decimal | int):
+        d = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            d = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{what} {value!r} is not a number") from None
+    else:
+        raise ValueError(f"{what} must be a number, got {type(value).__name__}")
+    if not d.is_finite():
+        raise ValueError(f"{what} {value!r} is not a finite number")
+    return d
+
+
+class _Row:
+    def __init__(self, filename: str, line: int, data: Mapping[str, Any]) -> None:
+        self.filename = filename
+        self.line = line
+        self.data = data
+
+    def fail(self, name: str, message: str) -> ImportFileError:
+        return ImportFileError(self.filename, self.line, name, message)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def text(self, name: str, *, required: bool = False, pattern: re.Pattern[str] | None = None,
+             max_len: int = 300) -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                raise self.fail(name, "is required")
+            return None
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be text, got {_kind(value)}")
+        if not value or len(value) > max_len or any(c in value for c in "\x00\r\n"):
+            raise self.fail(name, f"must be 1 to {max_len} characters on one line")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(name, f"{value!r} is not valid (expected {pattern.pattern})")
+        return value
+
+    def instant(self, name: str, *, required: bool = False) -> datetime | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                raise self.fail(name, "is required")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be an ISO-8601 time with a zone, got {_kind(value)}")
+        try:
+            return parse_instant(value, what=name)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def amount(self, name: str) -> Decimal:
+        value = self.data.get(name)
+        if value is None:
+            raise self.fail(name, "is required")
+        try:
+            return parse_amount(value, what=name)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        raise self.fail(name, f"must be true or false, got {value!r}")
+
+    def account(self, name: str = "account") -> str:
+        value = self.text(name, required=True, max_len=64)
+        assert value is not None
+        try:
+            return account_id(value)
+        except UnsafeValue as exc:
+            raise self.fail(name, str(exc)) from None
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false", str: "text"}.get(type(value), type(value).__name__)
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+_JSON_COLUMNS = ("resources", "policy")
+
+
+def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The records of a JSON lines or CSV file (by the ``.csv`` suffix), each with its line number.
+
+    JSON numbers are read as Decimal (never float). In CSV, empty cells are absent and the
+    ``resources`` and ``policy`` columns hold JSON.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ImportFileError(name, None, "file", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportFileError(name, None, "file", f"cannot read: {exc}") from None
+    records: list[tuple[int, dict[str, Any]]] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            return records
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise ImportFileError(name, line, "line", "has more cells than the header")
+            rec: dict[str, Any] = {}
+            for key, cell in row.items():
+                key = (key or "").strip()
+                if cell is None or cell == "":
+                    continue
+                if key in _JSON_COLUMNS:
+                    try:
+                        rec[key] = json.loads(cell, parse_float=Decimal)
+                    except json.JSONDecodeError as exc:
+                        raise ImportFileError(name, line, key, f"is not valid JSON: {exc.msg}") from None
+                else:
+                    rec[key] = cell
+            records.append((line, rec))
+        return records
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        try:
+            value = json.loads(raw, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise ImportFileError(name, n, "line", f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(value, dict):
+            raise ImportFileError(name, n, "line", f"must be a JSON object, got {_kind(value)}")
+        records.append((n, value))
+    return records
+
+
+def _check_fields(row: _Row, known: Iterable[str]) -> None:
+    known = tuple(known)
+    for key in row.data:
+        if key not in known:
+            raise row.fail(str(key), f"unknown field; known fields: {', '.join(known)}")
+
+
+def _known_accounts(session: Session, ids: Iterable[str]) -> set[str]:
+    wanted = sorted(set(ids))
+    found: set[str] = set()
+    for i in range(0, len(wanted), 500):
+        found.update(session.scalars(select(m.Account.id).where(m.Account.id.in_(wanted[i:i + 500]))))
+    return found
+
+
+def touch(acc: m.Account) -> None:
+    """Something the decision reads changed: look at the account on the next tick (and let a tick that
+    evaluated it before this change know its decision is stale)."""
+    acc.next_check_at = ASAP
+    acc.changed_at = datetime.now(UTC)
+
+
+def _mark_due(session: Session, ids: Iterable[str]) -> None:
+    wanted = sorted(set(ids))
+    for i in range(0, len(wanted), 500):
+        session.execute(update(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))
+                        .values(next_check_at=ASAP, changed_at=datetime.now(UTC)))
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+_ACCOUNT_FIELDS = ("id", "username", "billing_email", "plan", "reseller", "currency", "trial_ends_at",
+                   "has_billing_profile", "policy", "resources")
+
+
+def _placements(row: _Row) -> list[tuple[str, str, dict[str, Any]]]:
+    resources = row.data.get("resources")
+    if resources is None:
+        return []
+    if not isinstance(resources, dict):
+        raise row.fail("resources", f"must be a mapping of service to {{host, ...}}, got {_kind(resources)}")
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    seen: set[tuple[str, str]] = set()
+    for service, entries in resources.items():
+        where = f"resources.{service}"
+        if not isinstance(service, str) or not _SERVICE.match(service):
+            raise row.fail(where, "is not a valid service name (web, mail, login, home ...)")
+        items = entries if isinstance(entries, list) else [entries]
+        for i, entry in enumerate(items):
+            at = where if not isinstance(entries, list) else f"{where}[{i}]"
+            if not isinstance(entry, dict):
+                raise row.fail(at, f"must be a mapping with a host, got {_kind(entry)}")
+            host = entry.get("host")
+            if not isinstance(host, str) or not _HOST.match(host):
+                raise row.fail(f"{at}.host", "is required: the inventory name of the host")
+            if (service, host) in seen:
+                raise row.fail(at, f"names host {host!r} twice for {service}")
+            seen.add((service, host))
+            resource = {k: _plain(v) for k, v in entry.items() if k != "host"}
+            out.append((service, host, resource))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-storable: Decimals from the parser become int or str."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None) -> ImportSummary:
+    """Create or update the accounts of ``path`` and their placements; each is looked at on the next tick."""
+    name = str(path)
+    parsed: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for line, data in read_records(path):
+        row = _Row(name, line, data)
+        _check_fields(row, _ACCOUNT_FIELDS)
+        aid = row.account("id")
+        if aid in seen:
+            raise row.fail("id", f"account {aid!r} already appears on line {seen[aid]}")
+        seen[aid] = line
+        email = row.text("billing_email", pattern=_EMAIL, max_len=320)
+        layer = row.data.get("policy")
+        if layer is not None and not isinstance(layer, dict):
+            raise row.fail("policy", f"must be a mapping of policy settings, got {_kind(layer)}")
+        plan = row.text("plan", max_len=100)
+        reseller = row.text("reseller", max_len=100)
+        layer = _plain(layer) if layer else None
+        if policy is not None:
+            from policy import PolicyError
+
+            try:
+                policy.resolve(aid, plan, reseller, layer)
+            except PolicyError as exc:
+                raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
+        parsed.append({
+            "id": aid,
+            "username": row.text("username", max_len=200),
+            "billing_email": email,
+            "plan": plan,
+            "reseller": reseller,
+            "currency": row.text("currency", pattern=_CURRENCY, max_len=3) or "USD",
+            "trial_ends_at": row.instant("trial_ends_at"),
+            "has_billing_profile": row.boolean("has_billing_profile", True),
+            "policy": layer,
+            "resources": _plain(row.data.get("resources") or {}),
+            "placements": _placements(row),
+        })
+    summary = ImportSummary()
+    for rec in parsed:
+        placements = rec.pop("placements")
+        acc = session.get(m.Account, rec["id"])
+        if acc is None:
+            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=datetime.now(UTC), created_at=now,
+                            updated_at=now)
+            session.add(acc)
+            summary.created += 1
+        else:
+            changed = any(getattr(acc, k) != v for k, v in rec.items())
+            for k, v in rec.items():
+                setattr(acc, k, v)
+            if changed:
+                acc.updated_at = now
+                touch(acc)
+                summary.updated += 1
+            else:
+                summary.skipped += 1
+        session.flush()
+        existing = {(p.service, p.host): p for p in
+                    session.scalars(select(m.Placement).where(m.Placement.account == acc.id))}
+        wanted = {(s, h) for s, h, _ in placements}
+        for service, host, resource in placements:
+            p = existing.get((service, host))
+            if p is None:
+                session.add(m.Placement(account=acc.id, service=service, host=host, resource=resource, state={}))
+            elif p.resource != resource:
+                p.resource = resource
+        for key, p in existing.items():
+            if key not in wanted and not p.state:
+                session.delete(p)
+        summary.accounts.add(acc.id)
+    session.flush()
+    return summary
+
+
+# --- ledger --------------------------------------------------------------------------------------
+
+_LEDGER_FIELDS = ("account", "at", "amount", "kind", "method", "ref")
+
+
+def _auto_ref(aid: str, at: datetime, amount: Decimal, kind: str, method: str | None) -> str:
+    digest = hashlib.sha256(f"{aid}|{at.isoformat()}|{amount}|{kind}|{method or ''}".encode()).hexdigest()
+    return f"auto:{digest[:24]}"
+
+
+def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
+    """Add the entries of ``path``; an entry whose ``(account, ref)`` is already known is skipped."""
+    name = str(path)
+    rows: list[tuple[_Row, dict[str, Any]]] = []
+    for line, data in read_records(path):
+        row = _Row(name, line, data)
+        _check_fields(row, _LEDGER_FIELDS)
+        aid = row.account()
+        at = row.instant("at", required=True)
+        assert at is not None
+        amount = row.amount("amount")
+        if amount == 0:
+            raise row.fail("amount", "must not be zero")
+        kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
+        if kind not in LEDGER_KINDS:
+            raise row.fail("kind", f"{kind!r} is not one of {', '.join(LEDGER_KINDS)}")
+        if kind in ("payment", "credit") and amount < 0:
+            raise row.fail("amount", f"a {kind} is positive (charges are negative), got {amount}")
+        if kind == "charge" and amount > 0:
+            raise row.fail("amount", f"a charge is negative (payments are positive), got {amount}")
+        method = row.text("method", pattern=_METHOD, max_len=32)
+        ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
+        rows.append((row, {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method, "ref": ref}))
+    known = _known_accounts(session, (r["account"] for _, r in rows))
+    for row, rec in rows:
+        if rec["account"] not in known:
+            raise row.fail("account", f"unknown account {rec['account']!r}; import it with `arrears accounts import`")
+    summary = ImportSummary()
+    existing: set[tuple[str, str]] = set()
+    accounts = sorted(known)
+    for i in range(0, len(accounts), 500):
+        existing.update((a, r) for a, r in session.execute(
+            select(m.LedgerEntry.account, m.LedgerEntry.ref).where(m.LedgerEntry.account.in_(accounts[i:i + 500]))))
+    for _row, rec in rows:
+        key = (rec["account"], rec["ref"])
+        if key in existing:
+            summary.skipped += 1
+            continue
+        existing.add(key)
+        session.add(m.LedgerEntry(**rec, imported_at=now))
+        summary.created += 1
+        summary.accounts.add(rec["account"])
+    _mark_due(session, summary.accounts)
+    session.flush()
+    return summary
+
+
+# --- invoices ------------------------------------------------------------------------------------
+
+_INVOICE_FIELDS = ("account", "id", "issued_at", "due_at", "amount", "paid_at")
+
+
+def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummary:
+    """Create or update invoices by ``(account, id)`` (a later file may add ``paid_at``)."""
+    name = str(path)
+    rows: list[tuple[_Row, dict[str, Any]]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for line, data in read_records(path):
+        row = _Row(name, line, data)
+        _check_fields(row, _INVOICE_FIELDS)
+        aid = row.account()
+        inv = row.text("id", required=True, max_len=200)
+        assert inv is not None
+        if (aid, inv) in seen:
+            raise row.fail("id", f"invoice {inv!r} of account {aid!r} already appears on line {seen[(aid, inv)]}")
+        seen[(aid, inv)] = line
+        issued = row.instant("issued_at", required=True)
+        due = row.instant("due_at", required=True)
+        assert issued is not None and due is not None
+        if due < issued:
+            raise row.fail("due_at", "is before issued_at")
+        amount = row.amount("amount")
+        if amount <= 0:
+            raise row.fail("amount", f"an invoice amount is positive, got {amount}")
+        rows.append((row, {"account": aid, "invoice_id": inv, "issued_at": issued, "due_at": due, "amount": amount,
+                           "paid_at": row.instant("paid_at")}))
+    known = _known_accounts(session, (r["account"] for _, r in rows))
+    for row, rec in rows:
+        if rec["account"] not in known:
+            raise row.fail("account", f"unknown account {rec['account']!r}; import it with `arrears accounts import`")
+    summary = ImportSummary()
+    for _row, rec in rows:
+        cur = session.scalars(select(m.Invoice).where(m.Invoice.account == rec["account"],
+                                                      m.Invoice.invoice_id == rec["invoice_id"])).first()
+        if cur is None:
+            session.add(m.Invoice(**rec))
+            summary.created += 1
+        elif any(getattr(cur, k) != v for k, v in rec.items()):
+            for k, v in rec.items():
+                setattr(cur, k, v)
+            summary.updated += 1
+        else:
+            summary.skipped += 1
+            continue
+        summary.accounts.add(rec["account"])
+    _mark_due(session, summary.accounts)
+    session.flush()
+    return summary

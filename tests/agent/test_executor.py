@@ -1,0 +1,269 @@
+"""The tick and the executor on a FakeFleet: outbox jobs per host, retries, crash recovery, notices once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from agent.config import AgentSettings
+from agent.executor import _claim, execute
+from agent.imports import import_accounts, import_ledger
+from agent.notices import OutgoingNotice, RenderedNotice, SendResult
+from agent.store import models as m
+from agent.store.db import Store
+from agent.tick import tick
+from connectors.testing import FakeFleet
+from policy.loader import PolicySet
+
+DAY0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
+SETTINGS = AgentSettings(lease_seconds=600, backoff_seconds=60, max_attempts=3)
+
+
+def day(n: float) -> datetime:
+    return DAY0 + timedelta(days=n)
+
+
+@dataclass
+class FakeNotifier:
+    sent: list[OutgoingNotice] = field(default_factory=list)
+    fail: SendResult | None = None
+
+    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]:
+        if self.fail is not None:
+            return {n.key: self.fail for n in notices}
+        self.sent.extend(notices)
+        return {n.key: SendResult(ok=True) for n in notices}
+
+
+class FakeComposer:
+    def compose(self, session, account, job, now):  # type: ignore[no-untyped-def]
+        return OutgoingNotice(key=job.key, to=account.billing_email, message_id=f"<{job.key}@example.net>",
+                              rendered=RenderedNotice(subject=job.stage, text="pay"), date=now)
+
+
+ACCOUNTS = [
+    {"id": "a1", "billing_email": "a1@example.net",
+     "resources": {"web": {"host": "web1", "sites": ["a1.example"]},
+                   "mail": {"host": "mail1", "mailboxes": ["x@a1.example"]}}},
+    {"id": "b2", "billing_email": "b2@example.net", "resources": {"web": {"host": "web2", "sites": ["b2.example"]}}},
+]
+
+
+@pytest.fixture
+def world(store: Store, policy: PolicySet, tmp_path: Path) -> World:
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(a) + "\n" for a in ACCOUNTS))
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"account": a["id"], "at": day(0).isoformat(),
+                                                          "amount": "-10", "ref": "c"}) + "\n" for a in ACCOUNTS))
+    with store.session() as s:
+        import_accounts(s, tmp_path / "a.jsonl", DAY0, policy)
+        import_ledger(s, tmp_path / "l.jsonl", DAY0)
+    return World(store, policy, FakeFleet(), FakeNotifier())
+
+
+@dataclass
+class World:
+    store: Store
+    policy: PolicySet
+    fleet: FakeFleet
+    notifier: FakeNotifier
+
+    def run(self, n: float, **kw: object):  # type: ignore[no-untyped-def]
+        with self.store.sessions() as s:
+            t = tick(s, self.policy, day(n), SETTINGS)
+            x = execute(s, self.fleet, self.notifier, day(n), composer=FakeComposer(), settings=SETTINGS,
+                        transient_tries=1, **kw)  # type: ignore[arg-type]
+        return t, x
+
+    def state(self, account: str) -> str:
+        with self.store.session() as s:
+            acc = s.get(m.Account, account)
+            assert acc is not None
+            return acc.state
+
+    def jobs(self, **where: str) -> list[m.Job]:
+        with self.store.session() as s:
+            stmt = select(m.Job).order_by(m.Job.id)
+            for k, v in where.items():
+                stmt = stmt.where(getattr(m.Job, k) == v)
+            return list(s.scalars(stmt))
+
+
+def suspend_day(w: World) -> None:
+    for n in (0, 5):
+        w.run(n)
+
+
+def test_suspension_is_one_job_per_service_and_host_and_its_notice_follows(world: World) -> None:
+    suspend_day(world)
+    world.run(8)
+    keys = sorted(j.key for j in world.jobs(action="suspend"))
+    assert keys == ["a1:1:suspension:mail:mail1", "a1:1:suspension:web:web1", "b2:2:suspension:web:web2"]
+    assert len(world.fleet.batches) == 1  # one apply for the whole tick
+    assert world.state("a1") == "suspended" and world.state("b2") == "suspended"
+    assert world.fleet.state("web1", "web", "a1") == "suspended"
+    # the suspension notice went out after the hosts applied it, in a later round of the same run
+    subjects = [n.rendered.subject for n in world.notifier.sent if n.to == "a1@example.net"]
+    assert subjects == ["outstanding_notice", "pre_suspension", "suspension"]
+    with world.store.session() as s:
+        holds = [(h.account, h.kind) for h in s.scalars(select(m.Hold).order_by(m.Hold.account))]
+    assert holds == [("a1", "debt"), ("b2", "debt")]
+
+
+def test_unreachable_host_waits_while_other_hosts_finish(world: World) -> None:
+    suspend_day(world)
+    world.fleet.fail_host("mail1", error="mail1: connection refused")
+    world.run(8)
+    assert world.state("b2") == "suspended"
+    assert world.state("a1") == "debtor"  # not every host applied it: the state is not written
+    [mail_job] = world.jobs(host="mail1")
+    assert (mail_job.status, mail_job.attempts) == ("pending", 1)
+    assert mail_job.next_attempt_at == day(8) + timedelta(seconds=60)
+    assert "connection refused" in (mail_job.last_error or "")
+    # no suspension notice before the suspension took effect
+    assert [n.rendered.subject for n in world.notifier.sent if n.to == "a1@example.net"][-1] == "pre_suspension"
+    # still unreachable later: it keeps waiting, with back-off, never given up
+    for _ in range(4):
+        world.run(8.5)
+    assert world.jobs(host="mail1")[0].status == "pending"
+    world.fleet.heal_host("mail1")
+    _, x = world.run(9)
+    assert world.state("a1") == "suspended"
+    assert [t["stage"] for t in x.taken if t["account"] == "a1"] == ["suspension"]
+    with world.store.session() as s:
+        st = s.scalar(select(m.StageTaken).where(m.StageTaken.account == "a1", m.StageTaken.stage == "suspension"))
+        assert st is not None and st.at == day(9)  # taken when the last host applied it
+
+
+def test_a_crash_between_claim_and_finish_is_recovered(world: World) -> None:
+    suspend_day(world)
+    with world.store.sessions() as s:
+        tick(s, world.policy, day(8), SETTINGS)
+        claimed = _claim(s, day(8), "dead-worker")  # ... and the process dies here
+    assert {j.status for j in claimed} == {"claimed"}
+    # a run within the lease leaves them alone (their worker may still be alive)
+    world.run(8)
+    assert world.state("a1") == "debtor"
+    assert world.fleet.jobs == []
+    # after the lease they are taken over and applied
+    _, x = world.run(8.01)
+    assert x.reclaimed == 3
+    assert world.state("a1") == "suspended" and world.state("b2") == "suspended"
+
+
+def test_a_sent_notice_is_never_sent_again(world: World) -> None:
+    world.run(0)
+    assert len(world.notifier.sent) == 2
+    # the job runs again (a crash after sending, before the job was marked done)
+    with world.store.session() as s:
+        for j in s.scalars(select(m.Job).where(m.Job.kind == "notice")):
+            j.status = "pending"
+    world.run(1)
+    assert len(world.notifier.sent) == 2
+
+
+def test_a_failed_send_releases_the_claim_and_retries(world: World) -> None:
+    world.notifier.fail = SendResult(ok=False, permanent=False, error="421 try later")
+    world.run(0)
+    with world.store.session() as s:
+        rows = list(s.scalars(select(m.Notice)))
+        assert {(n.status, n.error) for n in rows} == {("failed", "421 try later")}
+        stage = s.scalar(select(m.StageTaken.status).where(m.StageTaken.account == "a1"))
+        assert stage == "in_flight"  # not taken until the mail server accepted it
+    world.notifier.fail = None
+    world.run(1)
+    assert sorted(n.to for n in world.notifier.sent) == ["a1@example.net", "b2@example.net"]
+    with world.store.session() as s:
+        assert {n.status for n in s.scalars(select(m.Notice))} == {"sent"}
+        st = s.scalar(select(m.StageTaken).where(m.StageTaken.account == "a1"))
+        assert st is not None and (st.status, st.at) == ("taken", day(1))
+
+
+def test_a_permanent_failure_is_recorded_and_the_next_stage_waits(world: World) -> None:
+    world.notifier.fail = SendResult(ok=False, permanent=True, error="550 no such user")
+    world.run(0)
+    world.notifier.fail = None
+    world.run(6)
+    [job] = world.jobs(account="a1", kind="notice")
+    assert job.status == "failed"
+    assert world.notifier.sent == []  # the pre-suspension counts from a notice that was never delivered
+
+
+def test_payment_resumes_with_the_saved_facts(world: World, tmp_path: Path) -> None:
+    suspend_day(world)
+    world.fleet.set_facts("web1", "web", "a1", vhost="/etc/nginx/sites-enabled/a1.conf")
+    world.run(8)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"account": "a1", "at": day(9).isoformat(), "amount": "10",
+                                                  "method": "card", "ref": "p"}) + "\n")
+    with world.store.session() as s:
+        import_ledger(s, tmp_path / "p.jsonl", day(9))
+    t, _ = world.run(9)
+    assert t.resumes == ["a1"]
+    assert world.state("a1") == "active"
+    resumed = [j for j in world.fleet.jobs if j.action == "resume"]
+    assert sorted((j.service, j.host) for j in resumed) == [("mail", "mail1"), ("web", "web1")]
+    web = next(j for j in resumed if j.service == "web")
+    assert web.state.get("vhost") == "/etc/nginx/sites-enabled/a1.conf"
+    assert world.fleet.state("web1", "web", "a1") == "active"
+    with world.store.session() as s:
+        assert [h.released_at for h in s.scalars(select(m.Hold).where(m.Hold.account == "a1"))] \
+            == [day(9)]
+
+
+def test_tick_reads_only_due_accounts_and_sets_the_next_check(world: World) -> None:
+    t, _ = world.run(0)
+    assert t.accounts == 2
+    t, _ = world.run(1)
+    assert t.accounts == 2  # stages were taken at day 0: looked at again once
+    t, _ = world.run(2)
+    assert t.accounts == 0  # nothing due before the pre-suspension notice
+    with world.store.session() as s:
+        assert s.scalar(select(m.Account.next_check_at).where(m.Account.id == "a1")) == \
+            datetime(2026, 3, 6, 23, tzinfo=UTC)
+
+
+def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.tick
+    from agent.imports import touch
+
+    suspend_day(world)
+    original = agent.tick.evaluate_due
+
+    def racing(session, policy, now, **kw):  # type: ignore[no-untyped-def]
+        items = list(original(session, policy, now, **kw))
+        with world.store.session() as other:  # billing records a card payment meanwhile
+            acc = other.get(m.Account, "a1")
+            assert acc is not None
+            other.add(m.LedgerEntry(account="a1", at=day(8), amount=Decimal(10), kind="payment", method="card",
+                                    ref="racing"))
+            touch(acc)
+        yield from items
+
+    monkeypatch.setattr(agent.tick, "evaluate_due", racing)
+    t, _ = world.run(8)
+    assert t.stale == 1
+    assert world.state("a1") == "debtor"  # the stale "suspend" decision was not recorded
+    assert world.state("b2") == "suspended"
+    monkeypatch.undo()
+    world.run(8)
+    assert world.state("a1") == "active"
+    assert world.fleet.applied(account="a1", action="suspend") == []
+
+
+def test_transient_failures_are_retried_within_the_run(world: World) -> None:
+    suspend_day(world)
+    world.fleet.fail_job("a1:1:suspension:mail:mail1", "connection reset", transient=True, times=1)
+    with world.store.sessions() as s:
+        tick(s, world.policy, day(8), SETTINGS)
+        x = execute(s, world.fleet, world.notifier, day(8), composer=FakeComposer(), settings=SETTINGS,
+                    transient_tries=3, transient_wait=0.01)
+    assert [len(b) for b in world.fleet.batches[-2:]] == [3, 1]  # only the failed job went again
+    assert x.retrying == 0
+    assert world.state("a1") == "suspended"

@@ -1,0 +1,84 @@
+"""`arrears plan` over 100,000 accounts with 1% due reads only the due accounts' rows.
+
+Shown with the statements SQLAlchemy sends (every query on ``accounts`` is bounded by the indexed
+``next_check_at`` or by the due ids), SQLite's query plan (an index search, not a scan) and a count of
+the account rows loaded. Wall-clock time is measured by ``bench/plan_scale.py``, not asserted here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, event, insert, text
+
+from agent.store import models as m
+from agent.store.db import Store
+from agent.tick import plan
+from policy.loader import PolicySet
+
+TOTAL = 100_000
+DUE = TOTAL // 100
+NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+def populate(engine: Engine, total: int, due: int, now: datetime) -> list[str]:
+    """``total`` accounts, every ``total // due``-th due now and in debt; the others checked next month."""
+    step = total // due
+    later = now + timedelta(days=30)
+    due_ids: list[str] = []
+    accounts: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    for i in range(total):
+        aid = f"acct-{i:06d}"
+        is_due = i % step == 0
+        accounts.append({"id": aid, "currency": "USD", "has_billing_profile": True, "state": "active",
+                         "resources": {}, "next_check_at": now - timedelta(hours=1) if is_due else later})
+        ledger.append({"account": aid, "at": now - timedelta(days=2), "amount": Decimal(-5 if is_due else 5),
+                       "kind": "charge" if is_due else "payment", "ref": f"r-{i}"})
+        if is_due:
+            due_ids.append(aid)
+    with engine.begin() as conn:
+        conn.execute(insert(m.Account), accounts)
+        conn.execute(insert(m.LedgerEntry), ledger)
+    return due_ids
+
+
+def test_plan_reads_only_the_due_rows(store: Store, policy: PolicySet) -> None:
+    due_ids = populate(store.engine, TOTAL, DUE, NOW)
+    statements: list[str] = []
+    loaded: list[str] = []
+
+    def log(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        statements.append(statement)
+
+    def on_load(target: m.Account, context: Any) -> None:
+        loaded.append(target.id)
+
+    event.listen(store.engine, "before_cursor_execute", log)
+    event.listen(m.Account, "load", on_load)
+    try:
+        with store.sessions() as s:
+            items, errors = plan(s, policy, NOW)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", log)
+        event.remove(m.Account, "load", on_load)
+
+    assert errors == []
+    assert sorted({i.account for i in items}) == due_ids
+    assert {i.stage for i in items} == {"outstanding_notice"}
+    assert sorted(loaded) == due_ids  # exactly the due accounts' rows, each once
+    on_accounts = [st for st in statements if re.search(r"\bFROM accounts\b", st)]
+    assert on_accounts, statements
+    for st in on_accounts:
+        assert "accounts.next_check_at <=" in st, st
+    # the rest of the snapshot is read with one query per table per batch of due ids
+    assert len(statements) <= 2 + 6 * (DUE // 500 + 1)
+    with store.engine.connect() as conn:
+        detail = " ".join(r[-1] for r in conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT * FROM accounts WHERE next_check_at IS NOT NULL AND next_check_at <= :t "
+            "ORDER BY next_check_at, id"), {"t": NOW.replace(tzinfo=None)}))
+    assert "USING INDEX ix_accounts_next_check_at" in detail, detail
+    assert "SCAN accounts" not in detail.replace("USING INDEX", "")

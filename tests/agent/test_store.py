@@ -1,0 +1,90 @@
+"""The store: migrations match the models, SQLite pragmas, exact money and aware timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+from sqlalchemy.exc import StatementError
+
+from agent.store import models as m
+from agent.store.db import Store, StoreError, current_revision, head_revision, open_store
+
+
+def test_migrations_create_exactly_the_models(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), m.Base.metadata)
+    assert diff == []
+    assert current_revision(store.engine) == head_revision()
+
+
+def test_opening_again_keeps_the_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    s = open_store(url)
+    with s.session() as session:
+        session.add(m.Account(id="a1", state="active", resources={}))
+    s.close()
+    s = open_store(url)
+    with s.session() as session:
+        assert session.scalar(select(m.Account.id)) == "a1"
+    s.close()
+
+
+def test_sqlite_pragmas(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
+        assert conn.execute(text("pragma foreign_keys")).scalar() == 1
+
+
+def test_foreign_keys_are_enforced(store: Store) -> None:
+    with pytest.raises(Exception, match="FOREIGN KEY"), store.session() as session:
+        session.add(m.LedgerEntry(account="ghost", at=datetime(2026, 1, 1, tzinfo=UTC), amount=Decimal(1),
+                                  kind="payment", ref="x"))
+
+
+def test_money_is_exact(store: Store) -> None:
+    amounts = [Decimal("0.10"), Decimal("0.20"), Decimal("-0.30"), Decimal("12345678901234567890.123456789")]
+    with store.session() as session:
+        session.add(m.Account(id="a1", state="active", resources={}))
+        session.flush()
+        for i, a in enumerate(amounts):
+            session.add(m.LedgerEntry(account="a1", at=datetime(2026, 1, 1, tzinfo=UTC), amount=a, kind="adjustment",
+                                      ref=f"r{i}"))
+    with store.session() as session:
+        got = list(session.scalars(select(m.LedgerEntry.amount).order_by(m.LedgerEntry.id)))
+    assert got == amounts
+    assert all(isinstance(a, Decimal) for a in got)
+    assert sum(got[:3], Decimal(0)) == Decimal("0.00")
+
+
+def test_money_refuses_floats(store: Store) -> None:
+    with pytest.raises(StatementError, match="money must be a Decimal"), store.session() as session:
+        session.add(m.Account(id="a1", state="active", resources={}))
+        session.flush()
+        session.add(m.LedgerEntry(account="a1", at=datetime(2026, 1, 1, tzinfo=UTC), amount=0.1,  # type: ignore[arg-type]
+                                  kind="payment", ref="f"))
+
+
+def test_timestamps_refuse_naive_and_come_back_aware_utc(store: Store) -> None:
+    with pytest.raises(StatementError, match="naive datetime"), store.session() as session:
+        session.add(m.Account(id="a1", state="active", resources={}, next_check_at=datetime(2026, 1, 1)))
+    amsterdam = timezone(timedelta(hours=1))
+    with store.session() as session:
+        session.add(m.Account(id="a2", state="active", resources={},
+                              next_check_at=datetime(2026, 1, 1, 12, tzinfo=amsterdam)))
+    with store.session() as session:
+        value = session.scalar(select(m.Account.next_check_at).where(m.Account.id == "a2"))
+    assert value == datetime(2026, 1, 1, 11, tzinfo=UTC)
+    assert value is not None and value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def test_a_bad_database_url_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"sqlite:///{tmp_path / 'missing' / 'a.db'}")
+    with pytest.raises(StoreError, match="not a database URL"):
+        open_store("::nonsense::")
