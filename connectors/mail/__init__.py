@@ -66,13 +66,16 @@ class MailResource:
 
 
 def parse_resource(resource: Mapping[str, Any]) -> MailResource:
-    """Validated mailboxes (each through :func:`connectors.validate.mailbox`) and requested flags."""
+    """Validated, lower-cased mailboxes (each through :func:`connectors.validate.mailbox`) and the
+    requested flags."""
     boxes = resource.get("mailboxes")
     if isinstance(boxes, str) or not isinstance(boxes, (list, tuple)):
         raise UnsafeValue("mail resource", resource, "needs 'mailboxes', a list of addresses")
     checked: list[str] = []
     for box in boxes:
-        m = mailbox(box)
+        # dovecot looks names up lower-cased (auth_username_format = %Lu), postfix maps fold case
+        # and vpopmail lower-cases its users: a mixed-case entry would never match
+        m = mailbox(box).lower()
         if m not in checked:
             checked.append(m)
     raw = resource.get("flags")

@@ -1,0 +1,289 @@
+"""The dovecot+postfix mail backend: the six flags as deny lists and postfix access maps.
+
+==== ==================================================================================
+flag where it lives
+==== ==================================================================================
+d    ``password_lock_file``: one mailbox per line, honoured by the panel/webmail password plugin
+p    ``<deny_dir>/deny.pop3.<port>`` for every POP3 listener port
+w    ``<deny_dir>/deny.imap.<port>`` for the webmail's own IMAP listener port(s)
+i    ``<deny_dir>/deny.imap.<port>`` for every other IMAP listener port
+b    ``bounce_map``: ``<mailbox> 550 5.2.1 Mailbox disabled`` (``check_recipient_access``)
+r    ``norelay_map``: ``<mailbox> arrears_norelay`` (``check_sasl_access`` to a restriction class
+     that permits local destinations and rejects the rest)
+==== ==================================================================================
+
+Dovecot reads the deny files through a passdb placed before the real one
+(``driver = passwd-file``, ``args = <deny_dir>/deny.%s.%{lport}``, ``deny = yes``); a missing file
+denies nobody. Changed deny files are followed, once per batch, by ``doveadm reload`` (passwd-file
+notices changes by mtime and size, so a same-second rewrite could be missed) and ``doveadm kick`` of
+every mailbox that lost a login (open IMAP/POP3 sessions are closed). Changed postfix maps are
+followed, once per batch, by ``postmap`` of each map and one ``postfix reload``. The operator's
+one-time configuration is in docs/mail.md.
+
+Commands used on the host (for a sudoers list): ``awk``, ``sed``, ``cat``, ``mkdir``, ``mv``, ``rm``,
+``chmod``, ``sort``, the configured ``postmap``, ``postfix reload``, ``doveadm reload``,
+``doveadm kick``; ``delete``/``restore`` add those of :mod:`connectors.archive`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.archive import archive_ops, check_archive_dir, check_roots, restore_ops
+from connectors.base import Action, Handler, Operation
+from connectors.mail import FlagShell, command, flag_script, op_id, parse_resource
+from connectors.mail.flags import FLAGS, difference
+from connectors.validate import UnsafeValue, account_id, path, path_under, q
+
+__all__ = ["DovecotPostfixConnector", "DovecotPostfixSettings"]
+
+DOVECOT_HANDLER = "mail-dovecot"
+POSTFIX_HANDLER = "mail-postfix"
+_CLASS = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_REPLY = re.compile(r"^[45][0-9][0-9] [45]\.[0-9]{1,3}\.[0-9]{1,3}( [A-Za-z0-9 .,()-]{0,200})?$")
+_MAP_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
+
+# Helpers of one operation; ``$m`` is the mailbox, ``$st`` the state dir. A line "belongs" to the
+# mailbox when its first field (split on blanks or ':') is the mailbox.
+_PRELUDE = r"""
+umask 022
+_mf_has() { [ -f "$1" ] && awk -F'[ \t:]' -v m="$m" '$1 == m { f = 1 } END { exit !f }' "$1"; }
+_mf_put() {
+  chmod 0644 "$1.arrears-tmp" && mv -f "$1.arrears-tmp" "$1" || fail "cannot write $1"
+  changed
+  mkdir -p "$st"
+  case $2 in
+    dovecot) : > "$st/dovecot.reload" ;;
+    postfix) : > "$st/postfix.rebuild" ;;
+  esac
+}
+_mf_add() {
+  if _mf_has "$1"; then return 0; fi
+  mkdir -p "${1%/*}"
+  { if [ -f "$1" ]; then awk 1 "$1"; fi; printf '%s\n' "$2"; } > "$1.arrears-tmp" || fail "cannot write $1"
+  _mf_put "$1" "$3"
+  if [ "$3" = dovecot ]; then printf '%s\n' "$m" >> "$st/dovecot.kick"; fi
+}
+_mf_del() {
+  if ! _mf_has "$1"; then return 0; fi
+  awk -F'[ \t:]' -v m="$m" '$1 != m' "$1" > "$1.arrears-tmp" || fail "cannot write $1"
+  _mf_put "$1" "$2"
+}
+"""
+
+
+def _ports(value: list[int]) -> list[int]:
+    for port in value:
+        if isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"port {port!r} is not between 1 and 65535")
+    return sorted(set(value))
+
+
+class DovecotPostfixSettings(BaseModel):
+    """Per-host settings of the dovecot+postfix backend (``services.mail`` in the inventory)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deny_dir: str = "/etc/dovecot/arrears"
+    imap_ports: list[int] = Field(default_factory=lambda: [143, 993])
+    pop3_ports: list[int] = Field(default_factory=lambda: [110, 995])
+    webmail_ports: list[int] = Field(default_factory=list)
+    password_lock_file: str = "/etc/dovecot/arrears/password-lock"
+    bounce_map: str = "/etc/postfix/arrears/bounce"
+    norelay_map: str = "/etc/postfix/arrears/norelay"
+    map_type: Literal["hash", "btree", "lmdb", "cdb"] = "hash"
+    norelay_class: str = "arrears_norelay"
+    bounce_reply: str = "550 5.2.1 Mailbox disabled"
+    postmap_command: str = "postmap"
+    postfix_reload_command: str = "postfix reload"
+    dovecot_reload_command: str = "doveadm reload"
+    kick_command: str = "doveadm kick"
+    state_dir: str = "/var/lib/arrears"
+    maildir_template: str = "/var/mail/vhosts/{domain}/{local}"
+    mail_roots: list[str] = Field(default_factory=lambda: ["/var/mail/vhosts"], min_length=1)
+    archive_dir: str = "/var/backups/arrears"
+
+    @field_validator("deny_dir", "password_lock_file", "bounce_map", "norelay_map", "state_dir", "archive_dir")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return path(value)
+
+    @field_validator("imap_ports", "pop3_ports", "webmail_ports")
+    @classmethod
+    def _port_list(cls, value: list[int]) -> list[int]:
+        return _ports(value)
+
+    @field_validator("norelay_class")
+    @classmethod
+    def _class(cls, value: str) -> str:
+        if not _CLASS.match(value):
+            raise ValueError(f"restriction class {value!r} does not match {_CLASS.pattern}")
+        return value
+
+    @field_validator("bounce_reply")
+    @classmethod
+    def _reply(cls, value: str) -> str:
+        if not _REPLY.match(value):
+            raise ValueError(f"bounce reply {value!r} does not match {_REPLY.pattern}")
+        return value
+
+    @field_validator("postmap_command", "postfix_reload_command", "dovecot_reload_command", "kick_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        command(value, "command")
+        return value
+
+    @field_validator("mail_roots")
+    @classmethod
+    def _roots(cls, value: list[str]) -> list[str]:
+        return check_roots(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DovecotPostfixSettings:
+        both = set(self.webmail_ports) & set(self.imap_ports)
+        if both:
+            raise ValueError(f"webmail_ports {sorted(both)} are also imap_ports: -w and -i need separate listeners")
+        try:
+            sample = self.maildir_template.format(domain="example.com", local="info")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"maildir_template may only use {{domain}} and {{local}}: {exc}") from None
+        path_under(sample, self.mail_roots)
+        check_archive_dir(self.archive_dir, self.mail_roots)
+        return self
+
+
+class DovecotPostfixConnector:
+    """Sets and restores the six mail flags of mailboxes on one dovecot+postfix host."""
+
+    service = "mail"
+    Settings = DovecotPostfixSettings
+
+    def __init__(self, settings: DovecotPostfixSettings, host: str) -> None:
+        self.settings = settings
+        self.host = host
+
+    # -- where each flag lives --------------------------------------------------------------------
+
+    def _targets(self, box: str) -> dict[str, list[tuple[str, str, str]]]:
+        """flag -> [(file, line, kind)] where kind names what must be reloaded after a change."""
+        s = self.settings
+        deny = s.deny_dir
+        return {
+            "d": [(s.password_lock_file, box, "none")],
+            "p": [(f"{deny}/deny.pop3.{port}", box, "dovecot") for port in s.pop3_ports],
+            "w": [(f"{deny}/deny.imap.{port}", box, "dovecot") for port in s.webmail_ports],
+            "i": [(f"{deny}/deny.imap.{port}", box, "dovecot") for port in s.imap_ports],
+            "b": [(s.bounce_map, f"{box} {s.bounce_reply}", "postfix")],
+            "r": [(s.norelay_map, f"{box} {s.norelay_class}", "postfix")],
+        }
+
+    def supported(self) -> str:
+        """The flags this host can represent (``w`` needs a webmail listener port)."""
+        targets = self._targets("x@example.com")
+        return "".join(c for c in FLAGS if targets[c])
+
+    def _shell(self, box: str) -> FlagShell:
+        targets = self._targets(box)
+        read, set_, clear = [], [], []
+        for flag in FLAGS:
+            files = targets[flag]
+            if not files:
+                continue
+            read.append(f"  if {' && '.join(f'_mf_has {q(f)}' for f, _, _ in files)}; then cur=${{cur}}{flag}; fi")
+            adds = "; ".join(f"_mf_add {q(f)} {q(line)} {kind}" for f, line, kind in files)
+            dels = "; ".join(f"_mf_del {q(f)} {kind}" for f, _, kind in files)
+            set_.append(f"  case $new in *{flag}*) {adds} ;; esac")
+            clear.append(f"  case $drop in *{flag}*) {dels} ;; esac")
+        return FlagShell(_PRELUDE, "\n".join(read) or "  :", "\n".join(set_) or "  :", "\n".join(clear) or "  :")
+
+    def _maildir(self, box: str) -> str:
+        local, _, dom = box.partition("@")
+        return path_under(self.settings.maildir_template.format(domain=dom, local=local), self.settings.mail_roots)
+
+    # -- the connector protocol -------------------------------------------------------------------
+
+    def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
+        acct = account_id(account)
+        res = parse_resource(resource)
+        s = self.settings
+        if action in ("suspend", "resume", "status"):
+            supported = self.supported()
+            requested = "".join(c for c in res.flags if c in supported)
+            unsupported = difference(res.flags, supported)
+            handlers = (DOVECOT_HANDLER, POSTFIX_HANDLER) if action != "status" else ()
+            ops = []
+            for box in res.mailboxes:
+                script = flag_script(action, box, s.state_dir, requested, self._shell(box))
+                if action == "suspend" and unsupported:
+                    script += f'\nfact "unsupported:$m" {q(unsupported)}\n'
+                ops.append(Operation(op_id(acct, action, box), acct, f"mail:{action}", script, handlers))
+            return ops
+        if not res.mailboxes:
+            return []
+        dirs = [self._maildir(box) for box in res.mailboxes]
+        if action == "delete":
+            script = archive_ops(acct, dirs, s.mail_roots, s.archive_dir, "mail")
+        elif action == "restore":
+            for key in ("archive", "sha256"):
+                if not resource.get(key):
+                    raise UnsafeValue("mail restore", resource,
+                                      f"needs {key!r} (a fact of the delete that archived it)")
+            script = restore_ops(acct, dirs, s.mail_roots, s.archive_dir, resource["archive"], resource["sha256"])
+        else:
+            raise ValueError(f"mail connector: unknown action {action!r}")
+        return [Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+
+    def handlers(self) -> list[Handler]:
+        s = self.settings
+        st = q(s.state_dir + "/mail")
+        dovecot = f"""
+set -f
+st={st}
+if [ -f "$st/dovecot.reload" ]; then
+  {command(s.dovecot_reload_command, "dovecot_reload_command")} >&2 || fail "dovecot reload failed"
+  rm -f "$st/dovecot.reload"
+  fact reloaded yes
+else
+  fact reloaded no
+fi
+kicked=
+if [ -f "$st/dovecot.kick" ]; then
+  for k in $(sort -u "$st/dovecot.kick"); do
+    case $k in ''|*[!A-Za-z0-9._+@-]*) continue ;; esac
+    rc=0
+    {command(s.kick_command, "kick_command")} "$k" >/dev/null 2>&1 || rc=$?
+    # 68: nobody of that name was logged in
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 68 ]; then fail "kicking $k failed with exit $rc"; fi
+    kicked="$kicked $k"
+  done
+  rm -f "$st/dovecot.kick"
+fi
+fact kicked "${{kicked# }}"
+"""
+        suffix = _MAP_SUFFIX[s.map_type]
+        rebuild = "\n".join(
+            f"""if [ -f {q(m)} ] && {{ [ -n "$need" ] || [ ! -f {q(m + suffix)} ] || [ {q(m)} -nt {q(m + suffix)} ]; }}
+then
+  {command(s.postmap_command, "postmap_command")} {q(f"{s.map_type}:{m}")} >&2 || fail postmap failed for {q(m)}
+  rebuilt=1
+fi"""
+            for m in (s.bounce_map, s.norelay_map)
+        )
+        postfix = f"""
+st={st}
+need=
+if [ -f "$st/postfix.rebuild" ]; then need=1; fi
+rebuilt=
+{rebuild}
+if [ -n "$rebuilt" ]; then
+  {command(s.postfix_reload_command, "postfix_reload_command")} >&2 || fail "postfix reload failed"
+  rm -f "$st/postfix.rebuild"
+  fact reloaded yes
+else
+  fact reloaded no
+fi
+"""
+        return [Handler(DOVECOT_HANDLER, dovecot), Handler(POSTFIX_HANDLER, postfix)]
