@@ -16,7 +16,7 @@ $(BIN)/arrears: pyproject.toml
 venv: $(BIN)/arrears
 
 demo: venv
-	$(BIN)/arrears demo demo
+	$(BIN)/arrears demo demo --replace
 
 test: venv
 	bash scripts/install-test-deps.sh

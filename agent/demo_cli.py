@@ -1,0 +1,121 @@
+"""``arrears demo [DIR]``: build the demo fleet and replay 60 days of it, day by day."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.config import discover
+from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
+
+__all__ = ["demo"]
+
+_ICON = {"notice": "✉", "suspend": "⛔", "delete": "🗑", "resume": "✅", "hook": "↪"}
+
+
+def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
+    """What the demo hosts show for the account: site, mailbox and home, read from the files themselves."""
+    web, mail = folder / "hosts" / "web1", folder / "hosts" / "mail1"
+    vhost = web / "etc/nginx/sites-available" / acc.site
+    snippet = web / "etc/nginx/arrears.d" / f"{acc.site}.conf"
+    site = "deleted (archived)" if not vhost.exists() else ("302 → suspended page" if snippet.exists() else "serving")
+    flags = [p.name for p in (mail / "etc/dovecot/arrears").glob("deny.*")
+             if acc.mailbox in p.read_text().split()]
+    lock = mail / "etc/dovecot/arrears/password-lock"
+    bounce = mail / "etc/postfix/arrears/bounce"
+    local, _, domain = acc.mailbox.partition("@")
+    mailbox = "deleted (archived)" if not (mail / "var/mail/vhosts" / domain / local).exists() else (
+        "restricted" if flags or (lock.exists() and acc.mailbox in lock.read_text().split())
+        or (bounce.exists() and acc.mailbox in bounce.read_text()) else "open")
+    home = "present" if (web / "home" / acc.username).exists() else "archived + removed"
+    return site, mailbox, home
+
+
+@click.command("demo")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
+@click.option("--days", type=click.IntRange(1, 366), default=60, show_default=True, help="days to replay")
+@click.option("--replace", is_flag=True, help="build the demo anew if FOLDER already holds one")
+@click.option("--json", "as_json", is_flag=True, help="print each day's summary as JSON lines instead")
+def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
+    """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
+    from agent.cli import CliError, CliState, run_once
+    from agent.imports import import_accounts, import_ledger
+
+    try:
+        cast = build_demo(folder, replace=replace)
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+    folder = folder.resolve()
+    state = CliState(config=discover(folder))
+    console = Console(stderr=False, highlight=False)
+    with state.store.session() as s:
+        import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy)
+
+    def run_day(day: int, now: datetime) -> dict[str, Any]:
+        lines = billing_day(day, cast)
+        if lines:
+            path = folder / "billing" / f"ledger-day{day:02d}.jsonl"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            with state.store.session() as s:
+                import_ledger(s, path, now)
+        return run_once(state, now)
+
+    totals: Counter[str] = Counter()
+    try:
+        with Progress(TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                      TimeElapsedColumn(), console=console, transient=True, disable=as_json) as bar:
+            task = bar.add_task("days", total=days + 1)
+            for day in range(days + 1):
+                now = DEMO_START + timedelta(days=day)
+                summary = run_day(day, now)
+                bar.advance(task)
+                if as_json:
+                    click.echo(json.dumps({"day": day, **summary}, default=str))
+                    continue
+                events = [(t["account"], t["stage"], t["action"]) for t in summary["executor"]["taken"]]
+                for _account, _stage, action in events:
+                    totals[action] += 1
+                if events:
+                    bar.console.print(f"[bold]day {day:2d}[/] {now:%a %d %b}  " + "; ".join(
+                        f"{_ICON.get(action, '•')} {account} {stage.replace('_', ' ')}"
+                        for account, stage, action in events))
+                for error in summary["errors"] + summary["executor"]["errors"]:
+                    bar.console.print(f"[yellow]day {day:2d} warning:[/] {error}")
+    finally:
+        state.close()
+    if as_json:
+        return
+    _final_table(console, folder, cast)
+    notices = len(list((folder / "outbox").glob("*.eml"))) if (folder / "outbox").exists() else 0
+    console.print(f"{sum(totals.values())} measures over {days} days ({dict(totals)}); "
+                  f"{notices} notices in {folder / 'outbox'}")
+    console.print(f"explore: arrears --config {folder} show acme-01   ·   arrears --config {folder} history bravo-02")
+
+
+def _final_table(console: Console, folder: Path, cast: list[DemoAccount]) -> None:
+    from agent.cli import CliState
+
+    state = CliState(config=discover(folder))
+    try:
+        with state.store.session() as s:
+            from agent.store import models as m
+
+            rows = {a.id: a for a in s.query(m.Account).all()}
+            table = Table(title="after the replay", show_lines=False)
+            for col in ("account", "story", "state", "site", "mailbox", "home"):
+                table.add_column(col)
+            for acc in cast:
+                row = rows.get(acc.id)
+                site, mailbox, home = _host_view(folder, acc)
+                table.add_row(acc.id, acc.story, row.state if row else "?", site, mailbox, home)
+    finally:
+        state.close()
+    console.print(table)
