@@ -39,12 +39,12 @@ from agent.store.db import Store, StoreError, open_store
 from agent.store.repo import UnknownAccount, audit, get_account, load_snapshots, open_episode, open_holds
 
 if TYPE_CHECKING:
-    from agent.notices import NoticeSettings
+    from agent.notices import NoticeSettings, Templates
     from connectors.fleet import Fleet, Job, JobResult, Progress
     from policy.loader import PolicySet
     from policy.model import ResolvedPolicy
 
-__all__ = ["CliError", "CliState", "cli", "main", "run_once"]
+__all__ = ["CliError", "CliState", "agent_lock", "check_config", "checked_templates", "cli", "main", "run_once"]
 
 SAMPLE = Path(__file__).with_name("sample")
 SAMPLE_CONFIG = ("policy.yaml", "inventory.yaml")
@@ -350,9 +350,10 @@ def init(ctx: click.Context, directory: str | None, force: bool, as_json: bool) 
 
 def _import_command(kind: str) -> Callable[..., None]:
     @click.argument("file", type=click.Path(dir_okay=False))
+    @click.option("--now", "apply_now", is_flag=True, help="apply it at once (wakes a running daemon)")
     @_json_option
     @click.pass_context
-    def command(ctx: click.Context, file: str, as_json: bool) -> None:
+    def command(ctx: click.Context, file: str, apply_now: bool, as_json: bool) -> None:
         from agent import imports
 
         state = _state(ctx)
@@ -368,11 +369,15 @@ def _import_command(kind: str) -> Callable[..., None]:
                 summary = imports.import_invoices(s, path, now)
             audit(s, at=now, actor=_actor(None), action=f"import.{kind}", reason=str(path),
                   details=summary.as_dict())
-        result = {"file": str(path), **summary.as_dict()}
+        result: dict[str, Any] = {"file": str(path), **summary.as_dict()}
+        if apply_now:
+            result["applied"] = apply_at_once(state, now)
         if as_json:
             _emit_json(result)
         else:
             click.echo(f"{path}: {summary.created} new, {summary.updated} updated, {summary.skipped} already known")
+            if apply_now:
+                click.echo(result["applied"]["message"])
 
     return command
 
@@ -425,13 +430,14 @@ def accounts_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("amount")
 @click.option("--method", default="card", show_default=True, help="card, check, transfer ...")
 @click.option("--ref", default=None, help="billing's reference (unique per account)")
+@click.option("--now", "apply_now", is_flag=True, help="apply it at once (wakes a running daemon)")
 @_at_option
 @_actor_option
 @_json_option
 @click.pass_context
-def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str | None, at: datetime | None,
-            actor: str | None, as_json: bool) -> None:
-    """Record a payment; it takes effect on the next run."""
+def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str | None, apply_now: bool,
+            at: datetime | None, actor: str | None, as_json: bool) -> None:
+    """Record a payment; it takes effect on the next run, or at once with --now."""
     import re
     import uuid
 
@@ -452,9 +458,14 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
         touch(acc)
         audit(s, at=now, actor=_actor(actor), action="payment", account=acc.id, reason=f"{method} payment",
               details={"amount": str(value), "method": method, "ref": ref})
-    result = {"account": account, "amount": str(value), "method": method, "ref": ref, "at": _iso(now)}
+    result: dict[str, Any] = {"account": account, "amount": str(value), "method": method, "ref": ref,
+                              "at": _iso(now)}
+    if apply_now:
+        result["applied"] = apply_at_once(state, now)
     if as_json:
         _emit_json(result)
+    elif apply_now:
+        click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); {result['applied']['message']}")
     else:
         click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); it takes effect on the next run")
 
@@ -626,21 +637,22 @@ class _LazyFleet:
             self._fleet.close()
 
 
-def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None) -> dict[str, Any]:
-    """One tick and one executor pass at ``now`` (also used by the daemon and the demo)."""
+def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
+             sole_worker: bool = False) -> dict[str, Any]:
+    """One tick and one executor pass at ``now`` (also used by the daemon and the demo).
+
+    ``sole_worker``: the caller holds the database's instance lock (see :mod:`agent.lock`).
+    """
     from agent.executor import TemplateComposer, execute
-    from agent.notices import Templates, make_notifier
+    from agent.notices import make_notifier
     from agent.tick import tick
 
     policy = state.policy
     settings = state.settings
     notice_settings = state.notice_settings
     notifier = composer = None
-    if notice_settings is not None:
-        tdir = state.config.templates_dir
-        templates = Templates.load(tdir if tdir.is_dir() else None)
-        stage_templates = {st.template for layer in _all_resolved(state) for st in layer.stages if st.template}
-        templates.require(sorted(stage_templates))
+    templates = checked_templates(state)
+    if notice_settings is not None and templates is not None:
         notifier = make_notifier(notice_settings, clock=lambda: now)
         composer = TemplateComposer(templates, notice_settings, policy)
     events = None
@@ -663,11 +675,70 @@ def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None) -> d
     try:
         with state.store.sessions() as s:
             t = tick(s, policy, now, settings)
-            x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events)
+            x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
+                        sole_worker=sole_worker)
     finally:
         if own_fleet:
             active_fleet.close()
     return {**t.as_dict(), "executor": x.as_dict()}
+
+
+def checked_templates(state: CliState) -> Templates | None:
+    """The notice templates, each stage's template present and valid; None when notices are off."""
+    from agent.notices import Templates
+
+    if state.notice_settings is None:
+        return None
+    tdir = state.config.templates_dir
+    templates = Templates.load(tdir if tdir.is_dir() else None)
+    stage_templates = {st.template for layer in _all_resolved(state) for st in layer.stages if st.template}
+    templates.require(sorted(stage_templates))
+    return templates
+
+
+def check_config(state: CliState) -> None:
+    """Load and check policy.yaml, the notice templates and inventory.yaml; raise on the first mistake."""
+    from connectors.inventory import load_inventory
+
+    _ = state.policy, state.settings
+    checked_templates(state)
+    path = state.config.inventory_path
+    if path.is_file():
+        load_inventory(path.read_text(encoding="utf-8"), str(path))
+
+
+@contextmanager
+def agent_lock(state: CliState) -> Iterator[None]:
+    """Hold the database's instance lock (SQLite) for a run: one agent at a time works on it."""
+    from agent.lock import AlreadyRunning, InstanceLock, lock_path_for
+
+    path = lock_path_for(state.config.db_url)
+    if path is None:
+        yield
+        return
+    try:
+        lock = InstanceLock(path).acquire()
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def apply_at_once(state: CliState, now: datetime) -> dict[str, Any]:
+    """Make recorded money take effect now: wake the daemon holding the database, else run here."""
+    from agent.lock import lock_path_for, wake_holder
+
+    path = lock_path_for(state.config.db_url)
+    pid = wake_holder(path) if path is not None else None
+    if pid is not None:
+        return {"daemon": pid, "message": f"the daemon (pid {pid}) runs a tick now"}
+    with agent_lock(state):
+        result = run_once(state, now, sole_worker=True)
+    taken = result["executor"]["taken"]
+    return {"run": result, "message": f"applied now: {len(taken)} measures taken"
+            + "".join(f"; {t['account']} {t['stage']}" for t in taken)}
 
 
 def _all_resolved(state: CliState) -> list[ResolvedPolicy]:
@@ -686,7 +757,8 @@ def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
     """Evaluate the due accounts, queue their measures and apply them (hosts, notices)."""
     state = _state(ctx)
     now = _now(state, at)
-    result = run_once(state, now)
+    with agent_lock(state):
+        result = run_once(state, now, sole_worker=True)
     if as_json:
         _emit_json(result)
         return
@@ -1004,7 +1076,8 @@ def _register_optional_groups() -> None:
     """Command groups that live in their own modules (templates, hosts)."""
     import importlib
 
-    for module, name in (("agent.templates_cli", "templates"), ("agent.hosts_cli", "hosts")):
+    for module, name in (("agent.templates_cli", "templates"), ("agent.hosts_cli", "hosts"),
+                         ("agent.demo_cli", "demo"), ("agent.daemon_cli", "daemon")):
         try:
             group = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -11,58 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 from agent.metrics import Metrics
 
-__all__ = ["AlreadyRunning", "InstanceLock", "JsonFormatter", "run_daemon"]
+__all__ = ["JsonFormatter", "run_daemon"]
 
 log = logging.getLogger("arrears.daemon")
-
-
-class AlreadyRunning(Exception):
-    pass
-
-
-class InstanceLock:
-    """An exclusive ``flock`` on a file beside the database; the holder's pid is written in it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: IO[str] | None = None
-
-    def acquire(self) -> None:
-        fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise AlreadyRunning(
-                f"another arrears daemon (pid {holder}) is running on this database (lock {self.path}); "
-                "stop it first, or give this one another --db"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-    def __enter__(self) -> InstanceLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,7 +46,8 @@ def run_daemon(
     stop: threading.Event | None = None,
     max_ticks: int | None = None,
 ) -> int:
-    """Run ``tick(stop)`` every ``interval`` seconds until SIGTERM/SIGINT (or ``max_ticks``).
+    """Run ``tick(stop)`` every ``interval`` seconds until SIGTERM/SIGINT (or ``max_ticks``); SIGUSR1
+    runs the next tick at once (a payment recorded with ``--now``).
 
     A signal sets ``stop``: the tick in flight sees it, finishes the host batches it has started and
     claims nothing new; the loop then exits with status 0.
@@ -102,7 +58,13 @@ def run_daemon(
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
         stop.set()
 
+    wake = threading.Event()
+
+    def on_wake(_signum: int, _frame: FrameType | None) -> None:
+        wake.set()
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_wake)
     ticks = 0
     try:
         metrics.set_health(status="ok", pid=os.getpid())
@@ -122,7 +84,10 @@ def run_daemon(
             ticks += 1
             if max_ticks is not None and ticks >= max_ticks:
                 break
-            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            deadline = started + interval
+            while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+                stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            wake.clear()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -46,7 +46,7 @@ def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
 @click.option("--json", "as_json", is_flag=True, help="print each day's summary as JSON lines instead")
 def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
-    from agent.cli import CliError, CliState, run_once
+    from agent.cli import CliError, CliState, agent_lock, run_once
     from agent.imports import import_accounts, import_ledger
 
     try:
@@ -66,12 +66,13 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
             path.write_text("".join(json.dumps(line) + "\n" for line in lines))
             with state.store.session() as s:
                 import_ledger(s, path, now)
-        return run_once(state, now)
+        return run_once(state, now, sole_worker=True)
 
     totals: Counter[str] = Counter()
     try:
-        with Progress(TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
-                      TimeElapsedColumn(), console=console, transient=True, disable=as_json) as bar:
+        columns = (TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                   TimeElapsedColumn())
+        with agent_lock(state), Progress(*columns, console=console, transient=True, disable=as_json) as bar:
             task = bar.add_task("days", total=days + 1)
             for day in range(days + 1):
                 now = DEMO_START + timedelta(days=day)

@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
+from agent.actions import finish_manual
 from agent.config import AgentSettings
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
@@ -116,12 +117,17 @@ def _backoff(settings: AgentSettings, attempts: int) -> timedelta:
 def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, now: datetime, *,
             composer: NoticeComposer | None = None, settings: AgentSettings | None = None,
             events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
-            transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6) -> ExecSummary:
-    """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits)."""
+            transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6,
+            sole_worker: bool = False) -> ExecSummary:
+    """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits).
+
+    ``sole_worker``: the caller holds the database's instance lock, so every job still claimed belongs
+    to a run that died and is taken over at once; otherwise only after its lease.
+    """
     settings = settings or AgentSettings()
     worker = worker or f"run-{uuid.uuid4().hex[:12]}"
     summary = ExecSummary()
-    summary.reclaimed = _reclaim(session, now, settings)
+    summary.reclaimed = _reclaim(session, now, settings, everything=sole_worker)
     for _ in range(max_rounds):
         claimed = _claim(session, now, worker)
         summary.claimed += len(claimed)
@@ -132,6 +138,7 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
                          summary)
             _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
         queued = _finish_transitions(session, now, summary)
+        queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
             break
     return summary
@@ -140,10 +147,11 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def _reclaim(session: Session, now: datetime, settings: AgentSettings) -> int:
-    lease = now - timedelta(seconds=settings.lease_seconds)
-    res = session.execute(update(m.Job).where(m.Job.status == "claimed", m.Job.claimed_at < lease)
-                          .values(status="pending", next_attempt_at=now, claimed_by=None))
+def _reclaim(session: Session, now: datetime, settings: AgentSettings, *, everything: bool = False) -> int:
+    orphaned = m.Job.status == "claimed"
+    if not everything:
+        orphaned = orphaned & (m.Job.claimed_at < now - timedelta(seconds=settings.lease_seconds))
+    res = session.execute(update(m.Job).where(orphaned).values(status="pending", next_attempt_at=now, claimed_by=None))
     session.commit()
     return int(getattr(res, "rowcount", 0) or 0)
 

@@ -1,0 +1,93 @@
+"""``arrears daemon``: a tick every interval, metrics and health on loopback, graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from agent.daemon import JsonFormatter, run_daemon
+from agent.metrics import Metrics, serve
+
+__all__ = ["daemon"]
+
+log = logging.getLogger("arrears.daemon")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("arrears")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Feed a run's summary into the metrics; return the compact line that is logged."""
+    x = summary["executor"]
+    for taken in x["taken"]:
+        metrics.measures.labels(taken["action"]).inc()
+    metrics.jobs.labels("any", "done").inc(x["done"])
+    metrics.jobs.labels("any", "retrying").inc(x["retrying"])
+    metrics.jobs.labels("any", "failed").inc(x["failed"])
+    return {"due_accounts": summary["accounts"], "measures_queued": len(summary["measures"]),
+            "taken": len(x["taken"]), "jobs_done": x["done"], "jobs_retrying": x["retrying"],
+            "jobs_failed": x["failed"], "reclaimed": x["reclaimed"], "notices_sent": x["notices_sent"],
+            "errors": [*summary["errors"], *x["errors"]][:20]}
+
+
+@click.command("daemon")
+@click.option("--interval", type=click.FloatRange(0.1, 86400), default=300.0, show_default=True,
+              help="seconds between ticks")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve /metrics and /healthz on this loopback port")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="loopback address to listen on")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
+@click.pass_context
+def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
+           max_ticks: int | None) -> None:
+    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database.
+
+    SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
+    `payment --now` and `ledger import --now`) runs the next tick at once.
+    """
+    from agent.cli import CliError, CliState, agent_lock, check_config, run_once
+    from connectors.inventory import load_inventory
+    from connectors.runner import InventoryFleet
+
+    state = ctx.find_object(CliState)
+    assert state is not None
+    _setup_logging(log_level)
+    check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
+    inventory_path = state.config.inventory_path
+    fleet = (InventoryFleet(load_inventory(inventory_path.read_text(encoding="utf-8"), str(inventory_path)))
+             if inventory_path.is_file() else None)
+    metrics = Metrics()
+    server = None
+    try:
+        with agent_lock(state):
+            if metrics_port is not None:
+                try:
+                    server = serve(metrics, metrics_host, metrics_port)
+                except (OSError, ValueError) as exc:
+                    raise CliError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+            log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
+                                                  "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
+
+            def tick(_stop: threading.Event) -> Mapping[str, Any]:
+                return _count(metrics, run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True))
+
+            run_daemon(tick, interval=interval, metrics=metrics, max_ticks=max_ticks)
+    finally:
+        if server is not None:
+            server.shutdown()
+        if fleet is not None:
+            fleet.close()
