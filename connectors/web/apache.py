@@ -52,10 +52,10 @@ class ApacheConnector(WebConnector):
         # '%' would start a back-reference in a substitution; NE keeps the URL as written
         return ["RewriteEngine On", f"RewriteRule ^ {target.replace('%', chr(92) + '%')} [R=302,L,QSD,NE]"]
 
-    def page_snippet(self, site: str) -> list[str]:
+    def page_snippet(self, site: str, page: str) -> list[str]:
         s = self.settings
         return [
-            f'Alias {PAGE_URI} "{s.page_root}/{s.page_file}"',
+            f'Alias {PAGE_URI} "{s.page_root}/{page}"',
             f'<Directory "{s.page_root}">',
             "    AllowOverride None",
             "    Require all granted",

@@ -36,6 +36,7 @@ Commands used on the host (for a sudoers list): the configured config test and r
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from typing import Any, ClassVar, Literal
@@ -177,7 +178,8 @@ class WebConnector:
     def redirect_snippet(self, site: str, target: str) -> list[str]:
         raise NotImplementedError
 
-    def page_snippet(self, site: str) -> list[str]:
+    def page_snippet(self, site: str, page: str) -> list[str]:
+        """Lines serving ``<page_root>/<page>`` with 503 and Retry-After for every URL of ``site``."""
         raise NotImplementedError
 
     # -- snippets ---------------------------------------------------------------------------------
@@ -197,12 +199,18 @@ class WebConnector:
         return path_under(f"{self.settings.vhost_dir}/{self.settings.vhost_name.format(site=site)}",
                           [self.settings.vhost_dir])
 
-    def snippet(self, account: str, site: str, target: str | None) -> str:
-        """The whole snippet text for one suspended site."""
+    @staticmethod
+    def own_page(site: str) -> str:
+        """The file name of a site's own suspended page, rendered by the agent for that account."""
+        return f"arrears-{site}.html"
+
+    def snippet(self, account: str, site: str, target: str | None, page: str | None = None) -> str:
+        """The whole snippet text for one suspended site (``page``: the page file, default ``page_file``)."""
         s = self.settings
         head = [f"# arrears: {site} of account {account} is suspended. This file is managed by arrears:",
                 "# it is removed on resume; the vhost itself is never changed."]
-        body = self.page_snippet(site) if s.mode == "page" else self.redirect_snippet(site, target or "")
+        body = (self.page_snippet(site, page or s.page_file) if s.mode == "page"
+                else self.redirect_snippet(site, target or ""))
         return "\n".join([*head, *s.extra_lines, *body]) + "\n"
 
     # -- operations -------------------------------------------------------------------------------
@@ -254,11 +262,27 @@ class WebConnector:
         dirs = " ".join(q(d) for d in (s.vhost_dir, s.enabled_dir) if d)
         return f"grep -RqsiE -- {q(self.hook_pattern(site))} {dirs}"
 
-    def _write_snippet(self, account: str, site: str, target: str | None) -> str:
+    def _write_page(self, site: str, html: str) -> str:
+        """Script lines: put the account's rendered suspended page in ``page_root`` unless identical."""
+        assert self.settings.page_root is not None
+        page = f"{self.settings.page_root}/{self.own_page(site)}"
+        encoded = base64.b64encode(html.encode("utf-8")).decode("ascii")
+        return f"""
+mkdir -p -- {q(self.settings.page_root)}
+printf '%s' {q(encoded)} | base64 -d > "$_ar_tmp/page.new"
+if ! cmp -s "$_ar_tmp/page.new" {q(page)}; then
+  cp -- "$_ar_tmp/page.new" {q(page + ".arrears-tmp")}
+  chmod 644 -- {q(page + ".arrears-tmp")}
+  mv -f -- {q(page + ".arrears-tmp")} {q(page)}
+  changed
+fi
+"""
+
+    def _write_snippet(self, account: str, site: str, target: str | None, page: str | None = None) -> str:
         """Script lines: write the snippet unless identical, saving the previous and new state first."""
         return f"""
 mkdir -p -- "$_w_hooks" "$_w_pend"
-printf '%s' {q(self.snippet(account, site, target))} > "$_ar_tmp/web.new"
+printf '%s' {q(self.snippet(account, site, target, page))} > "$_ar_tmp/web.new"
 if [ -f "$_w_snip" ] && cmp -s "$_ar_tmp/web.new" "$_w_snip"; then
   fact "$_w_site.suspended" yes
   return 0
@@ -277,16 +301,23 @@ fact "$_w_site.suspended" yes
         target = self._target(resource)
         missing = (f"site {site} has no arrears hook in {self.settings.vhost_dir}: add the line "
                    f"'{self.hook_line(site)}' to its vhost (first in the server block); nothing was changed")
+        html = resource.get("page_html")
+        own = self.settings.mode == "page" and isinstance(html, str) and bool(html)
         script = (
             self._vars(site)
             + f"if ! {self._hook_check(site)}; then fact \"$_w_site.hook\" missing; fail {q(missing)}; fi\n"
             + 'fact "$_w_site.hook" present\n'
-            + self._write_snippet(account, site, target)
+            + (self._write_page(site, str(html)) if own else "")
+            + self._write_snippet(account, site, target, self.own_page(site) if own else None)
         )
         return self._op(account, action, site, script)
 
     def _resume(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
-        script = self._vars(site) + """
+        own_page = ""
+        if self.settings.page_root is not None:
+            page = q(f"{self.settings.page_root}/{self.own_page(site)}")
+            own_page = f"if [ -e {page} ]; then rm -f -- {page}; changed; fi\n"
+        script = self._vars(site) + own_page + """
 if [ ! -e "$_w_snip" ]; then fact "$_w_site.suspended" no; return 0; fi
 mkdir -p -- "$_w_pend"
 cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"; rm -f -- "$_w_pend/$_w_site.absent"

@@ -47,14 +47,14 @@ class NginxConnector(WebConnector):
     def redirect_snippet(self, site: str, target: str) -> list[str]:
         return [f"return 302 {target};"]
 
-    def page_snippet(self, site: str) -> list[str]:
+    def page_snippet(self, site: str, page: str) -> list[str]:
         s = self.settings
         return [
             f"error_page 503 @arrears_suspended_{site};",
             "return 503;",
             f"location @arrears_suspended_{site} {{",
             f"    root {s.page_root};",
-            f"    rewrite ^ /{s.page_file} break;",
+            f"    rewrite ^ /{page} break;",
             "    default_type text/html;",
             f"    add_header Retry-After {s.retry_after} always;",
             '    add_header Cache-Control "no-store" always;',

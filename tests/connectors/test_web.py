@@ -212,6 +212,22 @@ def test_page_mode_answers_503_with_retry_after_on_every_url(server: WebServer, 
     assert all(serves_own_content(server, s) for s in SITES[B])
 
 
+def test_page_mode_serves_the_page_rendered_for_the_account(server: WebServer, transport: Transport) -> None:
+    conn = connector(server, mode="page", page_root=str(server.page_root), retry_after=60)
+    html = "<h1>Account A is suspended</h1><p>Pay 49,90 € at https://billing.example.net/pay/A</p>"
+    batch = apply(server, transport, conn, "suspend", A, page_html=html)
+    assert batch.ok, batch.results
+    wait_for(lambda: server.get(SITES[A][0]).status_code == 503, timeout=15, what="503 page")
+    for site in SITES[A]:
+        r = server.get(site, "/any/path?q=1")
+        assert (r.status_code, r.text) == (503, html)
+    again = apply(server, transport, conn, "suspend", A, page_html=html)
+    assert not any(r.changed for r in again.results.values()) and again.handlers == {}
+    assert apply(server, transport, conn, "resume", A).ok
+    wait_for(lambda: all(serves_own_content(server, s) for s in SITES[A]), timeout=15, what="A's content back")
+    assert not list(server.page_root.glob("arrears-*.html"))
+
+
 def test_a_change_the_config_test_rejects_is_rolled_back_and_the_valid_one_kept(
         server: WebServer, transport: Transport) -> None:
     good = connector(server)
