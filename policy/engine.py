@@ -22,7 +22,16 @@ from policy.model import (
 )
 from policy.triggers import TRIGGER_ORDER, Ledger, TriggerState, active_overrides, evaluate_triggers
 
-__all__ = ["TRIAL_RESUSPEND", "Evaluation", "balance_at", "check_snapshot", "evaluate", "evaluate_full"]
+__all__ = [
+    "DEBT_RESUSPEND",
+    "TRIAL_RESUSPEND",
+    "Evaluation",
+    "balance_at",
+    "check_snapshot",
+    "evaluate",
+    "evaluate_full",
+    "is_resuspension",
+]
 
 
 def balance_at(snapshot: AccountSnapshot, now: datetime) -> Decimal:
@@ -209,7 +218,17 @@ def _in_episode(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime
         episode_trigger = snapshot.episode.trigger
         taken = snapshot.episode.stages_taken
     hold_kind: HoldKind = "trial" if episode_trigger == "trial" else "debt"
-    plan = _schedule(snapshot, policy, now, start, taken, hold_kind, hit)
+    debt_again = _debt_resuspension(snapshot, policy, now, hold_kind, taken, triggers)
+    resuspended = [record.at for record in taken if is_resuspension(record.stage, DEBT_RESUSPEND)]
+    resuspended_at = now if debt_again is not None else max(resuspended, default=None)
+    plan = _schedule(snapshot, policy, now, start, taken, hold_kind, hit, resuspended_at, debt_again is not None)
+    if debt_again is not None:
+        plan.measures.insert(0, debt_again)
+    elif plan.held_back is not None and plan.held_back.rule.startswith("override.") and plan.next_check is not None:
+        # a promise to pay still running: what comes first when it expires unpaid is the re-suspension
+        pending = _debt_resuspension(snapshot, policy, plan.next_check, hold_kind, taken, triggers)
+        if pending is not None:
+            plan.next = UpcomingMeasure(pending.stage, pending.action, plan.next_check)
     resuspend = _trial_resuspension(snapshot, policy, now, hold_kind, taken, triggers)
     if resuspend is not None and (plan.held_back is None or not plan.held_back.rule.startswith("override.")):
         plan.measures.insert(0, resuspend)
@@ -230,6 +249,74 @@ def _in_episode(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime
 
 
 TRIAL_RESUSPEND = "trial_resuspend"
+DEBT_RESUSPEND = "debt_resuspend"
+
+
+def is_resuspension(stage: str, prefix: str) -> bool:
+    """Whether ``stage`` names a re-suspension of kind ``prefix``: ``prefix`` itself or ``prefix-N``."""
+    if stage == prefix:
+        return True
+    head, _, number = stage.rpartition("-")
+    return head == prefix and number.isdigit()
+
+
+def _taken_suspension(policy: ResolvedPolicy, taken: tuple[StageTaken, ...]) -> tuple[Stage, StageTaken] | None:
+    """The policy's suspension stage taken last in this episode, with its record."""
+    stages = {s.name: s for s in policy.stages if s.enabled and s.action == "suspend"}
+    found = [(stages[record.stage], record) for record in taken if record.stage in stages]
+    return max(found, key=lambda pair: pair[1].at) if found else None
+
+
+def _debt_resuspension(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, hold_kind: HoldKind,
+                       taken: tuple[StageTaken, ...], triggers: list[TriggerState]) -> Measure | None:
+    """A debtor whose debt hold was lifted by an admin's promise to pay (``resume --grace``) is suspended
+    again once no pause or exemption holds measures back and a debt trigger still holds."""
+    if hold_kind != "debt" or any(h.kind == "debt" for h in snapshot.holds):
+        return None
+    if any(is_resuspension(name, DEBT_RESUSPEND) for name in snapshot.in_flight):
+        return None  # already on its way
+    if active_overrides(snapshot, "exempt", now) or active_overrides(snapshot, "pause", now):
+        return None
+    debt = [t for t in triggers if t.holds and t.name != "trial"]
+    suspension = _taken_suspension(policy, taken)
+    if not debt or suspension is None:
+        return None
+    stage, record = suspension
+    trigger = _earliest(debt)
+    assert trigger.since is not None
+    # the promise broken is a pause given after the account was last suspended
+    last = max([record.at, *(r.at for r in taken if is_resuspension(r.stage, DEBT_RESUSPEND))])
+    expired = [o for o in snapshot.overrides if o.kind == "pause" and last <= o.created_at <= now
+               and o.expires_at is not None and o.expires_at <= now]
+    pause = max(expired, key=lambda o: (o.expires_at, o.created_at)) if expired else None
+    inputs = {"suspension_stage": stage.name, "suspended_at": record.at.isoformat(), "trigger": trigger.name,
+              "trigger_since": trigger.since.isoformat(), "debt_hold": "none",
+              **{f"trigger.{k}": v for k, v in trigger.reason.inputs.items()}}
+    if pause is not None:
+        assert pause.expires_at is not None
+        inputs.update({"pause_until": pause.expires_at.isoformat(), "pause_actor": pause.actor,
+                       "pause_reason": pause.reason, "pause_created_at": pause.created_at.isoformat()})
+        why = (f"the promise to pay (pause until {pause.expires_at.isoformat()} by {pause.actor}: {pause.reason}) "
+               f"expired unpaid")
+    else:
+        why = "the debt hold was lifted by hand but the debt remains"
+    # Each re-suspension is its own stage record, so stores keyed on (episode, stage) keep them apart.
+    count = sum(1 for r in taken if is_resuspension(r.stage, DEBT_RESUSPEND))
+    return Measure(
+        stage=DEBT_RESUSPEND if count == 0 else f"{DEBT_RESUSPEND}-{count + 1}",
+        action="suspend",
+        due_at=pause.expires_at if pause is not None and pause.expires_at is not None else now,
+        template=stage.template,
+        hold="debt",
+        reason=Reason(
+            rule="debt.resuspend",
+            text=(f"{why}: the account is suspended again ({trigger.name} holds since "
+                  f"{trigger.since.isoformat()}; stage {stage.name} was taken in this episode at "
+                  f"{record.at.isoformat()}); later stages count from this re-suspension"),
+            thresholds={"credit_limit": str(policy.credit_limit)},
+            inputs=inputs,
+        ),
+    )
 
 
 def _trial_resuspension(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, hold_kind: HoldKind,
@@ -268,8 +355,26 @@ class _Plan:
     held_back: Reason | None
 
 
+def _resuspension_floor(enabled: list[Stage], index: int, taken: tuple[StageTaken, ...],
+                        resuspended_at: datetime | None, tz: ZoneInfo) -> datetime | None:
+    """After a re-suspension, stage ``index`` (one after the suspension stage) is not due before the
+    delays from the suspension stage up to it have run again from the re-suspension: an account is
+    never deleted unless it has been suspended for the configured time since it was last suspended."""
+    if resuspended_at is None:
+        return None
+    names = {record.stage for record in taken}
+    suspensions = [i for i, s in enumerate(enabled[:index]) if s.action == "suspend" and s.name in names]
+    if not suspensions:
+        return None
+    floor = resuspended_at
+    for stage in enabled[suspensions[-1] + 1:index + 1]:
+        floor = after_due(stage.after, floor, tz)
+    return floor
+
+
 def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, start: datetime,
-              taken: tuple[StageTaken, ...], hold_kind: HoldKind, hit: TriggerHit) -> _Plan:
+              taken: tuple[StageTaken, ...], hold_kind: HoldKind, hit: TriggerHit,
+              resuspended_at: datetime | None = None, resuspending: bool = False) -> _Plan:
     tz = ZoneInfo(policy.timezone)
     enabled = [s for s in policy.stages if s.enabled]
     index = 0
@@ -282,12 +387,20 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
     if index >= len(enabled):
         return _Plan([], None, None, None)
     stage = enabled[index]
-    if stage.name in snapshot.in_flight:
+    flying = [n for n in snapshot.in_flight if n == stage.name or is_resuspension(n, DEBT_RESUSPEND)]
+    if flying:
         return _Plan([], None, None, Reason(
             rule="stage.in_flight",
-            text=f"stage {stage.name} is being applied; the next counts from when it takes effect",
+            text=f"stage {flying[0]} is being applied; the next counts from when it takes effect",
             inputs={"in_flight": ", ".join(snapshot.in_flight)}))
-    due = after_due(stage.after, ref, tz)
+
+    def due_at(i: int, ref: datetime) -> tuple[datetime, datetime | None]:
+        """The stage's due time, and the re-suspension floor when that is what sets it."""
+        due = after_due(enabled[i].after, ref, tz)
+        floor = _resuspension_floor(enabled, i, taken, resuspended_at, tz)
+        return (floor, floor) if floor is not None and floor > due else (due, None)
+
+    due, floor = due_at(index, ref)
     held = active_overrides(snapshot, "exempt", now) + active_overrides(snapshot, "pause", now)
     if held:
         until = [o.expires_at for o in held]
@@ -302,7 +415,7 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
         )
         upcoming_due = max(due, expiry) if expiry is not None else due
         return _Plan([], UpcomingMeasure(stage.name, stage.action, upcoming_due), expiry, reason)
-    suspended = any(h.kind in ("debt", "trial", "admin") for h in snapshot.holds)
+    suspended = resuspending or any(h.kind in ("debt", "trial", "admin") for h in snapshot.holds)
     measures: list[Measure] = []
     while True:
         if now < due:
@@ -313,6 +426,9 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
                 text=f"{stage.name} is due but the account is not suspended (it was resumed by hand); deletion waits",
                 inputs={"holds": ", ".join(sorted(h.kind for h in snapshot.holds)) or "none"})
             return _Plan(measures, UpcomingMeasure(stage.name, stage.action, due), None, reason)
+        counted = (f"{_after_text(stage)} after {ref_what} at {ref.isoformat()}" if floor is None else
+                   f"the delays from the suspension on, counted again from the re-suspension at "
+                   f"{resuspended_at.isoformat() if resuspended_at else ''}")
         measures.append(Measure(
             stage=stage.name,
             action=stage.action,
@@ -322,11 +438,13 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
             hold=hold_kind if stage.action == "suspend" else None,
             reason=Reason(
                 rule=f"stage.{stage.name}",
-                text=(f"{stage.name} ({stage.action}) is due at {due.isoformat()}: {_after_text(stage)} after "
-                      f"{ref_what} at {ref.isoformat()}; trigger {hit.trigger} holds since {hit.at.isoformat()}"),
+                text=(f"{stage.name} ({stage.action}) is due at {due.isoformat()}: {counted}; "
+                      f"trigger {hit.trigger} holds since {hit.at.isoformat()}"),
                 thresholds={"after": _after_text(stage), "timezone": policy.timezone},
                 inputs={"counted_from": ref.isoformat(), "counted_from_event": ref_what, "trigger": hit.trigger,
-                        "now": now.isoformat(), **{f"trigger.{k}": v for k, v in hit.reason.inputs.items()}},
+                        "now": now.isoformat(),
+                        **({"resuspended_at": resuspended_at.isoformat()} if floor and resuspended_at else {}),
+                        **{f"trigger.{k}": v for k, v in hit.reason.inputs.items()}},
             ),
         ))
         if stage.action == "suspend":
@@ -337,4 +455,4 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
         # The measure just emitted is taken now: the next one counts from now.
         ref, ref_what = now, f"stage {stage.name} taken"
         stage = enabled[index]
-        due = after_due(stage.after, ref, tz)
+        due, floor = due_at(index, ref)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from policy.durations import DURATION_HELP, parse_duration
+from policy.engine import DEBT_RESUSPEND, TRIAL_RESUSPEND, is_resuspension
 from policy.errors import PolicyError
 from policy.model import Action, After, GuaranteeLimit, ResolvedPolicy, Stage, Triggers
 
@@ -48,6 +49,7 @@ _GUARANTEE_KEYS = ("limit", "days")
 _ACTIONS = ("notice", "suspend", "delete", "hook")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_RESERVED = (DEBT_RESUSPEND, TRIAL_RESUSPEND, "resume")  # stage records made by the engine and the agent
 
 # The value of every field before any layer sets it.
 _BUILTIN: dict[str, object] = {
@@ -289,6 +291,9 @@ def _stages(v: _V, ctx: _Ctx, path: str) -> tuple[Stage, ...]:
         name = _text(keys["name"], ctx, f"{p}.name")
         if not _NAME.match(name):
             raise ctx.fail(keys["name"], f"{p}.name", f"{name!r}: use letters, digits, '_', '-', '.' (max 64)")
+        if any(is_resuspension(name, own) for own in _RESERVED):
+            raise ctx.fail(keys["name"], f"{p}.name", f"{name!r} is reserved for the records the agent keeps itself "
+                           f"({', '.join(_RESERVED)}, numbered -2, -3 ...); choose another stage name")
         if name in seen:
             raise ctx.fail(keys["name"], f"{p}.name", f"stage name {name!r} is used twice; stage names must be unique")
         seen.add(name)

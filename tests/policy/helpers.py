@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from policy import apply_decision, evaluate, load_policy
-from policy.model import AccountSnapshot, Decision, LedgerEntry, ResolvedPolicy
+from policy.model import AccountSnapshot, Decision, LedgerEntry, Override, ResolvedPolicy
 
 __all__ = ["HSPHERE", "Replay", "at", "charge", "pay", "resolve"]
 
@@ -61,6 +61,15 @@ class Replay:
 
     def add(self, *entries: LedgerEntry) -> None:
         self.snap = replace(self.snap, ledger=(*self.snap.ledger, *entries))
+
+    def promise(self, when: str, days: int, actor: str = "carol", reason: str = "pays on Friday") -> Override:
+        """An admin resumes the account with a promise to pay (``arrears resume --grace DAYS``): a pause
+        until ``when`` + ``days``, and the debt, admin and trial holds released."""
+        now = at(when)
+        pause = Override("pause", actor=actor, reason=reason, created_at=now, expires_at=now + timedelta(days=days))
+        holds = tuple(h for h in self.snap.holds if h.kind not in ("debt", "admin", "trial"))
+        self.snap = replace(self.snap, holds=holds, overrides=(*self.snap.overrides, pause))
+        return pause
 
     def tick(self, now: datetime) -> Decision:
         decision = evaluate(self.snap, self.policy, now)
