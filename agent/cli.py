@@ -39,6 +39,8 @@ from agent.store.db import Store, StoreError, open_store
 from agent.store.repo import UnknownAccount, audit, get_account, load_snapshots, open_episode, open_holds
 
 if TYPE_CHECKING:
+    import threading
+
     from agent.notices import NoticeSettings, Templates
     from connectors.fleet import Fleet, Job, JobResult, Progress
     from policy.loader import PolicySet
@@ -638,10 +640,11 @@ class _LazyFleet:
 
 
 def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
-             sole_worker: bool = False) -> dict[str, Any]:
+             sole_worker: bool = False, stop: threading.Event | None = None) -> dict[str, Any]:
     """One tick and one executor pass at ``now`` (also used by the daemon and the demo).
 
     ``sole_worker``: the caller holds the database's instance lock (see :mod:`agent.lock`).
+    ``stop``: once set, the executor finishes the batches in flight and claims nothing new.
     """
     from agent.executor import TemplateComposer, execute
     from agent.notices import make_notifier
@@ -676,7 +679,7 @@ def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
         with state.store.sessions() as s:
             t = tick(s, policy, now, settings)
             x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
-                        sole_worker=sole_worker)
+                        sole_worker=sole_worker, stop=stop)
     finally:
         if own_fleet:
             active_fleet.close()
@@ -708,8 +711,9 @@ def check_config(state: CliState) -> None:
 
 
 @contextmanager
-def agent_lock(state: CliState) -> Iterator[None]:
-    """Hold the database's instance lock (SQLite) for a run: one agent at a time works on it."""
+def agent_lock(state: CliState, role: str = "run") -> Iterator[None]:
+    """Hold the database's instance lock (SQLite) for a run: one agent at a time works on it.
+    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1."""
     from agent.lock import AlreadyRunning, InstanceLock, lock_path_for
 
     path = lock_path_for(state.config.db_url)
@@ -717,7 +721,7 @@ def agent_lock(state: CliState) -> Iterator[None]:
         yield
         return
     try:
-        lock = InstanceLock(path).acquire()
+        lock = InstanceLock(path, role).acquire()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     try:
@@ -728,10 +732,15 @@ def agent_lock(state: CliState) -> Iterator[None]:
 
 def apply_at_once(state: CliState, now: datetime) -> dict[str, Any]:
     """Make recorded money take effect now: wake the daemon holding the database, else run here."""
-    from agent.lock import lock_path_for, wake_holder
+    from agent.lock import AlreadyRunning, lock_path_for, wake_holder
 
     path = lock_path_for(state.config.db_url)
-    pid = wake_holder(path) if path is not None else None
+    try:
+        pid = wake_holder(path) if path is not None else None
+    except AlreadyRunning as busy:  # a run (not a daemon) is working on the database: never signalled
+        who = f"pid {busy.holder}" if busy.holder else "another process"
+        return {"busy": busy.holder, "message": f"another arrears run ({who}) is working on the database; "
+                                                "it takes effect on the next run"}
     if pid is not None:
         return {"daemon": pid, "message": f"the daemon (pid {pid}) runs a tick now"}
     with agent_lock(state):
@@ -1036,7 +1045,7 @@ def history(ctx: click.Context, account: str, as_json: bool) -> None:
         _emit_json(info)
         return
     con = _console()
-    con.print(f"[bold]{acc.id}[/bold] state {info['state']}")
+    con.print(f"[bold]{info['account']}[/bold] state {info['state']}")
     events: list[tuple[str, str]] = []
     for e in info["episodes"]:
         events.append((e["started_at"], f"episode {e['id']} starts ({e['trigger']})"))
@@ -1053,7 +1062,11 @@ def history(ctx: click.Context, account: str, as_json: bool) -> None:
                        + f" ref {le['ref']}"))
     for a in info["audit"]:
         events.append((a["at"], f"[dim]audit[/dim] {a['actor']}: {a['action']} {a['reason'] or ''}"))
-    _table(f"history of {acc.id}", ["at", "what"], [[at_, what] for at_, what in sorted(events, key=lambda x: x[0])])
+    for n in info["notices"]:
+        events.append((n["sent_at"] or "", f"notice {n['stage']} to {n['to']}: {n['status']}"
+                       + (f" ({n['error']})" if n["error"] else "")))
+    _table(f"history of {info['account']}", ["at", "what"],
+           [[at_, what] for at_, what in sorted(events, key=lambda x: x[0])])
 
 
 @cli.command()
@@ -1070,6 +1083,333 @@ def status(ctx: click.Context, as_json: bool) -> None:
         _emit_json(info)
     else:
         click.echo(f"accounts: {states}; jobs: {jobs}")
+
+
+# --- manual actions: suspend, resume, delete, restore, mass mail, reconcile ----------------------
+
+
+def _dry_run_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--dry-run", is_flag=True, help="print what it would do; write nothing")(f)
+
+
+def _now_flag(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--now", "run_now", is_flag=True,
+                        help="apply it at once (as `arrears run` would) instead of on the next run")(f)
+
+
+def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any]) -> Any:
+    """Runs ``action`` in one transaction: committed, or rolled back for a dry run or a refusal."""
+    from agent.actions import ActionRefused
+
+    s = state.store.sessions()
+    try:
+        s.begin()
+        try:
+            result = action(s)
+        except ActionRefused as exc:
+            raise CliError(str(exc)) from None
+        if dry_run:
+            s.rollback()
+        else:
+            s.commit()
+        return result
+    finally:
+        s.rollback()
+        s.close()
+
+
+ADMIN_TEMPLATES = {"suspend": "admin_suspended", "delete": "admin_deleted"}
+
+
+def _stage_template(state: CliState, s: Session, acc: m.Account, action: str) -> str | None:
+    """The notice sent when a manual ``action`` takes effect: while the account is in debt, the policy's
+    own notice for that measure (its text speaks of the debt); otherwise ``admin_suspended`` /
+    ``admin_deleted``, which say nothing of money. None without notices."""
+    from policy import evaluate
+
+    if state.notice_settings is None:
+        return None
+    resolved = _resolve(state.policy, acc)
+    if not evaluate(load_snapshots(s, [acc])[acc.id], resolved, state.now).in_debt:
+        return ADMIN_TEMPLATES[action]
+    stage = next((st for st in resolved.stages if st.enabled and st.action == action and st.template), None)
+    return stage.template if stage is not None else {"suspend": "suspended", "delete": "deleted"}[action]
+
+
+def _apply_now(state: CliState, now: datetime, info: dict[str, Any]) -> None:
+    """``--now``: wake the daemon holding the database, else run the tick and the executor here."""
+    got = apply_at_once(state, now)
+    info["applied"] = got["message"]
+    if "run" in got:
+        info["run"] = got["run"]["executor"]
+        info["errors"] = [*got["run"]["errors"], *got["run"]["executor"]["errors"]]
+
+
+def _after_manual(state: CliState, info: dict[str, Any], now: datetime, run_now: bool, dry_run: bool,
+                  account: str | None) -> dict[str, Any]:
+    info = {**info, "dry_run": dry_run}
+    if run_now and not dry_run:
+        _apply_now(state, now, info)
+    if account is not None and not dry_run:
+        with _session(state, write=False) as s:
+            acc = get_account(s, account)
+            info["state_after"] = acc.state
+            info["waiting"] = len(list(s.scalars(select(m.Job.id).where(
+                m.Job.account == acc.id, m.Job.status.in_(("pending", "claimed", "waiting"))))))
+    return info
+
+
+def _say_manual(info: dict[str, Any], as_json: bool, what: str) -> None:
+    if as_json:
+        _emit_json(info)
+        return
+    prefix = "dry run: would " if info["dry_run"] else ""
+    click.echo(f"{info['account']}: {prefix}{what}")
+    for kind in info.get("holds_placed", []):
+        click.echo(f"  {'would place' if info['dry_run'] else 'placed'} hold {kind}")
+    for kind in info.get("holds_released", []):
+        click.echo(f"  {'would release' if info['dry_run'] else 'released'} hold {kind}")
+    for o in info.get("overrides", []):
+        click.echo(f"  {'would record' if info['dry_run'] else 'recorded'} {o['kind']} until {o['expires_at']} "
+                   f"({o['actor']}: {o['reason']})")
+    for j in info.get("jobs", []):
+        click.echo(f"  {'would queue' if info['dry_run'] else 'queued'} {j['action']} of {j['service']} on {j['host']}")
+    if info.get("notice"):
+        click.echo(f"  notice {info['notice']} to the billing address once it took effect")
+    for note in info.get("notes", []):
+        click.echo(f"  {note}")
+    if info["dry_run"]:
+        click.echo("nothing was written")
+    elif "run" in info:
+        click.echo(f"applied: state {info['state_after']}"
+                   + (f", {info['waiting']} jobs still waiting (see arrears show {info['account']})"
+                      if info["waiting"] else ""))
+        for e in info.get("errors", []):
+            click.echo(f"warning: {e}", err=True)
+    elif "applied" in info:
+        click.echo(f"{info['applied']}; state {info['state_after']}")
+    elif info.get("waiting"):
+        click.echo(f"state {info['state_after']}; it takes effect on the next run (arrears run)")
+    else:
+        click.echo(f"state {info['state_after']}")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--reason", required=True, help="why (audited)")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def suspend(ctx: click.Context, account: str, reason: str, actor: str | None, at: datetime | None, dry_run: bool,
+            run_now: bool, as_json: bool) -> None:
+    """Suspend ACCOUNT by hand: an admin hold that payments do not lift, applied on every host.
+
+    Once every host applied it, the billing address gets the template ``admin_suspended`` when the
+    templates folder has one, else (only while the account is in debt) the policy's suspension notice."""
+    from agent import actions
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+
+    def act(s: Session) -> dict[str, Any]:
+        template = _stage_template(state, s, get_account(s, account), "suspend")
+        return actions.suspend(s, account, actor=who, reason=reason, now=now, notice_template=template).as_dict()
+
+    info = _after_manual(state, _manual(state, dry_run, act), now, run_now, dry_run, account)
+    _say_manual(info, as_json, f"suspend by {who} ({reason})")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--reason", default=None, help="why (audited)")
+@click.option("--grace", "grace", type=int, default=None, metavar="DAYS",
+              help="the account is still in debt: record a promise to pay within DAYS days (measures wait)")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def resume(ctx: click.Context, account: str, reason: str | None, grace: int | None, actor: str | None,
+           at: datetime | None, dry_run: bool, run_now: bool, as_json: bool) -> None:
+    """Lift the admin hold of ACCOUNT; refused while it is in debt unless --grace DAYS records a promise to pay."""
+    from agent import actions
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+
+    def act(s: Session) -> dict[str, Any]:
+        return actions.resume(s, account, state.policy, actor=who, reason=reason, now=now,
+                              grace_days=grace).as_dict()
+
+    info = _after_manual(state, _manual(state, dry_run, act), now, run_now, dry_run, account)
+    _say_manual(info, as_json, f"resume by {who} ({info['reason']})")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--yes", is_flag=True, help="confirm: the account's files are archived, verified, then removed")
+@click.option("--reason", default=None, help="why (audited)")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def delete(ctx: click.Context, account: str, yes: bool, reason: str | None, actor: str | None, at: datetime | None,
+           dry_run: bool, run_now: bool, as_json: bool) -> None:
+    """Delete ACCOUNT on every host (archive -> verify -> remove); needs --yes.
+
+    The account is recorded deleted once every host's deletion took effect; then the billing address gets
+    ``admin_deleted`` when the templates folder has one, else (only while in debt) the policy's deletion notice."""
+    from agent import actions
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+    if not yes and not dry_run:
+        raise CliError(f"deleting {account} removes its sites, mail and home (after archiving them); "
+                       "add --yes to confirm, or --dry-run to see what it would do")
+
+    def act(s: Session) -> dict[str, Any]:
+        template = _stage_template(state, s, get_account(s, account), "delete")
+        return actions.delete(s, account, actor=who, reason=reason, now=now, notice_template=template).as_dict()
+
+    info = _after_manual(state, _manual(state, dry_run, act), now, run_now, dry_run, account)
+    _say_manual(info, as_json, f"delete by {who} ({info['reason']})")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--reason", default=None, help="why (audited)")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def restore(ctx: click.Context, account: str, reason: str | None, actor: str | None, at: datetime | None,
+            dry_run: bool, run_now: bool, as_json: bool) -> None:
+    """Restore a deleted ACCOUNT from its archives; it comes back suspended (admin hold) until an admin resumes it."""
+    from agent import actions
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+
+    def act(s: Session) -> dict[str, Any]:
+        return actions.restore(s, account, actor=who, reason=reason, now=now).as_dict()
+
+    info = _after_manual(state, _manual(state, dry_run, act), now, run_now, dry_run, account)
+    _say_manual(info, as_json, f"restore by {who} ({info['reason']})")
+
+
+@cli.command()
+@click.option("--debtors", is_flag=True, required=True, help="send to every debtor (billing addresses only)")
+@click.option("--stage", "stage", default=None, help="only debtors whose last measure taken is this stage")
+@click.option("--template", "template", required=True, help="the notice template to send")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def mail(ctx: click.Context, debtors: bool, stage: str | None, template: str, actor: str | None, at: datetime | None,
+         dry_run: bool, run_now: bool, as_json: bool) -> None:
+    """Mass mail to debtors through the notices outbox: once per account, template and day."""
+    from agent import actions
+    from agent.notices import Templates
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+    if not debtors:
+        raise CliError("say who receives it: --debtors")
+    if state.notice_settings is None:
+        raise CliError(f"{state.config.policy_path}: notices are not configured (notices: section)")
+    if stage is not None:
+        names = {st.name for layer in _all_resolved(state) for st in layer.stages}
+        if stage not in names:
+            raise CliError(f"--stage {stage!r} is not a stage of the policy ({', '.join(sorted(names))})")
+    tdir = state.config.templates_dir
+    Templates.load(tdir if tdir.is_dir() else None).require([template])
+
+    def act(s: Session) -> dict[str, Any]:
+        return actions.mass_mail(s, state.policy, template=template, now=now, actor=who, stage=stage).as_dict()
+
+    info: dict[str, Any] = {**_manual(state, dry_run, act), "dry_run": dry_run}
+    if run_now and not dry_run:
+        _apply_now(state, now, info)
+    if as_json:
+        _emit_json(info)
+        return
+    verb = "would queue" if dry_run else "queued"
+    click.echo(f"mass mail {template} ({info['date']}): {verb} {len(info['queued'])}, "
+               f"{len(info['already'])} already queued today, {len(info['no_address'])} without a billing address")
+    for q in info["queued"]:
+        click.echo(f"  {q['account']} -> {q['to']}")
+    if dry_run:
+        click.echo("nothing was written")
+    elif "run" in info:
+        click.echo(f"{info['run']['notices_sent']} sent")
+    elif "applied" in info:
+        click.echo(info["applied"])
+    else:
+        click.echo("they are sent on the next run (arrears run)")
+
+
+@cli.command("reconcile")
+@click.option("--fix", is_flag=True, help="queue the jobs that bring the hosts back to the recorded state")
+@_actor_option
+@_at_option
+@_dry_run_option
+@_now_flag
+@_json_option
+@click.pass_context
+def reconcile_command(ctx: click.Context, fix: bool, actor: str | None, at: datetime | None, dry_run: bool,
+                      run_now: bool, as_json: bool) -> None:
+    """Read every host's facts and report accounts whose real state differs from the recorded one.
+
+    Exit 0 when the hosts agree (or --fix queued the repairs), 1 when differences are left unrepaired."""
+    from agent.reconcile import reconcile
+
+    state = _state(ctx)
+    now = _now(state, at)
+    who = _actor(actor)
+    fleet: Any = _LazyFleet(state)
+    try:
+        report = _manual(state, dry_run, lambda s: reconcile(s, fleet, now, fix=fix, actor=who))
+    finally:
+        fleet.close()
+    info: dict[str, Any] = {**report.as_dict(), "dry_run": dry_run, "fix": fix}
+    if run_now and fix and not dry_run and report.queued:
+        _apply_now(state, now, info)
+    unrepaired = [d for d in report.differences if not fix or d.fix is None]
+    if as_json:
+        _emit_json(info)
+    else:
+        click.echo(f"reconcile at {_iso(now)}: {report.checked} placements read, {len(report.differences)} differ"
+                   + (f", {len(report.busy)} accounts with work in flight skipped" if report.busy else ""))
+        if report.differences:
+            _table("differences", ["account", "service", "host", "recorded", "observed", "fix"],
+                   [[d.account, d.service, d.host, d.recorded, d.observed, d.fix or "admin (restore?)"]
+                    for d in report.differences])
+        for e in report.errors:
+            click.echo(f"warning: {e['account']} {e['service']} on {e['host']}: {e['error']}", err=True)
+        if report.queued:
+            verb = "would queue" if dry_run else "queued"
+            click.echo(f"{verb} {len(report.queued)} repair jobs"
+                       + ("" if dry_run else f"; {info['applied']}" if "applied" in info
+                          else "; they run on the next run (arrears run)"))
+        if dry_run:
+            click.echo("nothing was written")
+    if unrepaired:
+        ctx.exit(1)
 
 
 def _register_optional_groups() -> None:

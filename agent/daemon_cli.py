@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agent.daemon import JsonFormatter, run_daemon
+from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
+
+if TYPE_CHECKING:
+    from agent.cli import CliState
 
 __all__ = ["daemon"]
 
@@ -42,6 +47,16 @@ def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
             "errors": [*summary["errors"], *x["errors"]][:20]}
 
 
+def _pending_jobs(state: CliState) -> int:
+    """Outbox jobs waiting for a later tick (back-off, an unreachable host, or left by a stop)."""
+    from sqlalchemy import func, select
+
+    from agent.store import models as m
+
+    with state.store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == "pending")) or 0)
+
+
 @click.command("daemon")
 @click.option("--interval", type=click.FloatRange(0.1, 86400), default=300.0, show_default=True,
               help="seconds between ticks")
@@ -59,12 +74,12 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
     """
-    from agent.cli import CliError, CliState, agent_lock, check_config, run_once
+    from agent.cli import CliError, agent_lock, check_config, run_once
     from connectors.inventory import load_inventory
     from connectors.runner import InventoryFleet
 
-    state = ctx.find_object(CliState)
-    assert state is not None
+    # the root's object, not find_object(CliState): under `python -m agent.cli` that class is __main__'s
+    state: CliState = ctx.find_root().obj
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory_path = state.config.inventory_path
@@ -72,8 +87,10 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
              if inventory_path.is_file() else None)
     metrics = Metrics()
     server = None
+    # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with agent_lock(state):
+        with agent_lock(state, role=DAEMON):
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
@@ -82,12 +99,15 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
 
-            def tick(_stop: threading.Event) -> Mapping[str, Any]:
-                return _count(metrics, run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True))
+            def tick(stop: threading.Event) -> Mapping[str, Any]:
+                summary = run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True, stop=stop)
+                metrics.pending_jobs.set(_pending_jobs(state))
+                return _count(metrics, summary)
 
             run_daemon(tick, interval=interval, metrics=metrics, max_ticks=max_ticks)
     finally:
         if server is not None:
             server.shutdown()
+            server.server_close()
         if fleet is not None:
             fleet.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEMO_START", "DemoAccount", "DemoError", "billing_day", "build_demo", "demo_accounts"]
+__all__ = ["DEMO_START", "DemoAccount", "DemoError", "account_line", "billing_day", "build_demo", "demo_accounts",
+           "demo_inventory", "demo_policy", "host_dirs", "lay_out_host_files"]
 
 DEMO_START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # 07:00 in Amsterdam; the clocks change on day 27
 MARKER = ".arrears-demo"
@@ -75,12 +77,14 @@ def demo_accounts() -> list[DemoAccount]:
     return cast
 
 
-def _hosts(folder: Path) -> dict[str, Path]:
+def host_dirs(folder: Path) -> dict[str, Path]:
+    """The root folder of each demo host (``web1``, ``mail1``) under ``folder``."""
     return {"web1": folder / "hosts" / "web1", "mail1": folder / "hosts" / "mail1"}
 
 
-def _inventory(folder: Path) -> dict[str, Any]:
-    web, mail = (str(p) for p in _hosts(folder).values())
+def demo_inventory(folder: Path, *, web_reload: Sequence[str] = ("true",)) -> dict[str, Any]:
+    """The inventory of the demo hosts under ``folder``; ``web_reload`` is web1's nginx reload command."""
+    web, mail = (str(p) for p in host_dirs(folder).values())
     return {
         "defaults": {"parallel": 4, "state_dir": f"{folder}/hosts/agent-state"},
         "hosts": {
@@ -91,7 +95,7 @@ def _inventory(folder: Path) -> dict[str, Any]:
                         "state_dir": f"{web}/var/lib/arrears", "archive_dir": f"{web}/var/backups/arrears",
                         "suspended_url": "https://billing.example.net/suspended",
                         # the demo has no nginx: the config test and reload are no-ops on this machine
-                        "config_test": ["true"], "reload": ["true"]},
+                        "config_test": ["true"], "reload": list(web_reload)},
                 "home": {"backend": "archive", "roots": [f"{web}/home"],
                          "archive_dir": f"{web}/var/backups/arrears", "retention_days": 90,
                          "state_dir": f"{web}/var/lib/arrears"},
@@ -113,15 +117,17 @@ def _inventory(folder: Path) -> dict[str, Any]:
     }
 
 
-def _policy() -> dict[str, Any]:
+def demo_policy() -> dict[str, Any]:
+    """The sample policy, its notices written to the ``outbox`` folder."""
     sample = Path(__file__).parent / "sample" / "policy.yaml"
     data: dict[str, Any] = yaml.safe_load(sample.read_text(encoding="utf-8"))
     data["notices"]["spool_dir"] = "outbox"
     return data
 
 
-def _lay_out_host_files(folder: Path, cast: list[DemoAccount]) -> None:
-    web, mail = _hosts(folder).values()
+def lay_out_host_files(folder: Path, cast: list[DemoAccount]) -> None:
+    """Create the demo hosts' files for ``cast``: vhosts with their include hook, docroots, homes, maildirs."""
+    web, mail = host_dirs(folder).values()
     for sub in ("etc/nginx/arrears.d", "etc/nginx/sites-available", "etc/nginx/sites-enabled", "home", "srv",
                 "var/lib/arrears", "var/backups/arrears"):
         (web / sub).mkdir(parents=True, exist_ok=True)
@@ -155,7 +161,8 @@ def _lay_out_host_files(folder: Path, cast: list[DemoAccount]) -> None:
             f"From: billing@example.net\nTo: {acc.mailbox}\nSubject: welcome\n\nWelcome aboard.\n")
 
 
-def _account_line(folder: Path, acc: DemoAccount) -> dict[str, Any]:
+def account_line(folder: Path, acc: DemoAccount) -> dict[str, Any]:
+    """The accounts-import line of ``acc``: its site and home on web1, its mailbox on mail1."""
     trial_ends = DEMO_START + timedelta(days=acc.trial_days) if acc.trial_days is not None else None
     return {
         "id": acc.id, "username": acc.username, "billing_email": f"billing@{acc.site}", "plan": acc.plan,
@@ -164,7 +171,7 @@ def _account_line(folder: Path, acc: DemoAccount) -> dict[str, Any]:
         "resources": {
             "web": {"host": "web1", "sites": [acc.site]},
             "mail": {"host": "mail1", "mailboxes": [acc.mailbox]},
-            "home": {"host": "web1", "path": str(_hosts(folder)["web1"] / "home" / acc.username)},
+            "home": {"host": "web1", "path": str(host_dirs(folder)["web1"] / "home" / acc.username)},
         },
     }
 
@@ -189,13 +196,13 @@ def build_demo(folder: Path, *, replace: bool = False) -> list[DemoAccount]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text("made by `arrears demo`; `arrears demo --replace` may delete this folder\n")
     cast = demo_accounts()
-    (folder / "policy.yaml").write_text(yaml.safe_dump(_policy(), sort_keys=False))
+    (folder / "policy.yaml").write_text(yaml.safe_dump(demo_policy(), sort_keys=False))
     (folder / "inventory.yaml").write_text(
         "# The demo fleet: two hosts on this machine (transport: local). For a real fleet give each host\n"
         "# `transport: ssh`, its address, key and known_hosts, and its real paths (see the sample inventory).\n"
-        + yaml.safe_dump(_inventory(folder), sort_keys=False))
-    _lay_out_host_files(folder, cast)
+        + yaml.safe_dump(demo_inventory(folder), sort_keys=False))
+    lay_out_host_files(folder, cast)
     billing = folder / "billing"
     billing.mkdir()
-    (billing / "accounts.jsonl").write_text("".join(json.dumps(_account_line(folder, a)) + "\n" for a in cast))
+    (billing / "accounts.jsonl").write_text("".join(json.dumps(account_line(folder, a)) + "\n" for a in cast))
     return cast

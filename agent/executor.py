@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +35,7 @@ from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
 from agent.tick import ACTOR, event_job, notice_job
 from connectors.fleet import Fleet, Job, JobResult, Progress
+from policy.model import AccountSnapshot, StageTaken
 
 if TYPE_CHECKING:
     from agent.notices import NoticeSettings, Notifier, OutgoingNotice, Templates
@@ -53,6 +55,17 @@ class NoticeComposer(Protocol):
 EventSink = Callable[[m.Job, m.Account], dict[str, Any]]  # runs a hook; raises on failure
 
 
+def as_taken(snap: AccountSnapshot, stage: str, now: datetime) -> AccountSnapshot:
+    """The snapshot as it will be once ``stage`` (in flight while its notice is composed) is taken at
+    ``now``: what the notice says comes next, and when, is counted from this stage."""
+    episode = snap.episode
+    if episode is None or stage not in snap.in_flight:
+        return snap
+    taken = (*episode.stages_taken, StageTaken(stage, now))
+    return replace(snap, in_flight=tuple(s for s in snap.in_flight if s != stage),
+                   episode=replace(episode, stages_taken=taken))
+
+
 class TemplateComposer:
     """Renders notice templates with the account's variables (``agent.notices``)."""
 
@@ -67,13 +80,18 @@ class TemplateComposer:
 
         if not account.billing_email:
             raise _Permanent(f"account {account.id} has no billing address")
-        snap = load_snapshots(session, [account])[account.id]
+        snap = as_taken(load_snapshots(session, [account])[account.id], job.stage, now)
         resolved = self.policy.resolve(account.id, account.plan, account.reseller, account.policy)
         decision = evaluate(snap, resolved, now)
         episode = session.get(m.Episode, job.episode) if job.episode is not None else None
         suspended = session.scalar(select(m.StageTaken.at).where(
             m.StageTaken.account == account.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
             .order_by(m.StageTaken.id.desc()).limit(1))
+        by_admin = session.scalar(select(m.Job.finished_at).where(  # a manual suspension (agent.actions)
+            m.Job.account == account.id, m.Job.kind == "manual", m.Job.action == "suspend", m.Job.status == "done")
+            .order_by(m.Job.id.desc()).limit(1))
+        if by_admin is not None and (suspended is None or by_admin > suspended):
+            suspended = by_admin
         fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
                   "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
         nxt = decision.next
@@ -118,24 +136,29 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
             composer: NoticeComposer | None = None, settings: AgentSettings | None = None,
             events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
             transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6,
-            sole_worker: bool = False) -> ExecSummary:
+            sole_worker: bool = False, stop: threading.Event | None = None) -> ExecSummary:
     """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits).
 
     ``sole_worker``: the caller holds the database's instance lock, so every job still claimed belongs
-    to a run that died and is taken over at once; otherwise only after its lease.
+    to a run that died and is taken over at once (and so is a notice whose sending it claimed);
+    otherwise only after its lease.
+    ``stop``: once set (the daemon got SIGTERM), the round in flight finishes its host batches, notices
+    and transitions, and nothing new is claimed; what is left stays pending for the next run.
     """
     settings = settings or AgentSettings()
     worker = worker or f"run-{uuid.uuid4().hex[:12]}"
     summary = ExecSummary()
     summary.reclaimed = _reclaim(session, now, settings, everything=sole_worker)
     for _ in range(max_rounds):
+        if stop is not None and stop.is_set():
+            break
         claimed = _claim(session, now, worker)
         summary.claimed += len(claimed)
         if claimed:
             _run_host_jobs(session, fleet, [j for j in claimed if j.kind == "host"], now, settings, summary,
                            progress, transient_tries, transient_wait)
             _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
-                         summary)
+                         summary, sole_worker=sole_worker)
             _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
@@ -286,7 +309,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
 
 
 def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
-                 now: datetime, settings: AgentSettings, summary: ExecSummary) -> None:
+                 now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool = False) -> None:
     if not jobs:
         return
     outgoing: list[tuple[m.Job, OutgoingNotice]] = []
@@ -296,8 +319,10 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
         if row is not None and row.status == "sent":
             _done(j, now, summary, {"notice": "already sent", "message_id": row.message_id})
             continue
-        if row is not None and row.status == "claimed" and row.claimed_at is not None and row.claimed_at > lease:
-            # another worker is sending it right now; look again later
+        if (not sole_worker and row is not None and row.status == "claimed" and row.claimed_at is not None
+                and row.claimed_at > lease):
+            # another worker is sending it right now; look again later (the sole worker knows that the
+            # worker which claimed it died while sending: it sends it now, with the same Message-ID)
             j.status, j.claimed_by = "pending", None
             j.next_attempt_at = now + timedelta(seconds=settings.backoff_seconds)
             continue
