@@ -17,7 +17,8 @@ something (reload nginx once for 200 sites). A handler sees the ids of those ope
 ``$ARREARS_CHANGED`` and may call ``override ID RC MESSAGE`` to turn an operation's result into a
 failure after the fact (a config test failed and that operation's change was rolled back).
 
-Given the host's ``state_dir``, a handler that was notified is also remembered on the host
+Given the host's ``state_dir``, batches on one host never overlap (``flock`` on
+``<state_dir>/batch.lock``), and a handler that was notified is also remembered on the host
 (``<state_dir>/pending/<handler>``) until it succeeds: when the agent dies after an operation changed a
 file but before the reload, the next batch that carries that handler runs it even though its
 operations now find nothing to change.
@@ -190,6 +191,15 @@ override() {
 """
 
 
+# One batch at a time per host: a batch left running by an agent that died (or lost its connection)
+# finishes before the next one starts, so the two never interleave their changes.
+_HOST_LOCK = """if command -v flock >/dev/null 2>&1; then
+  exec 9>>{lock} || {{ echo "@@arrears-fatal cannot open the host lock {lock}"; exit 97; }}
+  flock -w 600 9 || {{ echo "@@arrears-fatal another batch has held {lock} for 600 s"; exit 97; }}
+fi
+"""
+
+
 def build_script(
     operations: Sequence[Operation], handlers: Iterable[Handler] = (), *, state_dir: str | None = None
 ) -> str:
@@ -202,6 +212,7 @@ def build_script(
     else:
         pending = q(path(state_dir) + "/pending")
         parts.append(f"_ar_pending={pending}\nmkdir -p \"$_ar_pending\" 2>/dev/null || _ar_pending=''\n")
+        parts.append(_HOST_LOCK.format(lock=q(path(state_dir) + "/batch.lock")))
         for handler in handlers:
             if _ID.match(handler.name):
                 parts.append(

@@ -22,7 +22,8 @@ class LocalTransport:
         env = None if self._env is None else {**os.environ, **self._env}
         try:
             proc = subprocess.run(
-                ["sh", "-s"], input=script.encode(), capture_output=True, timeout=timeout, env=env, check=False
+                ["sh", "-s"], input=script.encode(), capture_output=True, timeout=timeout, env=env, check=False,
+                start_new_session=True,  # a signal to the agent's process group must not cut a batch short
             )
         except subprocess.TimeoutExpired as exc:
             raise TransportError(self.host, f"script timed out after {timeout}s", transient=True) from exc

@@ -71,3 +71,34 @@ def test_operations_not_reached_are_reported_as_not_run(local: LocalTransport) -
     batch = run_batch(local, ops)
     assert batch.results["a:1"].error is not None and batch.results["a:1"].error.startswith("not run")
     assert batch.results["b:1"].error is not None and not batch.results["b:1"].ok
+
+
+def test_batches_on_one_host_never_overlap(local: LocalTransport, tmp_path: Path) -> None:
+    """A batch left running by an agent that died finishes before the next batch starts."""
+    import subprocess
+    import threading
+
+    from tests.servers.base import wait_for
+
+    log = tmp_path / "log"
+    gate = tmp_path / "gate"
+    slow = build_script([Operation("a:1", "a", "t", f"echo first-start >> {log}; while [ ! -e {gate} ]; do "
+                                                    f"sleep 0.05; done; echo first-end >> {log}")],
+                        state_dir=str(tmp_path))
+    orphan = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert orphan.stdin is not None
+    orphan.stdin.write(slow.encode())
+    orphan.stdin.close()
+    wait_for(lambda: log.exists() and "first-start" in log.read_text(), timeout=10, what="the first batch")
+    results = []
+    second = threading.Thread(target=lambda: results.append(
+        run_batch(local, [Operation("b:1", "b", "t", f"echo second >> {log}")], state_dir=str(tmp_path))))
+    second.start()
+    # the second batch is queued on the host lock (a blocked request shows as '->' in /proc/locks) ...
+    wait_for(lambda: "->" in Path("/proc/locks").read_text(), timeout=10, what="the second batch to wait")
+    assert log.read_text().split() == ["first-start"]
+    gate.touch()  # ... and runs once the first one is through
+    second.join(timeout=20)
+    orphan.wait(timeout=10)
+    assert results and results[0].results["b:1"].ok
+    assert log.read_text().split() == ["first-start", "first-end", "second"]
