@@ -6,8 +6,10 @@
    whose host was unreachable are retried inside the run with tenacity, then on later ticks with a
    durable back-off (``next_attempt_at``). Facts the connectors return are saved on the placement.
 4. Notices: the notice row (unique per account, episode and stage) is claimed before sending and
-   marked ``sent`` once the mail server accepted it; a failed send releases the claim. A notice
-   whose row is ``sent`` is never sent again.
+   marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
+   accepted that message, before the next message of the batch goes out; a failed send releases
+   the claim. A notice whose row is ``sent`` is never sent again, so a crash in the middle of a
+   batch can send again only the one message that was in flight (same Message-ID).
 5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
    from it); only then are the hold and the account's state written (state last). A suspension's
    or deletion's own notice is queued at that point, after the hosts applied it.
@@ -23,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -38,10 +40,11 @@ from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 
 if TYPE_CHECKING:
-    from agent.notices import NoticeSettings, Notifier, OutgoingNotice, Templates
+    from agent.notices import NoticeSettings, Notifier, OutgoingNotice, SendResult, Templates
     from policy.loader import PolicySet
 
-__all__ = ["EventSink", "ExecSummary", "NoticeComposer", "TemplateComposer", "event_sink", "execute", "jobs_by_host"]
+__all__ = ["EventSink", "ExecSummary", "NoticeComposer", "PageComposer", "TemplateComposer", "event_sink", "execute",
+           "jobs_by_host"]
 
 log = logging.getLogger("arrears.executor")
 
@@ -66,20 +69,29 @@ def as_taken(snap: AccountSnapshot, stage: str, now: datetime) -> AccountSnapsho
                    episode=replace(episode, stages_taken=taken))
 
 
+@runtime_checkable
+class PageComposer(Protocol):
+    """Renders the suspended page for one account (web ``suspend`` and ``restore`` jobs carry it as
+    ``page_html``; a web host in page mode serves it as that account's own page)."""
+
+    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str: ...
+
+
 class TemplateComposer:
-    """Renders notice templates with the account's variables (``agent.notices``)."""
+    """Renders notice templates, and the suspended page, with the account's variables (``agent.notices``)."""
 
     def __init__(self, templates: Templates, settings: NoticeSettings, policy: PolicySet) -> None:
         self.templates = templates
         self.settings = settings
         self.policy = policy
 
-    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
-        from agent.notices import OutgoingNotice, build_context, message_id
+    def context(self, session: Session, account: m.Account, job: m.Job, now: datetime, *,
+                suspended_now: bool = False) -> dict[str, Any]:
+        """Every template variable for ``account`` at ``now``, with ``job``'s stage counted as taken.
+        ``suspended_now``: the account is being suspended at ``now`` (``suspended_at`` is today)."""
+        from agent.notices import build_context
         from policy import balance_at, evaluate
 
-        if not account.billing_email:
-            raise _Permanent(f"account {account.id} has no billing address")
         snap = as_taken(load_snapshots(session, [account])[account.id], job.stage, now)
         resolved = self.policy.resolve(account.id, account.plan, account.reseller, account.policy)
         decision = evaluate(snap, resolved, now)
@@ -92,19 +104,34 @@ class TemplateComposer:
             .order_by(m.Job.id.desc()).limit(1))
         if by_admin is not None and (suspended is None or by_admin > suspended):
             suspended = by_admin
+        if suspended_now:
+            suspended = now
         fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
                   "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
         nxt = decision.next
-        context = build_context(
+        return build_context(
             account=fields, balance=balance_at(snap, now), credit_limit=resolved.credit_limit,
             debt_start=episode.started_at if episode is not None else None, now=now, stage=job.stage,
             next_measure=nxt, next_due=nxt.due_at if nxt is not None else None, settings=self.settings,
             timezone=resolved.timezone)
+
+    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
+        from agent.notices import OutgoingNotice, message_id
+
+        if not account.billing_email:
+            raise _Permanent(f"account {account.id} has no billing address")
+        context = self.context(session, account, job, now)
         template = str(job.payload.get("template") or job.stage)
         rendered = self.templates.render(template, context)
         return OutgoingNotice(key=job.key, to=account.billing_email,
                               message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain),
                               rendered=rendered, date=now)
+
+    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str:
+        from agent.notices import render_page
+
+        context = self.context(session, account, job, now, suspended_now=job.action == "suspend")
+        return render_page(self.templates, context)
 
 
 class _Permanent(Exception):
@@ -136,7 +163,8 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
             composer: NoticeComposer | None = None, settings: AgentSettings | None = None,
             events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
             transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6,
-            sole_worker: bool = False, stop: threading.Event | None = None) -> ExecSummary:
+            sole_worker: bool = False, stop: threading.Event | None = None,
+            pages: PageComposer | None = None) -> ExecSummary:
     """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits).
 
     ``sole_worker``: the caller holds the database's instance lock, so every job still claimed belongs
@@ -144,8 +172,14 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     otherwise only after its lease.
     ``stop``: once set (the daemon got SIGTERM), the round in flight finishes its host batches, notices
     and transitions, and nothing new is claimed; what is left stays pending for the next run.
+    ``pages``: renders the suspended page each web ``suspend`` (and ``restore``) job carries as
+    ``page_html``, once per account per run; default: the composer when it renders pages too
+    (:class:`TemplateComposer`), so only when notices are configured.
     """
     settings = settings or AgentSettings()
+    if pages is None and isinstance(composer, PageComposer):
+        pages = composer
+    rendered: dict[str, str | None] = {}  # account -> its page, rendered once per run
     worker = worker or f"run-{uuid.uuid4().hex[:12]}"
     summary = ExecSummary()
     summary.reclaimed = _reclaim(session, now, settings, everything=sole_worker)
@@ -155,8 +189,11 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
         claimed = _claim(session, now, worker)
         summary.claimed += len(claimed)
         if claimed:
-            _run_host_jobs(session, fleet, [j for j in claimed if j.kind == "host"], now, settings, summary,
-                           progress, transient_tries, transient_wait)
+            host_jobs = [j for j in claimed if j.kind == "host"]
+            if pages is not None:
+                _render_pages(session, pages, host_jobs, now, rendered)
+            _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
+                           transient_wait, rendered)
             _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
                          summary, sole_worker=sole_worker)
             _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
@@ -237,8 +274,31 @@ def _flat_state(state: dict[str, Any]) -> dict[str, str]:
     return flat
 
 
+_PAGE_ACTIONS = ("suspend", "restore")  # the web jobs that leave a site suspended
+
+
+def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], now: datetime,
+                  rendered: dict[str, str | None]) -> None:
+    """The suspended page of every account with a web job in ``jobs`` that suspends a site, unless
+    rendered already in this run. A page that cannot be rendered is left out (the host then serves its
+    generic page): a suspension never waits for a page."""
+    for j in jobs:
+        if j.service != "web" or j.action not in _PAGE_ACTIONS or j.account in rendered:
+            continue
+        acc = session.get(m.Account, j.account)
+        if acc is None:
+            continue
+        try:
+            rendered[j.account] = pages.page(session, acc, j, now)
+        except Exception as exc:
+            log.warning("suspended page of account %s not rendered (the host's generic page is used): %s",
+                        j.account, exc)
+            rendered[j.account] = None
+
+
 def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,
-                   summary: ExecSummary, progress: Progress | None, tries: int, wait: float) -> None:
+                   summary: ExecSummary, progress: Progress | None, tries: int, wait: float,
+                   pages: dict[str, str | None] | None = None) -> None:
     if not jobs:
         return
     placements: dict[tuple[str, str, str], m.Placement] = {}
@@ -251,8 +311,12 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
             _fail(j, f"the account no longer has {j.service} on {j.host}", now, settings, summary,
                   transient=False, permanent=True)
             continue
+        resource = {**p.resource, "host": p.host}
+        page = (pages or {}).get(j.account) if p.service == "web" and j.action in _PAGE_ACTIONS else None
+        if page:
+            resource["page_html"] = page  # served in page mode, ignored in redirect mode
         work[j.key] = Job(key=j.key, account=j.account, action=j.action, service=p.service,  # type: ignore[arg-type]
-                          host=p.host, resource={**p.resource, "host": p.host}, state=_flat_state(p.state))
+                          host=p.host, resource=resource, state=_flat_state(p.state))
     if fleet is None and work:
         for j in jobs:
             if j.key in work:
@@ -344,18 +408,20 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
                              subject=out.rendered.subject, status="claimed", error=None, permanent=False)
         outgoing.append((j, out))
     session.commit()  # the claims are durable before anything is sent
-    if not outgoing:
+    if not outgoing or notifier is None:
         return
-    try:
-        sent = notifier.send([o for _, o in outgoing]) if notifier is not None else {}
-    except Exception as exc:
-        from agent.notices import SendResult
+    from agent.notices import SendResult
 
-        sent = {o.key: SendResult(ok=False, permanent=False, error=f"notifier error: {exc}") for _, o in outgoing}
-    for j, out in outgoing:
-        row = session.scalar(select(m.Notice).where(m.Notice.key == j.key))
+    by_key = {out.key: j for j, out in outgoing}
+    recorded: set[str] = set()
+
+    def record(out: OutgoingNotice, res: SendResult | None) -> None:
+        """The notice's result in its own short transaction, before the next message goes out."""
+        j = by_key.get(out.key)
+        if j is None or out.key in recorded:
+            return
+        row = session.scalar(select(m.Notice).where(m.Notice.key == out.key))
         assert row is not None
-        res = sent.get(out.key)
         if res is not None and res.ok:
             row.status, row.sent_at, row.error = "sent", now, None
             _done(j, now, summary, {"message_id": out.message_id, "to": out.to})
@@ -365,7 +431,17 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
             permanent = bool(res is not None and res.permanent)
             row.status, row.error, row.permanent, row.claimed_at = "failed", error, permanent, None
             _fail(j, error, now, settings, summary, transient=not permanent, permanent=permanent)
-    session.commit()
+        session.commit()
+        recorded.add(out.key)
+
+    batch = [o for _, o in outgoing]
+    try:
+        sent = notifier.send(batch, on_result=record)
+    except Exception as exc:
+        session.rollback()
+        sent = {o.key: SendResult(ok=False, permanent=False, error=f"notifier error: {exc}") for o in batch}
+    for out in batch:
+        record(out, sent.get(out.key))
 
 
 def _record_notice(session: Session, row: m.Notice | None, job: m.Job, acc: m.Account, now: datetime, *,

@@ -13,7 +13,8 @@ the file and line.
 
 Notices go to the account's billing address only. :func:`make_notifier` returns an :class:`SmtpNotifier`
 (one connection per batch; 5xx answers are permanent failures, 4xx and connection errors temporary) or
-a :class:`SpoolNotifier` (one ``.eml`` file per notice, written atomically, never twice).
+a :class:`SpoolNotifier` (one ``.eml`` file per notice, written atomically, never twice). Both report each
+notice's result as soon as it is known (``on_result``), so the caller records it before the next one.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "Notifier",
     "OutgoingNotice",
     "RenderedNotice",
+    "ResultCallback",
     "SendResult",
     "SmtpNotifier",
     "SmtpSettings",
@@ -683,8 +685,20 @@ class SendResult:
     error: str | None = None
 
 
+ResultCallback = Callable[[OutgoingNotice, SendResult], None]
+
+
 class Notifier(Protocol):
-    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]: ...
+    """Delivers a batch of notices; returns each notice's result by key.
+
+    ``on_result`` (when given) is called in the caller's thread with each notice and its result as soon as
+    that result is known: right after the mail server accepted or refused the message (or the spool file
+    is in place), before the next message is sent. The caller can record each notice at once, so a crash
+    in the middle of a batch leaves only the message in flight unrecorded. An exception it raises stops
+    the batch (nothing more is sent) and propagates."""
+
+    def send(self, notices: Sequence[OutgoingNotice], *,
+             on_result: ResultCallback | None = None) -> dict[str, SendResult]: ...
 
 
 def _bad_address(addr: str) -> SendResult:
@@ -767,63 +781,85 @@ class SmtpNotifier:
             raise
         return client
 
-    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]:
+    def send(self, notices: Sequence[OutgoingNotice], *,
+             on_result: ResultCallback | None = None) -> dict[str, SendResult]:
         results: dict[str, SendResult] = {}
+
+        def report(notice: OutgoingNotice, result: SendResult) -> None:
+            results[notice.key] = result
+            if on_result is not None:
+                on_result(notice, result)
+
+        def report_all(items: Sequence[tuple[OutgoingNotice, str, EmailMessage]], result: SendResult) -> None:
+            for notice, _, _ in items:
+                report(notice, result)
+
         ready: list[tuple[OutgoingNotice, str, EmailMessage]] = []
         sender = _envelope_address(self.settings.from_addr) or self.settings.from_addr
         now = self.clock()
         for notice in notices:
             rcpt = _envelope_address(notice.to)
             if rcpt is None:
-                results[notice.key] = _bad_address(notice.to)
+                report(notice, _bad_address(notice.to))
                 continue
             try:
                 ready.append((notice, rcpt, _build_message(self.settings, notice, now)))
             except (ValueError, TypeError) as exc:
-                results[notice.key] = SendResult(False, True, f"cannot build the message: {exc}")
+                report(notice, SendResult(False, True, f"cannot build the message: {exc}"))
         if not ready:
             return results
         where = f"{self.smtp.host}:{self.smtp.effective_port}"
         try:
             client = self._connect()
         except _ConfigProblem as exc:
-            return results | {n.key: SendResult(False, False, str(exc)) for n, _, _ in ready}
+            report_all(ready, SendResult(False, False, str(exc)))
+            return results
         except smtplib.SMTPAuthenticationError as exc:
             error = f"SMTP login to {where} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
-            return results | {n.key: SendResult(False, False, error) for n, _, _ in ready}
+            report_all(ready, SendResult(False, False, error))
+            return results
         except smtplib.SMTPNotSupportedError as exc:
-            error = f"SMTP server {where}: {exc}"
-            return results | {n.key: SendResult(False, False, error) for n, _, _ in ready}
+            report_all(ready, SendResult(False, False, f"SMTP server {where}: {exc}"))
+            return results
         except (OSError, smtplib.SMTPException) as exc:
             error = f"cannot connect to SMTP server {where}: {type(exc).__name__}: {exc}"
-            return results | {n.key: SendResult(False, False, error) for n, _, _ in ready}
+            report_all(ready, SendResult(False, False, error))
+            return results
         try:
             for index, (notice, rcpt, msg) in enumerate(ready):
-                try:
-                    client.send_message(msg, from_addr=sender, to_addrs=[rcpt])
-                    results[notice.key] = SendResult(True)
-                except smtplib.SMTPRecipientsRefused as exc:
-                    code, message = exc.recipients.get(rcpt, (450, b"refused"))
-                    results[notice.key] = _failure(code, message, f"recipient {rcpt} refused")
-                except smtplib.SMTPSenderRefused as exc:
-                    # the sender is the provider's own configuration, never the notice's fault: retry later
-                    error = f"sender {sender} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
-                    results[notice.key] = SendResult(False, False, error)
-                except smtplib.SMTPDataError as exc:
-                    results[notice.key] = _failure(exc.smtp_code, exc.smtp_error, "message refused")
-                except smtplib.SMTPNotSupportedError as exc:
-                    results[notice.key] = SendResult(False, True, f"SMTP server {where}: {exc}")
-                except (OSError, smtplib.SMTPException) as exc:
-                    error = f"connection to SMTP server {where} lost: {type(exc).__name__}: {exc}"
-                    for rest, _, _ in ready[index:]:
-                        results[rest.key] = SendResult(False, False, error)
+                result, lost = self._send_one(client, msg, sender, rcpt, where)
+                if lost:  # the connection is gone: this one and the rest wait for the next run
+                    report_all(ready[index:], result)
                     break
+                report(notice, result)  # reported before the next message goes out
         finally:
             try:
                 client.quit()
             except (OSError, smtplib.SMTPException):
                 client.close()
         return results
+
+    @staticmethod
+    def _send_one(client: smtplib.SMTP, msg: EmailMessage, sender: str, rcpt: str,
+                  where: str) -> tuple[SendResult, bool]:
+        """One message over the open connection: its result, and whether the connection was lost."""
+        try:
+            client.send_message(msg, from_addr=sender, to_addrs=[rcpt])
+            return SendResult(True), False
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, message = exc.recipients.get(rcpt, (450, b"refused"))
+            return _failure(code, message, f"recipient {rcpt} refused"), False
+        except smtplib.SMTPSenderRefused as exc:
+            # the sender is the provider's own configuration, never the notice's fault: retry later
+            error = f"sender {sender} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+            return SendResult(False, False, error), False
+        except smtplib.SMTPDataError as exc:
+            return _failure(exc.smtp_code, exc.smtp_error, "message refused"), False
+        except smtplib.SMTPNotSupportedError as exc:
+            return SendResult(False, True, f"SMTP server {where}: {exc}"), False
+        except (OSError, smtplib.SMTPException) as exc:
+            error = f"connection to SMTP server {where} lost: {type(exc).__name__}: {exc}"
+            return SendResult(False, False, error), True
 
 
 class _ConfigProblem(Exception):
@@ -848,37 +884,41 @@ class SpoolNotifier:
             name = "=2E" + name[1:]
         return self.directory / f"{name}.eml"
 
-    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]:
+    def send(self, notices: Sequence[OutgoingNotice], *,
+             on_result: ResultCallback | None = None) -> dict[str, SendResult]:
         results: dict[str, SendResult] = {}
         now = self.clock()
         for notice in notices:
-            if _envelope_address(notice.to) is None:
-                results[notice.key] = _bad_address(notice.to)
-                continue
-            target = self.path_for(notice.key)
-            try:
-                if target.exists():
-                    results[notice.key] = SendResult(True)
-                    continue
-                data = _build_message(self.settings, notice, now).as_bytes(policy=email.policy.default)
-                self.directory.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
-                try:
-                    os.fchmod(fd, 0o640)
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(data)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-                results[notice.key] = SendResult(True)
-            except (ValueError, TypeError) as exc:
-                results[notice.key] = SendResult(False, True, f"cannot build the message: {exc}")
-            except OSError as exc:
-                results[notice.key] = SendResult(False, False, f"cannot write {target}: {exc}")
+            results[notice.key] = self._write(notice, now)
+            if on_result is not None:
+                on_result(notice, results[notice.key])
         return results
+
+    def _write(self, notice: OutgoingNotice, now: datetime) -> SendResult:
+        if _envelope_address(notice.to) is None:
+            return _bad_address(notice.to)
+        target = self.path_for(notice.key)
+        try:
+            if target.exists():
+                return SendResult(True)
+            data = _build_message(self.settings, notice, now).as_bytes(policy=email.policy.default)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
+            try:
+                os.fchmod(fd, 0o640)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            return SendResult(True)
+        except (ValueError, TypeError) as exc:
+            return SendResult(False, True, f"cannot build the message: {exc}")
+        except OSError as exc:
+            return SendResult(False, False, f"cannot write {target}: {exc}")
 
 
 def make_notifier(settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow) -> Notifier:

@@ -2,7 +2,7 @@
 
 Each host gets one connection and one batch holding a probe per configured service (the connector's
 own ``check_script()`` when it has one, otherwise a built-in probe for the backend's commands). The
-report is plain JSON-able data; :mod:`agent.hosts_cli` renders it.
+report is plain JSON-able data; :mod:`agent.cli.hosts` renders it.
 """
 
 from __future__ import annotations

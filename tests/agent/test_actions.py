@@ -4,7 +4,7 @@ applied them, delete facts kept for restore, refusals write nothing, cancelled w
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,9 +42,15 @@ def day(n: float) -> datetime:
 class FakeNotifier:
     sent: list[OutgoingNotice] = field(default_factory=list)
 
-    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]:
-        self.sent.extend(notices)
-        return {n.key: SendResult(ok=True) for n in notices}
+    def send(self, notices: Sequence[OutgoingNotice], *,
+             on_result: Callable[[OutgoingNotice, SendResult], None] | None = None) -> dict[str, SendResult]:
+        results = {}
+        for n in notices:
+            self.sent.append(n)
+            results[n.key] = SendResult(ok=True)
+            if on_result is not None:
+                on_result(n, results[n.key])
+        return results
 
 
 class FakeComposer:

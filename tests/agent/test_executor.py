@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from agent.config import AgentSettings
-from agent.executor import _claim, execute
+from agent.executor import NoticeComposer, TemplateComposer, _claim, execute
 from agent.imports import import_accounts, import_ledger
-from agent.notices import OutgoingNotice, RenderedNotice, SendResult
+from agent.notices import NoticeSettings, OutgoingNotice, RenderedNotice, SendResult, Templates
 from agent.store import models as m
 from agent.store.db import Store
 from agent.tick import tick
@@ -30,16 +30,32 @@ def day(n: float) -> datetime:
     return DAY0 + timedelta(days=n)
 
 
+class Crash(BaseException):
+    """The process dies (nothing after it runs, no ``except Exception`` catches it)."""
+
+
 @dataclass
 class FakeNotifier:
+    """Accepts every notice (or answers ``fail``), reporting each one at once like the real notifiers.
+    ``crash_after``: the process dies once that many were accepted, while the next one is in flight."""
+
     sent: list[OutgoingNotice] = field(default_factory=list)
     fail: SendResult | None = None
+    crash_after: int | None = None
 
-    def send(self, notices: Sequence[OutgoingNotice]) -> dict[str, SendResult]:
-        if self.fail is not None:
-            return {n.key: self.fail for n in notices}
-        self.sent.extend(notices)
-        return {n.key: SendResult(ok=True) for n in notices}
+    def send(self, notices: Sequence[OutgoingNotice], *,
+             on_result: Callable[[OutgoingNotice, SendResult], None] | None = None) -> dict[str, SendResult]:
+        results: dict[str, SendResult] = {}
+        for n in notices:
+            if self.fail is None and self.crash_after is not None and len(self.sent) >= self.crash_after:
+                self.sent.append(n)  # the server has it, the agent never hears back
+                raise Crash
+            results[n.key] = self.fail or SendResult(ok=True)
+            if self.fail is None:
+                self.sent.append(n)
+            if on_result is not None:
+                on_result(n, results[n.key])
+        return results
 
 
 class FakeComposer:
@@ -73,11 +89,12 @@ class World:
     policy: PolicySet
     fleet: FakeFleet
     notifier: FakeNotifier
+    composer: NoticeComposer = field(default_factory=FakeComposer)
 
     def run(self, n: float, **kw: object):  # type: ignore[no-untyped-def]
         with self.store.sessions() as s:
             t = tick(s, self.policy, day(n), SETTINGS)
-            x = execute(s, self.fleet, self.notifier, day(n), composer=FakeComposer(), settings=SETTINGS,
+            x = execute(s, self.fleet, self.notifier, day(n), composer=self.composer, settings=SETTINGS,
                         transient_tries=1, **kw)  # type: ignore[arg-type]
         return t, x
 
@@ -114,6 +131,8 @@ def test_suspension_is_one_job_per_service_and_host_and_its_notice_follows(world
     with world.store.session() as s:
         holds = [(h.account, h.kind) for h in s.scalars(select(m.Hold).order_by(m.Hold.account))]
     assert holds == [("a1", "debt"), ("b2", "debt")]
+    # no templates configured (this composer renders no pages): the hosts use their own suspended page
+    assert all("page_html" not in j.resource for j in world.fleet.jobs)
 
 
 def test_unreachable_host_waits_while_other_hosts_finish(world: World) -> None:
@@ -267,3 +286,82 @@ def test_transient_failures_are_retried_within_the_run(world: World) -> None:
     assert [len(b) for b in world.fleet.batches[-2:]] == [3, 1]  # only the failed job went again
     assert x.retrying == 0
     assert world.state("a1") == "suspended"
+
+
+def test_a_crash_in_the_middle_of_a_batch_sends_again_only_the_notice_in_flight(world: World) -> None:
+    world.notifier.crash_after = 1  # the first notice is accepted, the agent dies while the second is in flight
+    with pytest.raises(Crash):
+        world.run(0)
+    first, second = world.notifier.sent
+    with world.store.session() as s:
+        rows = {n.key: n.status for n in s.scalars(select(m.Notice))}
+        jobs = {j.key: j.status for j in s.scalars(select(m.Job).where(m.Job.kind == "notice"))}
+    assert rows == {first.key: "sent", second.key: "claimed"}  # recorded the moment it was accepted
+    assert jobs == {first.key: "done", second.key: "claimed"}
+    world.notifier.crash_after = None
+    _, x = world.run(0, sole_worker=True)  # the next run takes the dead run's claims over at once
+    assert x.notices_sent == 1
+    assert [n.key for n in world.notifier.sent] == [first.key, second.key, second.key]
+    assert world.notifier.sent[2].message_id == second.message_id  # the receiving side can tell
+    with world.store.session() as s:
+        assert {n.status for n in s.scalars(select(m.Notice))} == {"sent"}
+    world.run(1, sole_worker=True)
+    assert len(world.notifier.sent) == 3
+
+
+# --- the suspended page --------------------------------------------------------------------------
+
+NOTICES = NoticeSettings(from_addr="billing@hosting.example", company="Example Hosting",
+                         payment_url="https://pay.hosting.example/account/{account_id}",
+                         support_email="help@hosting.example", spool_dir=Path("unused-spool"))
+
+
+class CountingComposer(TemplateComposer):
+    def __init__(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kw)
+        self.pages: list[str] = []
+
+    def page(self, session, account, job, now):  # type: ignore[no-untyped-def]
+        self.pages.append(account.id)
+        return super().page(session, account, job, now)
+
+
+def test_web_suspend_jobs_carry_the_suspended_page_rendered_for_the_account(world: World) -> None:
+    composer = CountingComposer(Templates.load(None), NOTICES, world.policy)
+    world.composer = composer
+    suspend_day(world)
+    world.fleet.fail_job("a1:1:suspension:web:web1", "connection reset", transient=True, times=1)
+    world.run(8)
+    assert sorted(composer.pages) == ["a1", "b2"]  # once per account in the run
+    world.run(8.5)  # a1's web job again, in a later run
+    assert sorted(composer.pages) == ["a1", "a1", "b2"]
+    assert world.state("a1") == "suspended" and world.state("b2") == "suspended"
+    for account in ("a1", "b2"):
+        jobs = world.fleet.applied(account=account, action="suspend", service="web")
+        assert jobs
+        for job in jobs:
+            page = job.resource["page_html"]
+            assert page.startswith("<!DOCTYPE html>")
+            assert f'<a href="https://pay.hosting.example/account/{account}">' in page
+            assert "Example Hosting" in page and "mailto:help@hosting.example" in page
+            other = "b2" if account == "a1" else "a1"
+            assert f"/account/{other}" not in page
+    assert [j.resource.get("page_html") for j in world.fleet.applied(service="mail")] == [None]
+    # the suspension notices went out as well, rendered by the same composer
+    suspension = {n.to: n.rendered.text for n in world.notifier.sent if n.key.endswith(":suspension")}
+    assert sorted(suspension) == ["a1@example.net", "b2@example.net"]
+    assert "https://pay.hosting.example/account/a1" in suspension["a1@example.net"]
+
+
+class BrokenPages:
+    def page(self, session, account, job, now):  # type: ignore[no-untyped-def]
+        raise RuntimeError("template exploded")
+
+
+def test_a_page_that_cannot_be_rendered_does_not_hold_the_suspension_up(world: World) -> None:
+    suspend_day(world)
+    _, x = world.run(8, pages=BrokenPages())
+    assert x.errors == []
+    assert world.state("a1") == "suspended" and world.state("b2") == "suspended"
+    web = world.fleet.applied(action="suspend", service="web")
+    assert len(web) == 2 and all("page_html" not in j.resource for j in web)

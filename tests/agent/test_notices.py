@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from agent.cli.templates import templates as templates_group
 from agent.notices import (
     VARIABLES,
     NoticeSettings,
@@ -30,7 +31,6 @@ from agent.notices import (
     render_page,
     sample_context,
 )
-from agent.templates_cli import templates as templates_group
 from policy.model import UpcomingMeasure
 from tests.servers.base import free_port
 from tests.servers.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer
@@ -349,6 +349,47 @@ def test_5xx_for_one_recipient_fails_only_that_notice(templates: Templates, smtp
     assert smtp.connections == 1
 
 
+def test_each_result_is_reported_before_the_next_message_goes_out(templates: Templates, smtp: SmtpServer) -> None:
+    settings = settings_for(smtp)
+    batch = [notice_for(templates, settings, n) for n in (1, 2, 3)]
+    bad = OutgoingNotice(key="k-bad", to="not an address", message_id=batch[0].message_id,
+                         rendered=batch[0].rendered)
+    smtp.reject.add("billing2@customer.example")
+    reported: list[tuple[str, bool, int]] = []  # key, accepted, messages the server had at that moment
+
+    def on_result(notice: OutgoingNotice, result: Any) -> None:
+        with smtp.lock:
+            reported.append((notice.key, result.ok, len(smtp.messages)))
+
+    results = make_notifier(settings).send([*batch, bad], on_result=on_result)
+    assert reported == [("k-bad", False, 0), (batch[0].key, True, 1), (batch[1].key, False, 1),
+                        (batch[2].key, True, 2)]
+    assert {k: r.ok for k, r in results.items()} == {k: ok for k, ok, _ in reported}
+
+
+def test_a_failing_report_stops_the_batch(templates: Templates, smtp: SmtpServer) -> None:
+    settings = settings_for(smtp)
+    batch = [notice_for(templates, settings, n) for n in (1, 2)]
+
+    def on_result(notice: OutgoingNotice, result: Any) -> None:
+        raise RuntimeError("cannot record")
+
+    with pytest.raises(RuntimeError, match="cannot record"):
+        make_notifier(settings).send(batch, on_result=on_result)
+    assert [m.rcpt_tos for m in smtp.wait_messages(1)] == [("billing1@customer.example",)]
+    with smtp.lock:
+        assert len(smtp.messages) == 1  # what cannot be recorded is not followed by more
+
+
+def test_connection_failure_is_reported_for_every_notice(templates: Templates) -> None:
+    settings = notice_settings(from_addr="billing@example.com", smtp={"host": "127.0.0.1", "port": free_port(),
+                                                                      "timeout": 2})
+    batch = [notice_for(templates, settings, n) for n in (1, 2)]
+    reported: dict[str, Any] = {}
+    results = make_notifier(settings).send(batch, on_result=lambda n, r: reported.__setitem__(n.key, r))
+    assert reported == results and len(results) == 2
+
+
 def test_server_down_is_a_temporary_failure_for_all(templates: Templates) -> None:
     settings = notice_settings(from_addr="billing@example.com", smtp={"host": "127.0.0.1", "port": free_port(),
                                                                       "timeout": 2})
@@ -395,6 +436,20 @@ def test_spool_writes_each_notice_once(templates: Templates, tmp_path: Path) -> 
     msg = email.message_from_bytes(before[files[0]], policy=email.policy.default)
     assert msg["Message-ID"] == "<arrears.acct-1.7.pre_suspension@notices.example.com>"
     assert msg["To"] == "billing1@customer.example"
+
+
+def test_spool_reports_each_notice_once_its_file_is_in_place(templates: Templates, tmp_path: Path) -> None:
+    settings = settings_for(spool=tmp_path / "spool")
+    notifier = SpoolNotifier(settings)
+    batch = [notice_for(templates, settings, n) for n in (1, 2)]
+    seen: list[tuple[str, bool, list[str]]] = []
+
+    def on_result(notice: OutgoingNotice, result: Any) -> None:
+        seen.append((notice.key, result.ok, sorted(p.name for p in (tmp_path / "spool").glob("*.eml"))))
+
+    notifier.send(batch, on_result=on_result)
+    assert seen == [(batch[0].key, True, ["acct-1:7:pre_suspension.eml"]),
+                    (batch[1].key, True, ["acct-1:7:pre_suspension.eml", "acct-2:7:pre_suspension.eml"])]
 
 
 def test_spool_key_cannot_escape_the_folder(templates: Templates, tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def test_unreachable_and_mismatched_hosts_fail_alone(sshd: SshdServer, tmp_path:
 def test_hosts_check_reports_reachability_host_keys_and_backends(sshd: SshdServer, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from agent.hosts_cli import hosts
+    from agent.cli.hosts import hosts
 
     empty_known = tmp_path / "empty_known_hosts"
     empty_known.write_text("")

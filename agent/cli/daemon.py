@@ -8,16 +8,15 @@ import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from agent.cli.app import CliError, CliState, get_state
+from agent.cli.run import agent_lock, check_config, run_once
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
-
-if TYPE_CHECKING:
-    from agent.cli import CliState
 
 __all__ = ["daemon"]
 
@@ -74,12 +73,10 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
     """
-    from agent.cli import CliError, agent_lock, check_config, run_once
     from connectors.inventory import load_inventory
     from connectors.runner import InventoryFleet
 
-    # the root's object, not find_object(CliState): under `python -m agent.cli` that class is __main__'s
-    state: CliState = ctx.find_root().obj
+    state = get_state(ctx)
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory_path = state.config.inventory_path

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.cli.app import CliError, CliState
+from agent.cli.run import agent_lock, run_once
 from agent.config import discover
 from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
 
@@ -46,7 +48,6 @@ def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
 @click.option("--json", "as_json", is_flag=True, help="print each day's summary as JSON lines instead")
 def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
-    from agent.cli import CliError, CliState, agent_lock, run_once
     from agent.imports import import_accounts, import_ledger
 
     try:
@@ -102,8 +103,6 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
 
 
 def _final_table(console: Console, folder: Path, cast: list[DemoAccount]) -> None:
-    from agent.cli import CliState
-
     state = CliState(config=discover(folder))
     try:
         with state.store.session() as s:

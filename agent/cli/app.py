@@ -1,0 +1,332 @@
+"""The ``arrears`` group itself: its state (:class:`CliState`), its error handling and the helpers commands share.
+
+Every command finds its configuration folder from ``--config DIR`` / ``ARREARS_CONFIG`` / the current
+directory and its database from ``--db URL`` / ``ARREARS_DB`` / ``arrears.db`` in that folder. Read
+commands take ``--json``; time-dependent commands take ``--at ISO-8601`` (with a zone). A bad input
+gives one message on stderr and a non-zero exit (2; ``can-spend`` answers "no" with 1), and writes
+nothing. The commands live in the sibling modules; :mod:`agent.cli` registers them on :data:`cli`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
+from agent.imports import ImportFileError, parse_amount, parse_instant
+from agent.store import models as m
+from agent.store.db import Store, StoreError, open_store
+from agent.store.repo import UnknownAccount, load_snapshots
+
+if TYPE_CHECKING:
+    from agent.notices import NoticeSettings
+    from policy.loader import PolicySet
+    from policy.model import ResolvedPolicy
+
+__all__ = [
+    "CliError",
+    "CliState",
+    "actor_name",
+    "actor_option",
+    "all_resolved",
+    "at_option",
+    "cli",
+    "console",
+    "emit_json",
+    "get_state",
+    "iso",
+    "json_default",
+    "json_option",
+    "parse_moment",
+    "parse_money",
+    "resolve",
+    "session",
+    "set_now",
+    "table",
+]
+
+
+class CliError(click.ClickException):
+    """One clear message, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class _Internal(CliError):
+    exit_code = 3
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from agent.notices import TemplateError
+    from connectors.inventory import InventoryError
+    from policy import PolicyError
+
+    return (PolicyError, ConfigError, ImportFileError, UnknownAccount, StoreError, TemplateError, InventoryError)
+
+
+class _Group(click.Group):
+    """Turns every error into one message (never a traceback) with a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except _known_errors() as exc:
+            raise CliError(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise CliError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            if os.environ.get("ARREARS_DEBUG"):
+                raise
+            raise _Internal(f"internal error: {type(exc).__name__}: {exc} (set ARREARS_DEBUG=1 for details)") from None
+
+
+# --- shared state --------------------------------------------------------------------------------
+
+
+@dataclass
+class CliState:
+    """What every command needs, opened lazily: the config, the database, the policy."""
+
+    config: Config
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _store: Store | None = None
+    _policy: PolicySet | None = None
+
+    # names other command groups (templates, hosts) look for
+    @property
+    def inventory_path(self) -> Path:
+        return self.config.inventory_path
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.config.templates_dir
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.config.db_url)
+        return self._store
+
+    @property
+    def policy(self) -> PolicySet:
+        if self._policy is None:
+            self._policy = load_policy_file(self.config)
+        return self._policy
+
+    @property
+    def settings(self) -> AgentSettings:
+        return agent_settings(self.policy.extra.get("agent"), str(self.config.policy_path))
+
+    @property
+    def notice_settings(self) -> NoticeSettings | None:
+        section = self.policy.extra.get("notices")
+        if section is None:
+            return None
+        from pydantic import ValidationError
+
+        from agent.notices import NoticeSettings
+
+        data = dict(section)
+        spool = data.get("spool_dir")
+        if isinstance(spool, str) and not Path(spool).is_absolute():
+            data["spool_dir"] = str(self.config.folder / spool)
+        try:
+            return NoticeSettings.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{self.config.policy_path}: notices.{where}: {err['msg']}") from None
+
+    def account_fields(self, account_id: str) -> Mapping[str, Any] | None:
+        """The fields a notice template sees for ``account_id`` (used by ``templates preview``)."""
+        from policy import balance_at, evaluate
+
+        with self.store.session() as s:
+            acc = s.get(m.Account, account_id)
+            if acc is None:
+                return None
+            snap = load_snapshots(s, [acc])[acc.id]
+            resolved = resolve(self.policy, acc)
+            d = evaluate(snap, resolved, self.now)
+            ep = snap.episode
+            return {"id": acc.id, "username": acc.username, "billing_email": acc.billing_email, "plan": acc.plan,
+                    "currency": acc.currency, "balance": balance_at(snap, self.now),
+                    "credit_limit": resolved.credit_limit, "debt_start": ep.started_at if ep else None,
+                    "stage": ep.stages_taken[-1].stage if ep and ep.stages_taken else None,
+                    "next_measure": d.next, "next_due": d.next.due_at if d.next else None,
+                    "timezone": resolved.timezone}
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def get_state(ctx: click.Context) -> CliState:
+    obj = ctx.find_object(CliState)
+    assert obj is not None
+    return obj
+
+
+@contextmanager
+def session(state: CliState, *, write: bool = True) -> Iterator[Session]:
+    """A session: committed at the end for writes, always rolled back for reads."""
+    s = state.store.sessions()
+    try:
+        if write:
+            with s.begin():
+                yield s
+        else:
+            yield s
+    finally:
+        s.rollback()
+        s.close()
+
+
+def resolve(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
+    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy)
+
+
+def all_resolved(state: CliState) -> list[ResolvedPolicy]:
+    """The policy as every layer (defaults, each reseller, each plan) resolves it."""
+    ps = state.policy
+    out = [ps.resolve("-", None, None)]
+    out += [ps.resolve("-", None, r) for r in ps.resellers]
+    out += [ps.resolve("-", p, None) for p in ps.plans]
+    return out
+
+
+# --- shared options and parsing ------------------------------------------------------------------
+
+
+def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value, what="--at")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def at_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--at", "at", callback=_parse_at, metavar="ISO-8601",
+                        help="the moment to act at (simulation clock), with a zone, e.g. 2026-03-01T09:00:00Z")(f)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(f)
+
+
+def actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--actor", default=None, help="who does this (default: the login name); audited")(f)
+
+
+def set_now(state: CliState, at: datetime | None) -> datetime:
+    """The command's clock: ``--at`` when given (kept in the state), else the state's start time."""
+    if at is not None:
+        state.now = at
+    return state.now
+
+
+def actor_name(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def parse_money(text: str, what: str) -> Decimal:
+    try:
+        return parse_amount(text, what=what)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def parse_moment(text: str, policy: PolicySet, what: str) -> datetime:
+    """A date (local midnight in the policy's time zone) or an ISO instant with a zone."""
+    raw = text.strip()
+    if len(raw) == 10:
+        try:
+            day = date.fromisoformat(raw)
+        except ValueError:
+            raise CliError(f"{what} {text!r} is not a date (YYYY-MM-DD) or a time with a zone") from None
+        return datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)).astimezone(UTC)
+    try:
+        return parse_instant(raw, what=what)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=json_default, ensure_ascii=False))
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def console() -> Console:
+    return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a table of ``rows`` (None shows as an empty cell)."""
+    out = Table(title=title, show_lines=False)
+    for c in columns:
+        out.add_column(c, overflow="fold")
+    for r in rows:
+        out.add_row(*["" if v is None else str(v) for v in r])
+    console().print(out)
+
+
+# --- the group -----------------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", type=click.Path(file_okay=False), default=None,
+              help="configuration folder (inventory.yaml, policy.yaml, templates/); default $ARREARS_CONFIG or .")
+@click.option("--db", "db", default=None, help="database URL; default $ARREARS_DB or sqlite:///<config>/arrears.db")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, db: str | None) -> None:
+    """arrears: decides and applies notices, suspension, resumption and deletion of debtors."""
+    state = CliState(discover(config, db))
+    ctx.obj = state
+    ctx.call_on_close(state.close)

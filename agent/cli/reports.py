@@ -1,0 +1,164 @@
+"""Reports over all accounts: ``accounts list``, ``debtors`` (the billing balance report), ``forecast``
+(the measures to come) and ``status`` (counts per state and per job status)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agent.cli.app import (
+    CliState,
+    at_option,
+    emit_json,
+    get_state,
+    iso,
+    json_option,
+    resolve,
+    session,
+    set_now,
+    table,
+)
+from agent.imports import ASAP
+from agent.store import models as m
+from agent.store.repo import get_account, load_snapshots
+
+__all__ = ["accounts_list", "debtors", "forecast_command", "status"]
+
+
+@click.command("list")
+@json_option
+@click.pass_context
+def accounts_list(ctx: click.Context, as_json: bool) -> None:
+    """List accounts with their state."""
+    state = get_state(ctx)
+    with session(state, write=False) as s:
+        rows = [{"id": a.id, "username": a.username, "plan": a.plan, "reseller": a.reseller, "state": a.state,
+                 "next_check_at": iso(a.next_check_at) if a.next_check_at != ASAP else "next tick"}
+                for a in s.scalars(select(m.Account).order_by(m.Account.id))]
+    if as_json:
+        emit_json(rows)
+    else:
+        table("accounts", ["id", "username", "plan", "reseller", "state", "next check"],
+               [list(r.values()) for r in rows])
+
+
+
+@click.command("forecast")
+@click.argument("account", required=False)
+@click.option("--days", type=click.IntRange(min=0, max=3650), default=30, show_default=True)
+@at_option
+@json_option
+@click.pass_context
+def forecast_command(ctx: click.Context, account: str | None, days: int, at: datetime | None, as_json: bool) -> None:
+    """Every measure to come in the next DAYS days, assuming nothing is paid and each takes effect when due."""
+    from agent.store.repo import due_accounts
+    from policy import forecast
+
+    state = get_state(ctx)
+    now = set_now(state, at)
+    until = now + timedelta(days=days)
+    items: list[dict[str, Any]] = []
+    with session(state, write=False) as s:
+        accs = [get_account(s, account)] if account else due_accounts(s, now, until=until)
+        for i in range(0, len(accs), 500):
+            batch = accs[i:i + 500]
+            snaps = load_snapshots(s, batch)
+            for acc in batch:
+                for f in forecast(snaps[acc.id], resolve(state.policy, acc), now, until):
+                    items.append({"account": acc.id, "stage": f.stage, "action": f.action,
+                                  "due_at": iso(f.due_at), "reason": f.reason})
+    items.sort(key=lambda x: (x["due_at"], x["account"]))
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        click.echo(f"nothing due until {iso(until)}")
+        return
+    table(f"forecast {iso(now)} .. {iso(until)}", ["due at", "account", "stage", "action", "reason"],
+           [[i["due_at"], i["account"], i["stage"], i["action"], i["reason"]] for i in items])
+
+
+def _debtors(s: Session, state: CliState, now: datetime) -> list[dict[str, Any]]:
+    from policy import balance_at, evaluate
+
+    rows: list[dict[str, Any]] = []
+    accs = list(s.scalars(select(m.Account).where(m.Account.state != "deleted").order_by(m.Account.id)))
+    for i in range(0, len(accs), 500):
+        batch = accs[i:i + 500]
+        snaps = load_snapshots(s, batch)
+        for acc in batch:
+            snap = snaps[acc.id]
+            balance = balance_at(snap, now)
+            if balance >= 0 and acc.state == "active" and snap.episode is None:
+                continue
+            resolved = resolve(state.policy, acc)
+            d = evaluate(snap, resolved, now)
+            ep = snap.episode
+            tz = ZoneInfo(resolved.timezone)
+            rows.append({
+                "account": acc.id, "username": acc.username, "billing_email": acc.billing_email, "plan": acc.plan,
+                "reseller": acc.reseller, "currency": acc.currency, "balance": str(balance),
+                "credit_limit": str(resolved.credit_limit), "state": acc.state, "in_debt": d.in_debt,
+                "holds": [h.kind for h in snap.holds],
+                "debt_since": iso(ep.started_at) if ep else None,
+                "days_in_debt": ((now.astimezone(tz).date() - ep.started_at.astimezone(tz).date()).days
+                                 if ep else None),
+                "last_stage": ep.stages_taken[-1].stage if ep and ep.stages_taken else None,
+                "next_stage": d.next.stage if d.next else None,
+                "next_due": iso(d.next.due_at) if d.next else None,
+            })
+    rows.sort(key=lambda r: (Decimal(r["balance"]), r["account"]))
+    return rows
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@at_option
+@json_option
+@click.pass_context
+def debtors(ctx: click.Context, fmt: str, at: datetime | None, as_json: bool) -> None:
+    """The billing balance report: every account with a negative balance or in a debt episode."""
+    state = get_state(ctx)
+    now = set_now(state, at)
+    with session(state, write=False) as s:
+        rows = _debtors(s, state, now)
+    if as_json or fmt == "json":
+        emit_json(rows)
+        return
+    columns = ["account", "username", "billing_email", "plan", "reseller", "currency", "balance", "credit_limit",
+               "state", "in_debt", "holds", "debt_since", "days_in_debt", "last_stage", "next_stage", "next_due"]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([" ".join(r[c]) if c == "holds" else ("" if r[c] is None else r[c]) for c in columns])
+        click.echo(buf.getvalue(), nl=False)
+        return
+    table(f"debtors at {iso(now)}", ["account", "balance", "limit", "state", "holds", "since", "days", "next", "due"],
+           [[r["account"], f"{r['balance']} {r['currency']}", r["credit_limit"], r["state"], ",".join(r["holds"]),
+             r["debt_since"], r["days_in_debt"], r["next_stage"], r["next_due"]] for r in rows])
+
+
+@click.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Counts of accounts per state and of outbox jobs per status."""
+    state = get_state(ctx)
+    with session(state, write=False) as s:
+        states = dict(s.execute(select(m.Account.state, func.count()).group_by(m.Account.state)).tuples().all())
+        jobs = dict(s.execute(select(m.Job.status, func.count()).group_by(m.Job.status)).tuples().all())
+    info = {"accounts": states, "jobs": jobs, "database": state.config.db_url}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"accounts: {states}; jobs: {jobs}")

@@ -1,0 +1,233 @@
+"""Planning and running: ``plan`` and ``run``, and what the daemon, the demo and the ``--now`` options share:
+one tick plus one executor pass (:func:`run_once`), the instance lock, the configuration check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from agent.cli.app import (
+    CliError,
+    CliState,
+    all_resolved,
+    at_option,
+    emit_json,
+    get_state,
+    iso,
+    json_option,
+    session,
+    set_now,
+    table,
+)
+from agent.config import ConfigError
+
+if TYPE_CHECKING:
+    import threading
+
+    from agent.notices import Templates
+    from connectors.fleet import Fleet, Job, JobResult, Progress
+
+__all__ = [
+    "LazyFleet",
+    "agent_lock",
+    "apply_at_once",
+    "check_config",
+    "checked_templates",
+    "plan_command",
+    "run_command",
+    "run_once",
+]
+
+
+@click.command("plan")
+@at_option
+@json_option
+@click.pass_context
+def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
+    """What `run` would do now (only the accounts that are due), changing nothing."""
+    from agent.tick import plan
+
+    state = get_state(ctx)
+    now = set_now(state, at)
+    with session(state, write=False) as s:
+        items, errors = plan(s, state.policy, now)
+    for e in errors:
+        click.echo(f"warning: {e}", err=True)
+    if as_json:
+        emit_json([i.as_dict() for i in items])
+        return
+    if not items:
+        click.echo(f"nothing to do at {iso(now)}")
+        return
+    table(f"plan at {iso(now)}", ["account", "stage", "action", "due at", "reason"],
+           [[i.account, i.stage, i.action, iso(i.due_at), i.reason] for i in items])
+
+
+
+class LazyFleet:
+    """Loads inventory.yaml and builds the fleet only when host jobs exist."""
+
+    def __init__(self, state: CliState) -> None:
+        self.state = state
+        self._fleet: Fleet | None = None
+
+    def _get(self) -> Fleet:
+        if self._fleet is None:
+            from connectors.inventory import load_inventory
+            from connectors.runner import InventoryFleet
+
+            path = self.state.config.inventory_path
+            if not path.is_file():
+                raise ConfigError(f"{path}: no inventory; host jobs cannot run without it")
+            self._fleet = InventoryFleet(load_inventory(path.read_text(encoding="utf-8"), str(path)))
+        return self._fleet
+
+    def apply(self, jobs: list[Job], *, progress: Progress | None = None) -> dict[str, JobResult]:
+        return self._get().apply(jobs, progress=progress)
+
+    def close(self) -> None:
+        if self._fleet is not None:
+            self._fleet.close()
+
+
+def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
+             sole_worker: bool = False, stop: threading.Event | None = None) -> dict[str, Any]:
+    """One tick and one executor pass at ``now`` (also used by the daemon and the demo).
+
+    ``sole_worker``: the caller holds the database's instance lock (see :mod:`agent.lock`).
+    ``stop``: once set, the executor finishes the batches in flight and claims nothing new.
+    """
+    from agent.executor import TemplateComposer, execute
+    from agent.notices import make_notifier
+    from agent.tick import tick
+
+    policy = state.policy
+    settings = state.settings
+    notice_settings = state.notice_settings
+    notifier = composer = None
+    templates = checked_templates(state)
+    if notice_settings is not None and templates is not None:
+        notifier = make_notifier(notice_settings, clock=lambda: now)
+        composer = TemplateComposer(templates, notice_settings, policy)
+    events = None
+    section = policy.extra.get("events")
+    if section is not None:
+        from pydantic import ValidationError
+
+        from agent.events import EventSettings, make_sink
+        from agent.executor import event_sink
+
+        try:
+            sink = make_sink(EventSettings.model_validate(section))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"{state.config.policy_path}: events.{where}: {err['msg']}") from None
+        events = event_sink(sink) if sink is not None else None
+    own_fleet = fleet is None
+    active_fleet: Any = fleet if fleet is not None else LazyFleet(state)
+    try:
+        with state.store.sessions() as s:
+            t = tick(s, policy, now, settings)
+            x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
+                        sole_worker=sole_worker, stop=stop)
+    finally:
+        if own_fleet:
+            active_fleet.close()
+    return {**t.as_dict(), "executor": x.as_dict()}
+
+
+def checked_templates(state: CliState) -> Templates | None:
+    """The notice templates, each stage's template present and valid; None when notices are off."""
+    from agent.notices import Templates
+
+    if state.notice_settings is None:
+        return None
+    tdir = state.config.templates_dir
+    templates = Templates.load(tdir if tdir.is_dir() else None)
+    stage_templates = {st.template for layer in all_resolved(state) for st in layer.stages if st.template}
+    templates.require(sorted(stage_templates))
+    return templates
+
+
+def check_config(state: CliState) -> None:
+    """Load and check policy.yaml, the notice templates and inventory.yaml; raise on the first mistake."""
+    from connectors.inventory import load_inventory
+
+    _ = state.policy, state.settings
+    checked_templates(state)
+    path = state.config.inventory_path
+    if path.is_file():
+        load_inventory(path.read_text(encoding="utf-8"), str(path))
+
+
+@contextmanager
+def agent_lock(state: CliState, role: str = "run") -> Iterator[None]:
+    """Hold the database's instance lock (SQLite) for a run: one agent at a time works on it.
+    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1."""
+    from agent.lock import AlreadyRunning, InstanceLock, lock_path_for
+
+    path = lock_path_for(state.config.db_url)
+    if path is None:
+        yield
+        return
+    try:
+        lock = InstanceLock(path, role).acquire()
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def apply_at_once(state: CliState, now: datetime) -> dict[str, Any]:
+    """Make recorded money take effect now: wake the daemon holding the database, else run here."""
+    from agent.lock import AlreadyRunning, lock_path_for, wake_holder
+
+    path = lock_path_for(state.config.db_url)
+    try:
+        pid = wake_holder(path) if path is not None else None
+    except AlreadyRunning as busy:  # a run (not a daemon) is working on the database: never signalled
+        who = f"pid {busy.holder}" if busy.holder else "another process"
+        return {"busy": busy.holder, "message": f"another arrears run ({who}) is working on the database; "
+                                                "it takes effect on the next run"}
+    if pid is not None:
+        return {"daemon": pid, "message": f"the daemon (pid {pid}) runs a tick now"}
+    with agent_lock(state):
+        result = run_once(state, now, sole_worker=True)
+    taken = result["executor"]["taken"]
+    return {"run": result, "message": f"applied now: {len(taken)} measures taken"
+            + "".join(f"; {t['account']} {t['stage']}" for t in taken)}
+
+
+
+@click.command("run")
+@at_option
+@json_option
+@click.pass_context
+def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
+    """Evaluate the due accounts, queue their measures and apply them (hosts, notices)."""
+    state = get_state(ctx)
+    now = set_now(state, at)
+    with agent_lock(state):
+        result = run_once(state, now, sole_worker=True)
+    if as_json:
+        emit_json(result)
+        return
+    x = result["executor"]
+    click.echo(f"run at {result['now']}: {result['accounts']} accounts due, {result['episodes_started']} episodes "
+               f"started, {result['episodes_ended']} ended, {len(result['measures'])} measures queued, "
+               f"{len(result['resumes'])} resumes")
+    if x["taken"]:
+        table("taken", ["account", "stage", "action", "at"],
+               [[t["account"], t["stage"], t["action"], t["at"]] for t in x["taken"]])
+    click.echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
+               f"{x['notices_sent']} notices sent")
+    for e in [*result["errors"], *x["errors"]]:
+        click.echo(f"warning: {e}", err=True)
+
