@@ -35,13 +35,19 @@ from agent.store.repo import get_account, load_snapshots
 __all__ = ["ADMIN_TEMPLATES", "delete", "mail", "reconcile_command", "restore", "resume", "suspend"]
 
 
-def _dry_run_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--dry-run", is_flag=True, help="print what it would do; write nothing")(f)
-
-
-def _now_flag(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--now", "run_now", is_flag=True,
-                        help="apply it at once (as `arrears run` would) instead of on the next run")(f)
+def _admin_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every admin command shares: who, when, dry run, at once, JSON; and the context."""
+    for option in (
+        click.pass_context,
+        json_option,
+        click.option("--now", "run_now", is_flag=True,
+                     help="apply it at once (as `arrears run` would) instead of on the next run"),
+        click.option("--dry-run", is_flag=True, help="print what it would do; write nothing"),
+        at_option,
+        actor_option,
+    ):
+        f = option(f)
+    return f
 
 
 def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any]) -> Any:
@@ -144,18 +150,13 @@ def _say_manual(info: dict[str, Any], as_json: bool, what: str) -> None:
 @click.command()
 @click.argument("account")
 @click.option("--reason", required=True, help="why (audited)")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def suspend(ctx: click.Context, account: str, reason: str, actor: str | None, at: datetime | None, dry_run: bool,
             run_now: bool, as_json: bool) -> None:
     """Suspend ACCOUNT by hand: an admin hold that payments do not lift, applied on every host.
 
-    Once every host applied it, the billing address gets the template ``admin_suspended`` when the
-    templates folder has one, else (only while the account is in debt) the policy's suspension notice."""
+    Once every host applied it, the billing address gets the policy's suspension notice while the account
+    is in debt, else ``admin_suspended`` (which says nothing of money)."""
     from agent import actions
 
     state = get_state(ctx)
@@ -175,12 +176,7 @@ def suspend(ctx: click.Context, account: str, reason: str, actor: str | None, at
 @click.option("--reason", default=None, help="why (audited)")
 @click.option("--grace", "grace", type=int, default=None, metavar="DAYS",
               help="the account is still in debt: record a promise to pay within DAYS days (measures wait)")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def resume(ctx: click.Context, account: str, reason: str | None, grace: int | None, actor: str | None,
            at: datetime | None, dry_run: bool, run_now: bool, as_json: bool) -> None:
     """Lift the admin hold of ACCOUNT; refused while it is in debt unless --grace DAYS records a promise to pay."""
@@ -202,18 +198,13 @@ def resume(ctx: click.Context, account: str, reason: str | None, grace: int | No
 @click.argument("account")
 @click.option("--yes", is_flag=True, help="confirm: the account's files are archived, verified, then removed")
 @click.option("--reason", default=None, help="why (audited)")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def delete(ctx: click.Context, account: str, yes: bool, reason: str | None, actor: str | None, at: datetime | None,
            dry_run: bool, run_now: bool, as_json: bool) -> None:
     """Delete ACCOUNT on every host (archive -> verify -> remove); needs --yes.
 
     The account is recorded deleted once every host's deletion took effect; then the billing address gets
-    ``admin_deleted`` when the templates folder has one, else (only while in debt) the policy's deletion notice."""
+    the policy's deletion notice while the account is in debt, else ``admin_deleted``."""
     from agent import actions
 
     state = get_state(ctx)
@@ -234,12 +225,7 @@ def delete(ctx: click.Context, account: str, yes: bool, reason: str | None, acto
 @click.command()
 @click.argument("account")
 @click.option("--reason", default=None, help="why (audited)")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def restore(ctx: click.Context, account: str, reason: str | None, actor: str | None, at: datetime | None,
             dry_run: bool, run_now: bool, as_json: bool) -> None:
     """Restore a deleted ACCOUNT from its archives; it comes back suspended (admin hold) until an admin resumes it."""
@@ -260,12 +246,7 @@ def restore(ctx: click.Context, account: str, reason: str | None, actor: str | N
 @click.option("--debtors", is_flag=True, required=True, help="send to every debtor (billing addresses only)")
 @click.option("--stage", "stage", default=None, help="only debtors whose last measure taken is this stage")
 @click.option("--template", "template", required=True, help="the notice template to send")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def mail(ctx: click.Context, debtors: bool, stage: str | None, template: str, actor: str | None, at: datetime | None,
          dry_run: bool, run_now: bool, as_json: bool) -> None:
     """Mass mail to debtors through the notices outbox: once per account, template and day."""
@@ -312,12 +293,7 @@ def mail(ctx: click.Context, debtors: bool, stage: str | None, template: str, ac
 
 @click.command("reconcile")
 @click.option("--fix", is_flag=True, help="queue the jobs that bring the hosts back to the recorded state")
-@actor_option
-@at_option
-@_dry_run_option
-@_now_flag
-@json_option
-@click.pass_context
+@_admin_options
 def reconcile_command(ctx: click.Context, fix: bool, actor: str | None, at: datetime | None, dry_run: bool,
                       run_now: bool, as_json: bool) -> None:
     """Read every host's facts and report accounts whose real state differs from the recorded one.
