@@ -165,7 +165,7 @@ trap 'rm -rf "$_ar_tmp"' EXIT
 changed() { echo x >&3; }
 fact() { printf '%s=%s\n' "$1" "$2" >&4; }
 fail() { printf '%s\n' "$*" >&2; exit 1; }
-_ar_b64() { base64 -w0 < "$1" 2>/dev/null; }
+_ar_b64() { if [ -s "$1" ]; then base64 -w0 < "$1" 2>/dev/null; fi; }
 _ar_emit() {
   if [ -s "$_ar_tmp/c" ]; then _ar_ch=true; else _ar_ch=false; fi
   printf '@@arrears {"id":"%s","rc":%d,"changed":%s,"out":"%s","err":"%s","facts":"%s"}\n' \

@@ -258,9 +258,12 @@ class WebConnector:
         )
 
     def _hook_check(self, site: str) -> str:
+        """A shell test: does a vhost carry the site's hook? The site's own vhost file is read first;
+        only when the hook is not there are the whole vhost folders searched."""
         s = self.settings
         dirs = " ".join(q(d) for d in (s.vhost_dir, s.enabled_dir) if d)
-        return f"grep -RqsiE -- {q(self.hook_pattern(site))} {dirs}"
+        pattern = q(self.hook_pattern(site))
+        return f"{{ grep -qsiE -- {pattern} {q(self.vhost_path(site))} || grep -RqsiE -- {pattern} {dirs}; }}"
 
     def _write_page(self, site: str, html: str) -> str:
         """Script lines: put the account's rendered suspended page in ``page_root`` unless identical."""
