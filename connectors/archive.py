@@ -296,8 +296,9 @@ fact restored "${_av_done# }"
     return "\n".join(lines)
 
 
-def prune_ops(archive_dir: str, retention_days: int) -> str:
-    """Script text: remove archives, listings and stale temporaries older than ``retention_days``."""
+def prune_ops(archive_dir: str, retention_days: int, *, dry_run: bool = False) -> str:
+    """Script text: remove archives, listings and stale temporaries older than ``retention_days``
+    (``dry_run``: only list them). Facts: ``pruned`` (count) and ``files`` (their names)."""
     ad = path(archive_dir)
     if ad == "/":
         raise UnsafeValue("archive dir", archive_dir, "cannot be '/'")
@@ -308,9 +309,11 @@ def prune_ops(archive_dir: str, retention_days: int) -> str:
 _av_ad={q(ad)}
 [ -d "$_av_ad" ] || {{ fact pruned 0; exit 0; }}
 [ ! -L "$_av_ad" ] || fail "refused archive dir $_av_ad: it is a symbolic link"
-_av_n=$(find "$_av_ad" -mindepth 1 -maxdepth 1 -type f -mmin +{minutes} \\
+find "$_av_ad" -mindepth 1 -maxdepth 1 -type f -mmin +{minutes} \\
   \\( -name '*.tar.gz' -o -name '*.tar.gz.list' -o -name '.*.tar.gz.tmp' -o -name '.*.tar.gz.list.tmp' \\) \\
-  -print -delete | wc -l) || fail "cannot prune $_av_ad"
-[ "$_av_n" -eq 0 ] || changed
+  -printf '%f\\n' {"" if dry_run else "-delete"} > "$_ar_tmp/pruned" || fail "cannot prune $_av_ad"
+_av_n=$(wc -l < "$_ar_tmp/pruned")
+[ "$_av_n" -eq 0 ] || {"true" if dry_run else "changed"}
 fact pruned "$_av_n"
+fact files "$(tr '\\n' ' ' < "$_ar_tmp/pruned")"
 """

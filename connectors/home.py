@@ -96,10 +96,11 @@ class HomeConnector:
             raise ValueError(f"home connector: unknown action {action!r}")
         return [Operation(_op_id(acct, action, home), acct, f"{SERVICE}:{action}", script)]
 
-    def prune_operations(self) -> list[Operation]:
-        """One operation removing archives older than ``retention_days`` from ``archive_dir``."""
+    def prune_operations(self, *, dry_run: bool = False) -> list[Operation]:
+        """One operation removing archives older than ``retention_days`` from ``archive_dir``
+        (``dry_run``: listing them only)."""
         s = self.settings
-        script = prune_ops(s.archive_dir, s.retention_days)
+        script = prune_ops(s.archive_dir, s.retention_days, dry_run=dry_run)
         return [Operation(f"arrears:{SERVICE}:prune", "", f"{SERVICE}:prune", script)]
 
     def handlers(self) -> list[Handler]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from connectors import validate
 from connectors.base import Operation, Transport, TransportError, run_batch
 from connectors.inventory import HostConfig, Inventory, ServiceConfig
+from connectors.maintenance import each_host
 from connectors.ssh import HostKeyError
 
 __all__ = ["check_host", "check_hosts", "probe_script"]
@@ -141,20 +141,9 @@ def check_hosts(inventory: Inventory, *, hosts: Sequence[str] | None = None,
     """Check the named hosts (default: all), in parallel bounded by ``defaults.parallel``."""
     names = list(hosts) if hosts else sorted(inventory.hosts)
     unknown = [n for n in names if n not in inventory.hosts]
-    factory = transport_factory or inventory.transport
-
-    def one(name: str) -> dict[str, Any]:
-        transport = factory(name)
-        try:
-            return check_host(inventory, name, transport)
-        finally:
-            transport.close()
-
     known = [n for n in names if n in inventory.hosts]
-    reports: list[dict[str, Any]] = []
-    if known:
-        with ThreadPoolExecutor(max_workers=max(1, min(inventory.defaults.parallel, len(known)))) as pool:
-            reports = list(pool.map(one, known))
+    reports = each_host(inventory, known, lambda name, transport: check_host(inventory, name, transport),
+                        transport_factory=transport_factory)
     for name in unknown:
         reports.append({"host": name, "ok": False, "reachable": False, "host_key": "not checked",
                         "error": f"unknown host {name!r}: not in {inventory.source}", "services": []})

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -64,24 +65,28 @@ def _pending_jobs(state: CliState) -> int:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="loopback address to listen on")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--prune-every", type=click.FloatRange(0), default=24.0, show_default=True, metavar="HOURS",
+              help="remove archives past their retention this often (0: never; see `arrears hosts prune`)")
 @click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
-           max_ticks: int | None) -> None:
+           prune_every: float, max_ticks: int | None) -> None:
     """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database.
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
     """
     from connectors.inventory import load_inventory
+    from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
     state = get_state(ctx)
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory_path = state.config.inventory_path
-    fleet = (InventoryFleet(load_inventory(inventory_path.read_text(encoding="utf-8"), str(inventory_path)))
-             if inventory_path.is_file() else None)
+    inventory = (load_inventory(inventory_path.read_text(encoding="utf-8"), str(inventory_path))
+                 if inventory_path.is_file() else None)
+    fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
@@ -96,10 +101,19 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
 
+            pruned_at: list[float] = []
+
             def tick(stop: threading.Event) -> Mapping[str, Any]:
                 summary = run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True, stop=stop)
                 metrics.pending_jobs.set(_pending_jobs(state))
-                return _count(metrics, summary)
+                line = _count(metrics, summary)
+                if inventory is not None and prune_every and not stop.is_set() and (
+                        not pruned_at or time.monotonic() - pruned_at[-1] >= prune_every * 3600):
+                    pruned_at.append(time.monotonic())
+                    report = prune_archives(inventory)
+                    line["archives_pruned"] = sum(h["pruned"] for h in report["hosts"])
+                    line["errors"] += [f"prune on {h['host']}: {h['error']}" for h in report["hosts"] if not h["ok"]]
+                return line
 
             run_daemon(tick, interval=interval, metrics=metrics, max_ticks=max_ticks)
     finally:

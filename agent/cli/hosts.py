@@ -1,4 +1,4 @@
-"""``arrears hosts``: commands about the inventory's hosts (``arrears hosts check``)."""
+"""``arrears hosts``: commands about the inventory's hosts (``check``, ``prune``)."""
 
 from __future__ import annotations
 
@@ -91,4 +91,39 @@ def check(ctx: click.Context, inventory: str | None, config: str | None, only: t
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         _render(report)
+    ctx.exit(0 if report["ok"] else 1)
+
+
+@hosts.command("prune")
+@click.option("--inventory", "inventory", type=click.Path(dir_okay=False), default=None,
+              help="inventory.yaml (default: the one in the configuration folder)")
+@click.option("--config", "config", type=click.Path(file_okay=False), default=None, envvar="ARREARS_CONFIG",
+              help="configuration folder holding inventory.yaml")
+@click.option("--host", "only", multiple=True, help="only this host (repeatable)")
+@click.option("--dry-run", is_flag=True, help="list the archives that would go; remove nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def prune(ctx: click.Context, inventory: str | None, config: str | None, only: tuple[str, ...], dry_run: bool,
+          as_json: bool) -> None:
+    """Remove archives older than the home service's retention_days on every host (the daemon does it daily).
+
+    Exit status: 0 when every host pruned, 1 when some host could not, 2 when the inventory is invalid.
+    """
+    from connectors.inventory import InventoryError, load_inventory_file
+    from connectors.maintenance import prune_archives
+
+    path = _inventory_path(ctx, inventory, config)
+    try:
+        inv = load_inventory_file(path)
+    except InventoryError as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(2)
+    report = prune_archives(inv, hosts=list(only) or None, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for h in report["hosts"]:
+            what = f"{verb} {h['pruned']} files" + (f": {' '.join(h['files'])}" if h["files"] else "")
+            click.echo(f"{h['host']}: {what if h['ok'] else 'failed: ' + str(h['error'])}")
     ctx.exit(0 if report["ok"] else 1)
