@@ -1,4 +1,7 @@
-"""Test-wide setup: the run gets a private network namespace before any daemon starts."""
+"""Test-wide setup: private network namespaces, so test daemons live on a loopback of their own.
+
+The run enters one before anything starts; each test module then gets a fresh one before its
+(module-scoped) servers start, so no two modules' daemons ever share a loopback."""
 
 from __future__ import annotations
 
@@ -11,3 +14,8 @@ pytest_plugins = ["tests.servers.sshd", "tests.servers.smtp", "tests.servers.web
 
 def pytest_configure(config: pytest.Config) -> None:
     enter_private_netns()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_network_namespace() -> None:
+    enter_private_netns(force=True)
