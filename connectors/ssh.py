@@ -27,6 +27,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -374,53 +375,44 @@ class SshTransport:
 
     # -- files ------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _sftp(self, doing: str) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session on the open connection; its failures become :class:`TransportError`."""
+        with self._lock:
+            try:
+                sftp = self._ensure_connected().open_sftp_client()
+                if sftp is None:
+                    raise TransportError(self.host, "the server refused the SFTP subsystem", transient=False)
+                try:
+                    yield sftp
+                finally:
+                    sftp.close()
+            except TransportError:
+                raise
+            except OSError as exc:
+                raise TransportError(self.host, f"cannot {doing}: {exc}", transient=False) from exc
+            except (paramiko.SSHException, EOFError) as exc:
+                self._drop()
+                raise TransportError(self.host, f"SFTP failed to {doing}: {exc}", transient=True) from exc
+
     def put(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
         target = safe_path(path)
         if self.use_sudo:
             self._put_via_shell(target, data, mode)
             return
         tmp = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.arrears-tmp")
-        with self._lock:
-            try:
-                sftp = self._ensure_connected().open_sftp_client()
-                if sftp is None:
-                    raise TransportError(self.host, "the server refused the SFTP subsystem", transient=False)
-                try:
-                    with sftp.open(tmp, "wb") as fh:
-                        fh.write(data)
-                    sftp.chmod(tmp, mode)
-                    sftp.posix_rename(tmp, target)
-                finally:
-                    sftp.close()
-            except TransportError:
-                raise
-            except OSError as exc:
-                raise TransportError(self.host, f"cannot write {target}: {exc}", transient=False) from exc
-            except (paramiko.SSHException, EOFError) as exc:
-                self._drop()
-                raise TransportError(self.host, f"SFTP failed writing {target}: {exc}", transient=True) from exc
+        with self._sftp(f"write {target}") as sftp:
+            with sftp.open(tmp, "wb") as fh:
+                fh.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, target)
 
     def get(self, path: str) -> bytes:
         target = safe_path(path)
         if self.use_sudo:
             return self._get_via_shell(target)
-        with self._lock:
-            try:
-                sftp = self._ensure_connected().open_sftp_client()
-                if sftp is None:
-                    raise TransportError(self.host, "the server refused the SFTP subsystem", transient=False)
-                try:
-                    with sftp.open(target, "rb") as fh:
-                        return bytes(fh.read())
-                finally:
-                    sftp.close()
-            except TransportError:
-                raise
-            except OSError as exc:
-                raise TransportError(self.host, f"cannot read {target}: {exc}", transient=False) from exc
-            except (paramiko.SSHException, EOFError) as exc:
-                self._drop()
-                raise TransportError(self.host, f"SFTP failed reading {target}: {exc}", transient=True) from exc
+        with self._sftp(f"read {target}") as sftp, sftp.open(target, "rb") as fh:
+            return bytes(fh.read())
 
     def _put_via_shell(self, target: str, data: bytes, mode: int) -> None:
         tmp = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.arrears-tmp")
