@@ -204,3 +204,17 @@ def test_a_payment_with_now_never_signals_a_run_that_holds_the_database(tmp_path
     fleet.arrears.ok("run")
     info = fleet.arrears.show(acme.id)
     assert info["state"] == "active" and info["jobs"] == {} and fleet.host_untouched(acme)
+
+
+def test_a_broken_template_stops_the_daemon_before_it_starts(tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path / "fleet", "tango")
+    templates = fleet.folder / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "pre_suspension.txt.j2").write_text(
+        "Subject: pay now\nDear {{ username }},\nyou owe {{ balanse }}.\n")
+    before = fleet.arrears.job_statuses()
+    done = fleet.arrears.invoke("daemon", "--interval", "3600", timeout=60)
+    assert done.returncode != 0
+    assert "pre_suspension.txt.j2:3" in done.stderr and "balanse" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert fleet.arrears.job_statuses() == before  # nothing ran
