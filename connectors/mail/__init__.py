@@ -42,20 +42,23 @@ __all__ = [
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_./:=@+,%-]{1,200}$")
 
-# Set arithmetic on flag letters (canonical order kept): _mf_minus A B = A without B; _mf_plus A B = A or B.
+# Set arithmetic on flag letters (canonical order kept), all shell builtins: _mf_sub A B sets $_mf_r to A
+# without B, _mf_or A B to A or B (no subshell needed); _mf_minus and _mf_plus print the same.
 _SETS = r"""
-_mf_minus() {
+_mf_nl='
+'
+_mf_sub() {
   _mf_r=
   for _mf_c in d p w i b r; do
     case $1 in *$_mf_c*) case $2 in *$_mf_c*) ;; *) _mf_r=$_mf_r$_mf_c ;; esac ;; esac
   done
-  printf '%s' "$_mf_r"
 }
-_mf_plus() {
+_mf_or() {
   _mf_r=
   for _mf_c in d p w i b r; do case "$1$2" in *$_mf_c*) _mf_r=$_mf_r$_mf_c ;; esac; done
-  printf '%s' "$_mf_r"
 }
+_mf_minus() { _mf_sub "$1" "$2"; printf '%s' "$_mf_r"; }
+_mf_plus() { _mf_or "$1" "$2"; printf '%s' "$_mf_r"; }
 """
 
 
@@ -117,7 +120,9 @@ def record_path(state_dir: str, box: str) -> str:
 class FlagShell:
     """A backend's shell for one mailbox (``$m`` holds it): ``read`` sets ``$cur`` to the flags now;
     ``set`` sets the flags in ``$new``; ``clear`` clears the flags in ``$drop``; ``prelude`` defines
-    helper functions. ``set`` and ``clear`` call ``changed`` themselves when they change something."""
+    helper functions. ``set`` and ``clear`` call ``changed`` themselves when they change something. They
+    may use ``_mf_sub``/``_mf_or`` (set arithmetic into ``$_mf_r``), ``_mf_minus``/``_mf_plus`` (the same,
+    printed) and ``$_mf_nl`` (a newline)."""
 
     prelude: str
     read: str
@@ -138,21 +143,27 @@ _mf_read() {{
 {backend.read}
 }}
 _mf_record() {{
-  before=$(_mf_plus "$(sed -n 's/^before=//p' "$rec")" '')
-  added=$(_mf_plus "$(sed -n 's/^added=//p' "$rec")" '')
+  before=; added=; _mf_raw=
+  while IFS= read -r _mf_l || [ -n "$_mf_l" ]; do
+    _mf_raw=$_mf_raw$_mf_l$_mf_nl
+    case $_mf_l in before=*) before=$before${{_mf_l#before=}} ;; added=*) added=$added${{_mf_l#added=}} ;; esac
+  done < "$rec"
+  while :; do case $_mf_raw in *"$_mf_nl") _mf_raw=${{_mf_raw%"$_mf_nl"}} ;; *) break ;; esac; done
+  _mf_or "$before" ''; before=$_mf_r
+  _mf_or "$added" ''; added=$_mf_r
 }}
 _mf_read
 """
     if action == "suspend":
         body = f"""
 req={q(requested)}
-if [ -f "$rec" ]; then _mf_record; else before=$cur; added=; fi
-new=$(_mf_minus "$req" "$cur")
-added=$(_mf_plus "$added" "$new")
-want=$(printf 'before=%s\\nadded=%s' "$before" "$added")
-if [ ! -f "$rec" ] || [ "$(cat "$rec")" != "$want" ]; then
-  (umask 077; mkdir -p "$st" && printf '%s\\n' "$want" > "$rec.tmp" && mv -f "$rec.tmp" "$rec") || \\
-    fail "cannot record the flags of $m in $rec; nothing was changed"
+if [ -f "$rec" ]; then _mf_record; else before=$cur; added=; _mf_raw=; fi
+_mf_sub "$req" "$cur"; new=$_mf_r
+_mf_or "$added" "$new"; added=$_mf_r
+want="before=$before${{_mf_nl}}added=$added"
+if [ ! -f "$rec" ] || [ "$_mf_raw" != "$want" ]; then
+  (umask 077; {{ [ -d "$st" ] || mkdir -p "$st"; }} && printf '%s\\n' "$want" > "$rec.tmp" &&
+    mv -f "$rec.tmp" "$rec") || fail "cannot record the flags of $m in $rec; nothing was changed"
   changed
 fi
 if [ -n "$new" ]; then
@@ -172,7 +183,7 @@ if [ ! -f "$rec" ]; then
   exit 0
 fi
 _mf_record
-drop=$(_mf_minus "$added" "$before")
+_mf_sub "$added" "$before"; drop=$_mf_r
 if [ -n "$drop" ]; then
 {backend.clear}
 fi

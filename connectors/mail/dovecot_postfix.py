@@ -20,8 +20,8 @@ every mailbox that lost a login (open IMAP/POP3 sessions are closed). Changed po
 followed, once per batch, by ``postmap`` of each map and one ``postfix reload``. The operator's
 one-time configuration is in docs/mail.md.
 
-Commands used on the host (for a sudoers list): ``awk``, ``sed``, ``cat``, ``mkdir``, ``mv``, ``rm``,
-``chmod``, ``sort``, the configured ``postmap``, ``postfix reload``, ``doveadm reload``,
+Commands used on the host (for a sudoers list): ``awk``, ``mkdir``, ``mv``, ``rm``, ``chmod``, ``sort``,
+the configured ``postmap``, ``postfix reload``, ``doveadm reload``,
 ``doveadm kick``; ``delete``/``restore`` add those of :mod:`connectors.archive`.
 """
 
@@ -46,31 +46,79 @@ _CLASS = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _REPLY = re.compile(r"^[45][0-9][0-9] [45]\.[0-9]{1,3}\.[0-9]{1,3}( [A-Za-z0-9 .,()-]{0,200})?$")
 _MAP_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 
-# Helpers of one operation; ``$m`` is the mailbox, ``$st`` the state dir. A line "belongs" to the
-# mailbox when its first field (split on blanks or ':') is the mailbox.
+# Helpers of one operation; ``$m`` is the mailbox, ``$st`` the state dir, ``$_dp_1``... the list files.
+# A line "belongs" to the mailbox when its first field (split on blanks or ':') is the mailbox. Few
+# processes per operation: ``_dp_scan FILE...`` reads every list file with one awk and keeps the ones
+# that list the mailbox in ``$_dp_found`` (" file file "), which the flag checks read and every change
+# keeps up to date. ``_dp_add``/``_dp_del`` queue a file; ``_dp_commit`` writes every queued file's
+# new content with one awk (``<file>.arrears-tmp``; a missing file's is just its new line), gives them
+# their mode with one chmod and renames each over its file. Paths hold no blanks or glob characters
+# (connectors.validate.path), so lists of them are split on blanks. ``$_mf_nl`` (a newline) comes from
+# connectors.mail's shell.
 _PRELUDE = r"""
 umask 022
-_mf_has() { [ -f "$1" ] && awk -F'[ \t:]' -v m="$m" '$1 == m { f = 1 } END { exit !f }' "$1"; }
-_mf_put() {
-  chmod 0644 "$1.arrears-tmp" && mv -f "$1.arrears-tmp" "$1" || fail "cannot write $1"
-  changed
-  mkdir -p "$st"
-  case $2 in
-    dovecot) : > "$st/dovecot.reload" ;;
-    postfix) : > "$st/postfix.rebuild" ;;
-  esac
+_dp_found=
+_dp_scanned=
+_dp_scan() {
+  _dp_on=
+  for _dp_f; do if [ -f "$_dp_f" ]; then _dp_on="$_dp_on $_dp_f"; fi; done
+  _dp_found=' '
+  if [ -n "$_dp_on" ]; then
+    _dp_found=" $(awk -F'[ \t:]' -v m="$m" '$1 == m && !(FILENAME in s) { s[FILENAME]; printf "%s ", FILENAME }' \
+      $_dp_on) " || fail "cannot read the lists of $m"
+  fi
+  _dp_scanned=1
 }
-_mf_add() {
-  if _mf_has "$1"; then return 0; fi
-  mkdir -p "${1%/*}"
-  { if [ -f "$1" ]; then awk 1 "$1"; fi; printf '%s\n' "$2"; } > "$1.arrears-tmp" || fail "cannot write $1"
-  _mf_put "$1" "$3"
-  if [ "$3" = dovecot ]; then printf '%s\n' "$m" >> "$st/dovecot.kick"; fi
+_dp_has() { case $_dp_found in *" $1 "*) return 0 ;; esac; return 1; }
+_dp_begin() { _dp_spec=; _dp_todo=; }
+_dp_add() {
+  if _dp_has "$1"; then return 0; fi
+  _dp_found="$_dp_found$1 "
+  [ -d "${1%/*}" ] || mkdir -p "${1%/*}"
+  if [ -f "$1" ]; then
+    _dp_spec="${_dp_spec}a $1 $2$_mf_nl"
+  else
+    printf '%s\n' "$2" > "$1.arrears-tmp" || fail "cannot write $1"
+  fi
+  case $3 in dovecot) _dp_todo="$_dp_todo kick:$1" ;; *) _dp_todo="$_dp_todo $3:$1" ;; esac
 }
-_mf_del() {
-  if ! _mf_has "$1"; then return 0; fi
-  awk -F'[ \t:]' -v m="$m" '$1 != m' "$1" > "$1.arrears-tmp" || fail "cannot write $1"
-  _mf_put "$1" "$2"
+_dp_del() {
+  if ! _dp_has "$1"; then return 0; fi
+  _dp_found=${_dp_found%%" $1 "*}" "${_dp_found#*" $1 "}
+  _dp_spec="${_dp_spec}d $1$_mf_nl"
+  _dp_todo="$_dp_todo $2:$1"
+}
+_dp_commit() {
+  [ -n "$_dp_todo" ] || return 0
+  if [ -n "$_dp_spec" ]; then
+    awk -v m="$m" 'NF >= 2 {
+  f = $2; t = f ".arrears-tmp"; printf "" > t
+  while ((r = (getline l < f)) > 0) {
+    if ($1 == "a") print l > t
+    else { split(l, x, /[ \t:]/); if (x[1] != m) print l > t }
+  }
+  if (r < 0) { printf "cannot read %s\n", f > "/dev/stderr"; exit 2 }
+  close(f)
+  if ($1 == "a") print substr($0, length($1) + length(f) + 3) > t
+  close(t)
+}' <<_DP_SPEC_ || fail "cannot write the new lists of $m"
+$_dp_spec
+_DP_SPEC_
+  fi
+  _dp_tmp=
+  for _dp_x in $_dp_todo; do _dp_tmp="$_dp_tmp ${_dp_x#*:}.arrears-tmp"; done
+  chmod 0644 $_dp_tmp || fail "cannot set the mode of$_dp_tmp"
+  for _dp_x in $_dp_todo; do
+    _dp_f=${_dp_x#*:}
+    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
+    changed
+    [ -d "$st" ] || mkdir -p "$st"
+    case ${_dp_x%%:*} in
+      dovecot) : > "$st/dovecot.reload" ;;
+      kick) : > "$st/dovecot.reload"; printf '%s\n' "$m" >> "$st/dovecot.kick" ;;
+      postfix) : > "$st/postfix.rebuild" ;;
+    esac
+  done
 }
 """
 
@@ -187,17 +235,23 @@ class DovecotPostfixConnector:
 
     def _shell(self, box: str) -> FlagShell:
         targets = self._targets(box)
-        read, set_, clear = [], [], []
+        files = list(dict.fromkeys(f for flag in FLAGS for f, _, _ in targets[flag]))
+        var = {f: f'"$_dp_{n}"' for n, f in enumerate(files, 1)}
+        prelude = _PRELUDE + "".join(f"_dp_{n}={q(f)}\n" for n, f in enumerate(files, 1))
+        read = [f'  [ -n "$_dp_scanned" ] || _dp_scan {" ".join(var.values())}']
+        set_, clear = ["  _dp_begin"], ["  _dp_begin"]
         for flag in FLAGS:
-            files = targets[flag]
-            if not files:
+            entries = targets[flag]
+            if not entries:
                 continue
-            read.append(f"  if {' && '.join(f'_mf_has {q(f)}' for f, _, _ in files)}; then cur=${{cur}}{flag}; fi")
-            adds = "; ".join(f"_mf_add {q(f)} {q(line)} {kind}" for f, line, kind in files)
-            dels = "; ".join(f"_mf_del {q(f)} {kind}" for f, _, kind in files)
+            read.append(f"  if {' && '.join(f'_dp_has {var[f]}' for f, _, _ in entries)}; then cur=${{cur}}{flag}; fi")
+            adds = "; ".join(f"_dp_add {var[f]} {q(line)} {kind}" for f, line, kind in entries)
+            dels = "; ".join(f"_dp_del {var[f]} {kind}" for f, _, kind in entries)
             set_.append(f"  case $new in *{flag}*) {adds} ;; esac")
             clear.append(f"  case $drop in *{flag}*) {dels} ;; esac")
-        return FlagShell(_PRELUDE, "\n".join(read) or "  :", "\n".join(set_) or "  :", "\n".join(clear) or "  :")
+        set_.append("  _dp_commit")
+        clear.append("  _dp_commit")
+        return FlagShell(prelude, "\n".join(read), "\n".join(set_), "\n".join(clear))
 
     def _maildir(self, box: str) -> str:
         local, _, dom = box.partition("@")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from connectors.base import BatchResult, Transport, run_batch
+from connectors.local import LocalTransport
 from connectors.mail import flags
 from connectors.mail.dovecot_postfix import DovecotPostfixConnector, DovecotPostfixSettings
 from connectors.validate import UnsafeValue
@@ -301,3 +302,62 @@ def test_mailboxes_are_matched_lower_cased_as_dovecot_looks_them_up() -> None:
     ops = DovecotPostfixConnector(DovecotPostfixSettings(), "h").operations(
         "suspend", A, {"mailboxes": ["Info@A.Test", "info@a.test"]})
     assert [op.id for op in ops] == [f"{A}:mail:suspend:info@a.test"]
+
+
+def test_list_files_keep_their_other_lines_modes_and_the_saved_record(tmp_path: Path) -> None:
+    """The files themselves, without daemons: other entries (with ':' or blanks after the name, a last line
+    without its newline) survive a suspension and its resume byte for byte, new files are 0644, the record
+    is 0600, and the kick list names the mailbox."""
+    deny, maps, state = tmp_path / "deny", tmp_path / "maps", tmp_path / "state"
+    settings = DovecotPostfixSettings(
+        deny_dir=str(deny), imap_ports=[143], pop3_ports=[110], webmail_ports=[8143],
+        password_lock_file=str(deny / "password-lock"), bounce_map=str(maps / "bounce"),
+        norelay_map=str(maps / "norelay"), state_dir=str(state), postmap_command="true",
+        postfix_reload_command="true", dovecot_reload_command="true", kick_command="true",
+        maildir_template=str(tmp_path / "mail") + "/{domain}/{local}", mail_roots=[str(tmp_path / "mail")],
+        archive_dir=str(tmp_path / "archive"))
+    connector = DovecotPostfixConnector(settings, "local")
+    local = LocalTransport("local")
+    deny.mkdir()
+    others = {
+        deny / "deny.pop3.110": "info@a.test.example\nother@a.test:x\ninfo@a.test\n",  # info@a.test had -p
+        deny / "deny.imap.143": "other@a.test\n info@a.test\nlast@a.test",
+    }
+    for file, text in others.items():
+        file.write_text(text)
+        file.chmod(0o600)
+
+    def run(action: str) -> BatchResult:
+        ops = connector.operations(action, A, {"mailboxes": ["Info@A.test"]})  # type: ignore[arg-type]
+        batch = run_batch(local, ops, connector.handlers(), state_dir=str(state))
+        assert batch.ok, batch.results
+        return batch
+
+    suspended = run("suspend")
+    facts = suspended.results[f"{A}:mail:suspend:info@a.test"].facts
+    assert [facts[f"{k}:info@a.test"] for k in ("before", "added", "flags")] == ["p", "dwibr", "dpwibr"]
+    assert (deny / "deny.imap.143").read_text() == "other@a.test\n info@a.test\nlast@a.test\ninfo@a.test\n"
+    assert (deny / "deny.pop3.110").read_text() == others[deny / "deny.pop3.110"]
+    assert (deny / "deny.imap.8143").read_text() == (deny / "password-lock").read_text() == "info@a.test\n"
+    assert (maps / "bounce").read_text() == "info@a.test 550 5.2.1 Mailbox disabled\n"
+    assert (maps / "norelay").read_text() == "info@a.test arrears_norelay\n"
+    for file in [deny / "deny.imap.143", deny / "deny.imap.8143", deny / "password-lock", maps / "bounce"]:
+        assert file.stat().st_mode & 0o777 == 0o644, file
+    record = state / "mail" / "info@a.test.flags"
+    assert record.read_text() == "before=p\nadded=dwibr\n" and record.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.rglob("*.arrears-tmp")) and not list(tmp_path.rglob("*.tmp"))
+    assert suspended.handlers["handler:mail-dovecot"].facts["kicked"] == "info@a.test"
+
+    again = run("suspend")
+    assert not any(r.changed for r in again.results.values()) and again.handlers == {}
+    assert record.read_text() == "before=p\nadded=dwibr\n"
+
+    resumed = run("resume")
+    assert resumed.results[f"{A}:mail:resume:info@a.test"].facts["flags:info@a.test"] == "p"
+    assert (deny / "deny.imap.143").read_text() == "other@a.test\n info@a.test\nlast@a.test\n"
+    assert (deny / "deny.pop3.110").read_text() == others[deny / "deny.pop3.110"]
+    assert [(deny / n).read_text() for n in ("deny.imap.8143", "password-lock")] == ["", ""]
+    assert [(maps / n).read_text() for n in ("bounce", "norelay")] == ["", ""]
+    assert not record.exists()
+    assert run("status").results[f"{A}:mail:status:info@a.test"].facts == {
+        "flags:info@a.test": "p", "suspended:info@a.test": "no"}
