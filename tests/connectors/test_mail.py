@@ -7,10 +7,8 @@ clients (imaplib, poplib, smtplib) show each flag's effect and that B is never t
 from __future__ import annotations
 
 import imaplib
-import itertools
 import poplib
 import smtplib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from connectors.mail import flags
 from connectors.mail.dovecot_postfix import DovecotPostfixConnector, DovecotPostfixSettings
 from connectors.validate import UnsafeValue
 from tests.servers.base import wait_for
-from tests.servers.mail import MAILBOXES, MailServer
+from tests.servers.mail import IMAP, MAILBOXES, POP3, MailServer, fresh_source
 
 A, B = "acct-a", "acct-b"
 A_BOXES = ["info@a.test", "sales@a.test"]
@@ -42,28 +40,10 @@ def connector(mail_server: MailServer) -> DovecotPostfixConnector:
 
 # -- real clients --------------------------------------------------------------------------------------
 
-_SOURCES = itertools.count()
-
-
-def _source() -> tuple[str, int]:
-    """A fresh loopback source address per connection: dovecot delays every login from an address with
-    recent failed logins (its auth penalty), which would slow down each check that expects a refusal."""
-    n = next(_SOURCES)
-    return (f"127.0.{n // 250 + 1}.{n % 250 + 1}", 0)
-
-
-class _IMAP(imaplib.IMAP4):
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=_source())
-
-
-class _POP3(poplib.POP3):
-    def _create_socket(self, timeout: float) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=_source())
 
 
 def imap_ok(port: int, box: str) -> bool:
-    with _IMAP("127.0.0.1", port, timeout=10) as client:
+    with IMAP("127.0.0.1", port, timeout=10) as client:
         try:
             client.login(box, MAILBOXES[box])
         except imaplib.IMAP4.error:
@@ -73,7 +53,7 @@ def imap_ok(port: int, box: str) -> bool:
 
 
 def pop3_ok(port: int, box: str) -> bool:
-    client = _POP3("127.0.0.1", port, timeout=10)
+    client = POP3("127.0.0.1", port, timeout=10)
     try:
         client.user(box)
         client.pass_(MAILBOXES[box])
@@ -87,7 +67,7 @@ def pop3_ok(port: int, box: str) -> bool:
 def rcpt(server: MailServer, to: str, *, login: str | None = None) -> int:
     """The SMTP answer to RCPT TO (nothing is sent: the transaction is reset)."""
     with smtplib.SMTP("127.0.0.1", server.smtp_port, local_hostname="client.test", timeout=10,
-                      source_address=_source()) as smtp:
+                      source_address=fresh_source()) as smtp:
         smtp.ehlo()
         if login:
             smtp.login(login, MAILBOXES[login])

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
-import itertools
 import json
 import os
 import poplib
 import shutil
 import smtplib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,7 +44,7 @@ import pytest
 import yaml
 
 from tests.servers.base import require_binary, wait_for
-from tests.servers.mail import MAILBOXES, MailServer
+from tests.servers.mail import IMAP, MAILBOXES, POP3, MailServer, fresh_source
 from tests.servers.smtp import SmtpServer
 from tests.servers.sshd import SshdServer
 from tests.servers.web import WebServer
@@ -181,24 +179,6 @@ class Arrears:
 
 # -- the fleet ------------------------------------------------------------------------------------------
 
-_SOURCES = itertools.count()
-
-
-def _source() -> tuple[str, int]:
-    """A fresh loopback source address per mail connection: dovecot slows down every login from an address
-    with recent failed logins, and the tests expect many refusals."""
-    n = next(_SOURCES)
-    return (f"127.0.{n // 250 + 1}.{n % 250 + 1}", 0)
-
-
-class _IMAP(imaplib.IMAP4):
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=_source())
-
-
-class _POP3(poplib.POP3):
-    def _create_socket(self, timeout: float) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=_source())
 
 
 @dataclass(frozen=True)
@@ -314,7 +294,7 @@ class Fleet:
 
     def imap_ok(self, box: str, *, webmail: bool = False) -> bool:
         port = self.mail.webmail_port if webmail else self.mail.imap_port
-        with _IMAP(self.mail.host, port, timeout=10) as client:
+        with IMAP(self.mail.host, port, timeout=10) as client:
             try:
                 client.login(box, MAILBOXES[box])
             except imaplib.IMAP4.error:
@@ -323,7 +303,7 @@ class Fleet:
             return True
 
     def pop3_ok(self, box: str) -> bool:
-        client = _POP3(self.mail.host, self.mail.pop3_port, timeout=10)
+        client = POP3(self.mail.host, self.mail.pop3_port, timeout=10)
         try:
             client.user(box)
             client.pass_(MAILBOXES[box])
@@ -336,7 +316,7 @@ class Fleet:
     def incoming(self, box: str) -> int:
         """The SMTP answer an outside sender gets to ``RCPT TO:<box>`` (nothing is sent)."""
         with smtplib.SMTP(self.mail.host, self.mail.smtp_port, local_hostname="client.test", timeout=10,
-                          source_address=_source()) as client:
+                          source_address=fresh_source()) as client:
             client.ehlo()
             client.mail(OUTSIDE)
             code, _ = client.rcpt(box)

@@ -16,7 +16,11 @@ read it) removed at the end of the module.
 from __future__ import annotations
 
 import contextlib
+import imaplib
+import itertools
+import poplib
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +31,30 @@ import pytest
 
 from tests.servers.base import Daemon, free_port, require_binary, wait_for
 
-__all__ = ["MAILBOXES", "MailServer", "mail_server", "start_mail_server"]
+__all__ = ["IMAP", "MAILBOXES", "POP3", "MailServer", "fresh_source", "mail_server", "start_mail_server"]
+
+_SOURCES = itertools.count()
+
+
+def fresh_source() -> tuple[str, int]:
+    """A fresh loopback source address per mail connection: dovecot delays every login from an address
+    with recent failed logins (its auth penalty), and the tests expect many refusals."""
+    n = next(_SOURCES)
+    return (f"127.0.{n // 250 + 1}.{n % 250 + 1}", 0)
+
+
+class IMAP(imaplib.IMAP4):
+    """imaplib's client, connecting from a fresh source address."""
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, source_address=fresh_source())
+
+
+class POP3(poplib.POP3):
+    """poplib's client, connecting from a fresh source address."""
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, source_address=fresh_source())
 
 MAILBOXES: dict[str, str] = {
     "info@a.test": "pw-info-a",
