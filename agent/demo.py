@@ -63,14 +63,16 @@ def demo_accounts() -> list[DemoAccount]:
                     ((0, "-49.90", "charge", None),)),
         DemoAccount("bravo-02", "bravo", "pays by card after suspension: resumed at once",
                     ((1, "-30.00", "charge", None), (11, "30.00", "payment", "card"))),
-        DemoAccount("cheque-03", "charlie", "pays by cheque after suspension: stays suspended (card only)",
-                    ((2, "-75.00", "charge", None), (13, "75.00", "payment", "check"))),
+        DemoAccount("cheque-03", "charlie", "pays by cheque after suspension: an admin resumes it",
+                    ((2, "-75.00", "charge", None), (13, "75.00", "payment", "check")),
+                    admin=((14, "resume", "cheque credited"),)),
         DemoAccount("delta-04", "delta", "pays late, before suspension: episode ends quietly",
                     ((3, "-20.00", "charge", None), (6, "10.00", "payment", "card"), (7, "10.00", "payment", "card"))),
         DemoAccount("echo-05", "echo", "trial ends without a billing profile: suspended",
                     (), trial_days=6, has_billing_profile=False),
-        DemoAccount("foxtrot-06", "foxtrot", "reseller visp-a allows 20 of credit: never a debtor",
-                    ((4, "-15.00", "charge", None),), reseller="visp-a"),
+        DemoAccount("foxtrot-06", "foxtrot", "within its reseller's credit; an admin suspends it for abuse",
+                    ((4, "-15.00", "charge", None),), reseller="visp-a",
+                    admin=((20, "suspend", "spam complaint"), (25, "resume", "spam stopped"))),
     ]
     for n, name in enumerate(["golf", "hotel", "india", "juliet", "kilo", "lima"], start=7):
         cast.append(DemoAccount(f"{name}-{n:02d}", name, "pays every month on time", monthly))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,11 @@ from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_de
 __all__ = ["demo"]
 
 _ICON = {"notice": "✉", "suspend": "⛔", "delete": "🗑", "resume": "✅", "hook": "↪"}
+
+
+def _stage_name(stage: str) -> str:
+    """``admin-resume-23`` -> ``admin resume``; ``pre_suspension`` -> ``pre suspension``."""
+    return re.sub(r"-\d+$", "", stage).replace("_", " ").replace("-", " ")
 
 
 def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
@@ -48,6 +54,7 @@ def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
 @click.option("--json", "as_json", is_flag=True, help="print each day's summary as JSON lines instead")
 def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
+    from agent import actions
     from agent.imports import import_accounts, import_ledger
 
     try:
@@ -67,6 +74,15 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
             path.write_text("".join(json.dumps(line) + "\n" for line in lines))
             with state.store.session() as s:
                 import_ledger(s, path, now)
+        for acc in cast:
+            for when, what, reason in acc.admin:
+                if when == day:
+                    with state.store.session() as s:
+                        if what == "suspend":
+                            actions.suspend(s, acc.id, actor="admin", reason=reason, now=now,
+                                            notice_template="admin_suspended")
+                        else:
+                            actions.resume(s, acc.id, state.policy, actor="admin", reason=reason, now=now)
         return run_once(state, now, sole_worker=True)
 
     totals: Counter[str] = Counter()
@@ -87,7 +103,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
                     totals[action] += 1
                 if events:
                     bar.console.print(f"[bold]day {day:2d}[/] {now:%a %d %b}  " + "; ".join(
-                        f"{_ICON.get(action, '•')} {account} {stage.replace('_', ' ')}"
+                        f"{_ICON.get(action, '•')} {account} {_stage_name(stage)}"
                         for account, stage, action in events))
                 for error in summary["errors"] + summary["executor"]["errors"]:
                     bar.console.print(f"[yellow]day {day:2d} warning:[/] {error}")
