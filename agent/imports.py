@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from agent.store import models as m
 from connectors.validate import UnsafeValue, account_id
+from policy.errors import LocatedError
 
 if TYPE_CHECKING:
     from policy.loader import PolicySet
@@ -52,19 +53,8 @@ _METHOD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class ImportFileError(ValueError):
+class ImportFileError(LocatedError, ValueError):
     """One bad line of an import file; nothing of the file was written."""
-
-    def __init__(self, filename: str, line: int | None, field: str, message: str) -> None:
-        self.filename = filename
-        self.line = line
-        self.field = field
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.filename if self.line is None else f"{self.filename}:{self.line}"
-        return f"{where}: {self.field}: {self.message}"
 
 
 @dataclass

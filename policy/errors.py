@@ -1,12 +1,12 @@
-"""The one error a bad policy (or a bad per-account policy layer) raises."""
+"""Errors located in a source: a file, a line and a field, with what to do (policies, import files)."""
 
 from __future__ import annotations
 
-__all__ = ["PolicyError"]
+__all__ = ["LocatedError", "PolicyError"]
 
 
-class PolicyError(Exception):
-    """A policy that cannot be used, located as precisely as possible.
+class LocatedError(Exception):
+    """An input that cannot be used, located as precisely as possible.
 
     ``filename`` names the source (a file, or ``account <id>`` for a per-account layer), ``line`` is
     1-based (``None`` when the source has no lines), ``field`` is the dotted path of the offending
@@ -23,3 +23,7 @@ class PolicyError(Exception):
     def __str__(self) -> str:
         where = self.filename if self.line is None else f"{self.filename}:{self.line}"
         return f"{where}: {self.field}: {self.message}"
+
+
+class PolicyError(LocatedError):
+    """A policy (or a per-account policy layer) that cannot be used."""
