@@ -7,7 +7,6 @@ clients (imaplib, poplib, smtplib) show each flag's effect and that B is never t
 from __future__ import annotations
 
 import imaplib
-import poplib
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from connectors.mail import flags
 from connectors.mail.dovecot_postfix import DovecotPostfixConnector, DovecotPostfixSettings
 from connectors.validate import UnsafeValue
 from tests.servers.base import wait_for
-from tests.servers.mail import IMAP, MAILBOXES, POP3, MailServer, fresh_source
+from tests.servers.mail import MAILBOXES, MailServer, fresh_source, imap_login_ok, pop3_login_ok
 
 A, B = "acct-a", "acct-b"
 A_BOXES = ["info@a.test", "sales@a.test"]
@@ -43,25 +42,11 @@ def connector(mail_server: MailServer) -> DovecotPostfixConnector:
 
 
 def imap_ok(port: int, box: str) -> bool:
-    with IMAP("127.0.0.1", port, timeout=10) as client:
-        try:
-            client.login(box, MAILBOXES[box])
-        except imaplib.IMAP4.error:
-            return False
-        client.logout()
-        return True
+    return imap_login_ok("127.0.0.1", port, box, MAILBOXES[box])
 
 
 def pop3_ok(port: int, box: str) -> bool:
-    client = POP3("127.0.0.1", port, timeout=10)
-    try:
-        client.user(box)
-        client.pass_(MAILBOXES[box])
-    except poplib.error_proto:
-        return False
-    finally:
-        client.close()
-    return True
+    return pop3_login_ok("127.0.0.1", port, box, MAILBOXES[box])
 
 
 def rcpt(server: MailServer, to: str, *, login: str | None = None) -> int:

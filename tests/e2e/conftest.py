@@ -22,10 +22,8 @@ The fleet's methods are real clients: HTTP, IMAP, POP3, SMTP and SSH logins as t
 from __future__ import annotations
 
 import hashlib
-import imaplib
 import json
 import os
-import poplib
 import shutil
 import smtplib
 import sqlite3
@@ -44,7 +42,7 @@ import pytest
 import yaml
 
 from tests.servers.base import require_binary, wait_for
-from tests.servers.mail import IMAP, MAILBOXES, POP3, MailServer, fresh_source
+from tests.servers.mail import MAILBOXES, MailServer, fresh_source, imap_login_ok, pop3_login_ok
 from tests.servers.smtp import SmtpServer
 from tests.servers.sshd import SshdServer
 from tests.servers.web import WebServer
@@ -294,24 +292,10 @@ class Fleet:
 
     def imap_ok(self, box: str, *, webmail: bool = False) -> bool:
         port = self.mail.webmail_port if webmail else self.mail.imap_port
-        with IMAP(self.mail.host, port, timeout=10) as client:
-            try:
-                client.login(box, MAILBOXES[box])
-            except imaplib.IMAP4.error:
-                return False
-            client.logout()
-            return True
+        return imap_login_ok(self.mail.host, port, box, MAILBOXES[box])
 
     def pop3_ok(self, box: str) -> bool:
-        client = POP3(self.mail.host, self.mail.pop3_port, timeout=10)
-        try:
-            client.user(box)
-            client.pass_(MAILBOXES[box])
-        except poplib.error_proto:
-            return False
-        finally:
-            client.close()
-        return True
+        return pop3_login_ok(self.mail.host, self.mail.pop3_port, box, MAILBOXES[box])
 
     def incoming(self, box: str) -> int:
         """The SMTP answer an outside sender gets to ``RCPT TO:<box>`` (nothing is sent)."""

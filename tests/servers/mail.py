@@ -31,7 +31,8 @@ import pytest
 
 from tests.servers.base import Daemon, free_port, require_binary, wait_for
 
-__all__ = ["IMAP", "MAILBOXES", "POP3", "MailServer", "fresh_source", "mail_server", "start_mail_server"]
+__all__ = ["IMAP", "MAILBOXES", "POP3", "MailServer", "fresh_source", "imap_login_ok", "mail_server", "pop3_login_ok",
+           "start_mail_server"]
 
 _SOURCES = itertools.count()
 
@@ -55,6 +56,30 @@ class POP3(poplib.POP3):
 
     def _create_socket(self, timeout: float) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout, source_address=fresh_source())
+
+
+def imap_login_ok(host: str, port: int, box: str, password: str) -> bool:
+    """Whether an IMAP login of ``box`` is accepted on that listener."""
+    with IMAP(host, port, timeout=10) as client:
+        try:
+            client.login(box, password)
+        except imaplib.IMAP4.error:
+            return False
+        client.logout()
+        return True
+
+
+def pop3_login_ok(host: str, port: int, box: str, password: str) -> bool:
+    """Whether a POP3 login of ``box`` is accepted."""
+    client = POP3(host, port, timeout=10)
+    try:
+        client.user(box)
+        client.pass_(password)
+    except poplib.error_proto:
+        return False
+    finally:
+        client.close()
+    return True
 
 MAILBOXES: dict[str, str] = {
     "info@a.test": "pw-info-a",
