@@ -187,14 +187,8 @@ def suspend(session: Session, account: str, *, actor: str, reason: str, now: dat
     if acc.state == "suspended" and not resume_started and not cancelled:
         result.notes.append("the account is suspended already; the admin hold keeps it so until an admin resumes it")
         return result
-    parent = manual_job(session, acc, entry, "suspend", now, payload={"notice": notice_template})
-    result.stage = parent.stage
     result.notice = notice_template if acc.billing_email else None
-    if _queue_hosts(session, acc, parent, "suspend", now, result) == 0:
-        _complete(session, parent, acc, now)
-        result.taken_now = True
-    entry.details = {**(entry.details or {}), "stage": parent.stage, "jobs": len(result.jobs)}
-    return result
+    return _queue_manual(session, acc, entry, "suspend", now, result, payload={"notice": notice_template})
 
 
 # --- resume --------------------------------------------------------------------------------------
@@ -251,13 +245,8 @@ def resume(session: Session, account: str, policy: PolicySet, *, actor: str, rea
         result.notes.append("nothing to resume on the hosts")
         return result
     since = min((h.since for h in holds), default=now)
-    parent = manual_job(session, acc, entry, "resume", now, payload={"suspended_from": since.isoformat()})
-    result.stage = parent.stage
-    if _queue_hosts(session, acc, parent, "resume", now, result) == 0:
-        _complete(session, parent, acc, now)
-        result.taken_now = True
-    entry.details = {**(entry.details or {}), "stage": parent.stage, "jobs": len(result.jobs)}
-    return result
+    return _queue_manual(session, acc, entry, "resume", now, result,
+                         payload={"suspended_from": since.isoformat()})
 
 
 # --- delete and restore --------------------------------------------------------------------------
@@ -278,14 +267,8 @@ def delete(session: Session, account: str, *, actor: str, reason: str | None, no
     touch(acc)
     entry = audit(session, at=now, actor=actor, action="manual.delete", account=acc.id, reason=text,
                   details={"state": acc.state})
-    parent = manual_job(session, acc, entry, "delete", now, payload={"notice": notice_template})
-    result.stage = parent.stage
     result.notice = notice_template if acc.billing_email else None
-    if _queue_hosts(session, acc, parent, "delete", now, result) == 0:
-        _complete(session, parent, acc, now)
-        result.taken_now = True
-    entry.details = {**(entry.details or {}), "stage": parent.stage, "jobs": len(result.jobs)}
-    return result
+    return _queue_manual(session, acc, entry, "delete", now, result, payload={"notice": notice_template})
 
 
 def restore(session: Session, account: str, *, actor: str, reason: str | None, now: datetime) -> ActionResult:
@@ -309,11 +292,18 @@ def restore(session: Session, account: str, *, actor: str, reason: str | None, n
     entry = audit(session, at=now, actor=actor, action="manual.restore", account=acc.id, reason=text,
                   details={"archives": {f"{p.service}:{p.host}": dict(p.state.get("delete") or {})
                                         for p in placements}})
-    parent = manual_job(session, acc, entry, "restore", now)
+    return _queue_manual(session, acc, entry, "restore", now, result)
+
+
+def _queue_manual(session: Session, acc: m.Account, entry: m.AuditEntry, action: str, now: datetime,
+                  result: ActionResult, payload: dict[str, Any] | None = None) -> ActionResult:
+    """The admin action's waiting job and its host jobs; with no host to wait for it completes at once."""
+    parent = manual_job(session, acc, entry, action, now, payload=payload)
     result.stage = parent.stage
-    if _queue_hosts(session, acc, parent, "restore", now, result) == 0:
+    if _queue_hosts(session, acc, parent, action, now, result) == 0:
         _complete(session, parent, acc, now)
         result.taken_now = True
+    entry.details = {**(entry.details or {}), "stage": parent.stage, "jobs": len(result.jobs)}
     return result
 
 
