@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian servers the test suite starts on loopback (sshd, nginx, apache2, dovecot,
-# postfix) without letting the package scripts start them as system services.
+# postfix, PostgreSQL) without letting the package scripts start them as system services.
 set -euo pipefail
 pkgs=(openssh-server openssh-client nginx-light apache2 dovecot-core dovecot-imapd dovecot-pop3d
-      postfix curl iproute2 procps psmisc cron tar gzip coreutils passwd)
+      postfix curl iproute2 procps psmisc cron tar gzip coreutils passwd
+      postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -71,7 +71,7 @@ def _pending_jobs(state: CliState) -> int:
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
            prune_every: float, max_ticks: int | None) -> None:
-    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database.
+    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
