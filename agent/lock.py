@@ -44,6 +44,8 @@ class AlreadyRunning(Exception):
 class AgentLock(Protocol):
     def acquire(self) -> AgentLock: ...
     def release(self) -> None: ...
+    def verify(self) -> None:
+        """Raise unless the lock is still held (a long-running holder checks before each tick)."""
 
 
 def lock_path_for(db_url: str) -> Path | None:
@@ -106,6 +108,10 @@ class InstanceLock:
             self._fh.close()
             self._fh = None
 
+    def verify(self) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"the instance lock {self.path} is not held")
+
     def __enter__(self) -> InstanceLock:
         return self.acquire()
 
@@ -161,6 +167,19 @@ class DatabaseLock:
             finally:
                 self._engine.dispose()
                 self._conn = self._engine = None
+
+    def verify(self) -> None:
+        """The lock lives as long as its database session: when the session was lost (the server restarted
+        or failed over), take the lock again before any more work, or raise (:class:`AlreadyRunning` when
+        another agent took it meanwhile)."""
+        from sqlalchemy import text
+
+        try:
+            self._conn.execute(text("SELECT 1"))
+            return
+        except Exception:
+            self.release()
+        self.acquire()
 
     def __enter__(self) -> DatabaseLock:
         return self.acquire()

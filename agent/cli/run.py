@@ -28,6 +28,7 @@ from agent.config import ConfigError
 if TYPE_CHECKING:
     import threading
 
+    from agent.lock import AgentLock
     from agent.notices import Templates
     from connectors.fleet import Fleet, Job, JobResult, Progress
 
@@ -166,21 +167,22 @@ def check_config(state: CliState) -> None:
 
 
 @contextmanager
-def agent_lock(state: CliState, role: str = "run") -> Iterator[None]:
+def agent_lock(state: CliState, role: str = "run") -> Iterator[AgentLock | None]:
     """Hold the database's instance lock for a run: one agent at a time works on it (see :mod:`agent.lock`).
-    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1."""
+    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1. Yields the lock
+    (None for an in-memory database), which a daemon verifies before each tick."""
     from agent.lock import AlreadyRunning, instance_lock
 
     lock = instance_lock(state.config.db_url, role)
     if lock is None:
-        yield
+        yield None
         return
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     try:
-        yield
+        yield lock
     finally:
         lock.release()
 

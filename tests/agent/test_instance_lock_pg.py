@@ -79,3 +79,33 @@ def test_two_runs_at_the_same_moment_send_each_notice_once(tmp_path: Path, pg_ur
     assert len({n.split(":")[1] for n in notices}) == len(DEBTORS)
     again = _cli(a, pg_url, "run", "--at", day(0))
     assert again.exit_code == 0 and a.spool() == notices
+
+
+def _end_lock_sessions(url: str) -> None:
+    """What a database restart or fail-over does to the holder: its session, and so its lock, is gone."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name LIKE 'arrears %' AND pid <> pg_backend_pid()"))
+    engine.dispose()
+
+
+def test_a_lock_lost_with_its_session_is_taken_again_or_given_up(pg_url: str) -> None:
+    from agent.lock import AlreadyRunning
+
+    first = DatabaseLock(pg_url, role="daemon").acquire()
+    _end_lock_sessions(pg_url)
+    first.verify()  # nobody took it meanwhile: held again before the next tick
+    with pytest.raises(AlreadyRunning):
+        DatabaseLock(pg_url).acquire()
+    _end_lock_sessions(pg_url)
+    second = DatabaseLock(pg_url).acquire()  # another agent took it while the first was cut off
+    try:
+        with pytest.raises(AlreadyRunning):
+            first.verify()  # so the first does no more work
+    finally:
+        second.release()
+        first.release()
