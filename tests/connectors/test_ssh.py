@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -296,7 +297,7 @@ def test_hosts_check_refuses_a_key_others_can_read(sshd: SshdServer, tmp_path: P
         f"    port: {sshd.port}\n"
         f"    key: {key}\n"
         f"    known_hosts: {sshd.known_hosts}\n"
-        "    services: {}\n"
+        f"    services: {{home: {{backend: archive, roots: [{tmp_path}], archive_dir: /var/backups/arrears-t}}}}\n"
     )
     logins = sshd.connections()
 
@@ -311,3 +312,5 @@ def test_hosts_check_refuses_a_key_others_can_read(sshd: SshdServer, tmp_path: P
     checked = CliRunner().invoke(cli, ["hosts", "check", "--inventory", str(inventory), "--json"])
     assert checked.exit_code == 0, checked.output
     assert sshd.connections() == logins + 1
+    (host,) = json.loads(checked.output)["hosts"]
+    assert [(s["service"], s["ok"]) for s in host["services"]] == [("home", True)]
