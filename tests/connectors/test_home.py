@@ -310,7 +310,8 @@ def _canary(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("mount_at", ["mnt", "deep/dir with space", "."])
+# the mount table escapes a space, a tab and a backslash (\040, \011, \134): the message names them as they are
+@pytest.mark.parametrize("mount_at", ["mnt", "deep/dir with space", "tab\there and back\\slash", "."])
 def test_delete_never_crosses_a_bind_mount(
     mount_ns_sshd: SshdServer, connector: HomeConnector, layout: dict[str, Path], owner: tuple[int, int],
     mount_at: str
