@@ -79,7 +79,7 @@ def failed_notices(session: Session) -> list[tuple[m.Notice, datetime | None]]:
     oldest first, with when it failed."""
     rows = session.execute(select(m.Notice, m.Job.finished_at).outerjoin(m.Job, m.Job.key == m.Notice.key)
                            .where(m.Notice.status == "failed", m.Notice.permanent.is_(True)).order_by(m.Notice.id))
-    return [(n, at) for n, at in rows.tuples()]
+    return [(n, at) for n, at in rows]
 
 
 def audit(session: Session, *, at: datetime, actor: str, action: str, account: str | None = None,
