@@ -526,3 +526,11 @@ def test_windows_edited_template_is_read(tmp_path: Path) -> None:
     rendered = Templates.load(tmp_path).render("custom", sample_context())
     assert rendered.subject == "Debt of acme-01"
     assert rendered.text == "Pay $120.50\n"
+
+
+def test_a_servers_reply_is_kept_on_one_printable_line() -> None:
+    from agent.notices.delivery import _reply
+
+    reply = _reply(550, b"5.1.1 <a@b.example>\x1b[2J gone\r\n 550 second line\x07")
+    assert reply == "550 5.1.1 <a@b.example>\\x1b[2J gone 550 second line\\x07"
+    assert reply.isprintable()
