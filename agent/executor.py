@@ -135,7 +135,6 @@ class TemplateComposer:
         from agent.notices import OutgoingNotice, message_id
 
         template = str(job.payload.get("template") or job.stage)
-        domain = self.settings.message_domain
         if job.payload.get("staff"):
             return self._compose_staff(session, account, job, now, template)
         if not account.billing_email:
@@ -143,7 +142,7 @@ class TemplateComposer:
         context = self.context(session, account, job, now)
         rendered = self.templates.render(template, context)
         return OutgoingNotice(key=job.key, to=account.billing_email,
-                              message_id=message_id(account.id, job.episode, job.stage, domain),
+                              message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain),
                               rendered=rendered, date=now)
 
     def _compose_staff(self, session: Session, account: m.Account, job: m.Job, now: datetime,

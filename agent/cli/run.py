@@ -231,7 +231,8 @@ def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
         table("taken", ["account", "stage", "action", "at"],
                [[t["account"], t["stage"], t["action"], t["at"]] for t in x["taken"]])
     click.echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
-               f"{x['notices_sent']} notices sent")
+               f"{x['notices_sent']} notices sent"
+               + (f", {x['notices_failed']} failed for good (see arrears status)" if x["notices_failed"] else ""))
     for e in [*result["errors"], *x["errors"]]:
         click.echo(f"warning: {e}", err=True)
 

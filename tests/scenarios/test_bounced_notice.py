@@ -138,7 +138,7 @@ def test_a_failed_notice_without_staff_email_is_still_listed(tmp_path: Path, smt
                              accounts=[ACME])
     arrears.charge("acme-01", 0, "30.00", "inv-1")
     smtp.reject.add("billing@acme.example")
-    arrears.run(0)
+    assert "0 notices sent, 1 failed for good (see arrears status)" in arrears.ok("run", "--at", day(0)).stdout
     assert smtp.messages == []
     assert [(f["account"], f["stage"]) for f in arrears.json("status")["failed_notices"]] == [
         ("acme-01", "outstanding_notice")]
