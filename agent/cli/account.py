@@ -52,6 +52,8 @@ def _show(s: Session, state: CliState, acc: m.Account, now: datetime) -> dict[st
                                                       m.StageTaken.action != "resume").order_by(m.StageTaken.id)):
             if st.status == "taken":
                 stages.append({"stage": st.stage, "at": iso(st.at)})
+            elif st.status == "undelivered":  # its notice failed for good
+                stages.append({"stage": st.stage, "at": iso(st.at), "undelivered": True})
             elif st.status == "in_flight":
                 in_flight.append(st.stage)
     jobs: dict[str, dict[str, Any]] = {}
@@ -119,7 +121,8 @@ def show(ctx: click.Context, account: str, at: datetime | None, as_json: bool) -
     ep = info["episode"]
     con.print(f"episode: since {ep['started_at']} ({ep['trigger']})" if ep else "episode: none")
     for st in info["stages_taken"]:
-        con.print(f"  taken {st['stage']} at {st['at']}")
+        undelivered = " (its notice failed for good)" if st.get("undelivered") else ""
+        con.print(f"  taken {st['stage']} at {st['at']}{undelivered}")
     for st in info["in_flight"]:
         con.print(f"  in flight: {st}")
     nxt = info["next"]

@@ -133,7 +133,8 @@ class StageTaken(Base):
     account: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     stage: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="in_flight")  # in_flight | taken | cancelled
+    # in_flight | taken | cancelled | undelivered (a notice stage whose notice failed for good, at ``at``)
+    status: Mapped[str] = mapped_column(String(16), default="in_flight")
     queued_at: Mapped[datetime]
     at: Mapped[datetime | None]  # when it took effect
     template: Mapped[str | None] = mapped_column(String(100))
