@@ -34,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, check_roots, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, op_id, parse_resource
+from connectors.mail import FlagShell, command, flag_script, op_id
 from connectors.mail.flags import FLAGS, difference
+from connectors.resources import mail_resource
 from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
 __all__ = ["DovecotPostfixConnector", "DovecotPostfixSettings"]
@@ -261,7 +262,7 @@ class DovecotPostfixConnector:
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)
-        res = parse_resource(resource)
+        res = mail_resource(resource)
         s = self.settings
         if action in ("suspend", "resume", "status"):
             supported = self.supported()
@@ -306,7 +307,8 @@ fi
 kicked=
 if [ -f "$st/dovecot.kick" ]; then
   for k in $(sort -u "$st/dovecot.kick"); do
-    case $k in ''|*[!A-Za-z0-9._+@-]*) continue ;; esac
+    # names come from our own operations (connectors.validate.mailbox); never pass one as an option
+    case $k in ''|-*|*/*) continue ;; esac
     rc=0
     {command(s.kick_command, "kick_command")} "$k" >/dev/null 2>&1 || rc=$?
     # 68: nobody of that name was logged in
