@@ -1,7 +1,10 @@
 """Importing accounts, ledger entries and invoices from JSON lines or CSV files.
 
 A file is read and validated completely before anything is written, and written in the caller's one
-transaction: a bad line rejects the whole file with ``file:line: field: message``. Ledger entries are
+transaction: a bad line rejects the whole file with ``file:line: field: message``. Placements are checked
+by their kind's validator (:mod:`connectors.resources`, the one the connectors use) against the host in
+the inventory; who owns a resource is checked as each placement is written (:mod:`agent.store.placements`),
+so a clash with a stored account or an earlier line also rejects the whole file, rolled back. Ledger entries are
 keyed by ``(account, ref)``: importing the same file twice imports nothing the second time. An entry
 without ``ref`` gets one derived from its content, so the same line is never imported twice either.
 """
