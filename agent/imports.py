@@ -418,7 +418,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
             except OwnershipError as exc:
                 raise row.fail(f"{pl.at}.{exc.field}", f"{exc}; if it has moved to {acc.id}, run `arrears accounts "
                                                        f"move-resource {exc.owner} {acc.id} --service {pl.service} "
-                                                       f"--host {pl.host}` first") from None
+                                                       f"--host {pl.host} --reason WHY` first") from None
         summary.accounts.add(acc.id)
     session.flush()
     return summary
