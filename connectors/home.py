@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, check_roots, prune_ops, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.validate import UnsafeValue, account_id, path, path_under, q
+from connectors.resources import home_path
+from connectors.validate import UnsafeValue, account_id, path, q
 
 __all__ = ["HomeConnector", "HomeSettings"]
 
@@ -73,9 +74,7 @@ class HomeConnector:
         self.host = host
 
     def _path(self, resource: dict[str, Any]) -> str:
-        if "path" not in resource:
-            raise UnsafeValue("home resource", resource, "has no 'path'")
-        return path_under(resource["path"], self.settings.roots)
+        return home_path(resource, self.settings.roots)
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)

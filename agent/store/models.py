@@ -29,6 +29,7 @@ __all__ = [
     "Notice",
     "Override",
     "Placement",
+    "ResourceClaim",
     "StageTaken",
 ]
 
@@ -79,6 +80,23 @@ class Placement(Base):
     host: Mapped[str] = mapped_column(String(255))
     resource: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ResourceClaim(Base):
+    """One thing on a host that a placement owns: a site, a mailbox, a unix user or a home path
+    (:func:`connectors.resources.resource_keys` gives the normalised ``key``). The unique key makes sure
+    one account at most holds it, whoever writes; nesting (a home inside another's home) is checked where
+    placements are written (:func:`agent.store.placements.put_placement`)."""
+
+    __tablename__ = "resource_claims"
+    __table_args__ = (UniqueConstraint("host", "service", "key", name="uq_resource_claims_host_service_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    placement: Mapped[int] = mapped_column(ForeignKey("placements.id", ondelete="CASCADE"), index=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    service: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(1024))
 
 
 class LedgerEntry(Base):
