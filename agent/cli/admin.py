@@ -50,10 +50,13 @@ def _admin_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any]) -> Any:
-    """Runs ``action`` in one transaction: committed, or rolled back for a dry run or a refusal."""
+def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any], *, hosts: bool = True) -> Any:
+    """Runs ``action`` in one transaction: committed, or rolled back for a dry run or a refusal.
+    ``hosts``: the action works on hosts, so inventory.yaml is checked first (an invalid one refuses it)."""
     from agent.actions import ActionRefused
 
+    if hosts:
+        _ = state.inventory
     s = state.store.sessions()
     try:
         s.begin()
@@ -270,7 +273,7 @@ def mail(ctx: click.Context, debtors: bool, stage: str | None, template: str, ac
     def act(s: Session) -> dict[str, Any]:
         return actions.mass_mail(s, state.policy, template=template, now=now, actor=who, stage=stage).as_dict()
 
-    info: dict[str, Any] = {**_manual(state, dry_run, act), "dry_run": dry_run}
+    info: dict[str, Any] = {**_manual(state, dry_run, act, hosts=run_now), "dry_run": dry_run}
     if run_now and not dry_run:
         _apply_now(state, now, info)
     if as_json:

@@ -36,6 +36,7 @@ from agent.store.repo import UnknownAccount, load_snapshots
 
 if TYPE_CHECKING:
     from agent.notices import NoticeSettings
+    from connectors.inventory import Inventory
     from policy.loader import PolicySet
     from policy.model import ResolvedPolicy
 
@@ -91,14 +92,29 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except _known_errors() as exc:
-            raise CliError(str(exc)) from None
-        except SQLAlchemyError as exc:
-            raise CliError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
         except Exception as exc:
-            if os.environ.get("ARREARS_DEBUG"):
-                raise
-            raise _Internal(f"internal error: {type(exc).__name__}: {exc} (set ARREARS_DEBUG=1 for details)") from None
+            error = _cli_error(ctx, exc)
+            if error is None:
+                if os.environ.get("ARREARS_DEBUG"):
+                    raise
+                error = _Internal(f"internal error: {type(exc).__name__}: {exc} (set ARREARS_DEBUG=1 for details)")
+            raise error from None
+
+
+def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
+    """The message for an error that is not a bug: the machine's (database locked, disk full), the
+    input's or the configuration's; None for anything else."""
+    from agent.cli.failures import describe
+
+    config = getattr(ctx.obj, "config", None)
+    message = describe(exc, getattr(config, "db_url", None))
+    if message is not None:
+        return CliError(message)
+    if isinstance(exc, _known_errors()):
+        return CliError(str(exc))
+    if isinstance(exc, SQLAlchemyError):
+        return CliError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    return None
 
 
 # --- shared state --------------------------------------------------------------------------------
@@ -112,6 +128,7 @@ class CliState:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _store: Store | None = None
     _policy: PolicySet | None = None
+    _inventory: tuple[Inventory | None] | None = None
 
     # names other command groups (templates, hosts) look for
     @property
@@ -133,6 +150,19 @@ class CliState:
         if self._policy is None:
             self._policy = load_policy_file(self.config)
         return self._policy
+
+    @property
+    def inventory(self) -> Inventory | None:
+        """inventory.yaml of the configuration folder, loaded and checked once; None when there is none.
+
+        Every command that works on hosts reads it before it changes anything, so an invalid inventory
+        stops the command with the located error (``file:line: field: ...``) before a job is claimed."""
+        if self._inventory is None:
+            from connectors.inventory import load_inventory_file
+
+            path = self.config.inventory_path
+            self._inventory = (load_inventory_file(path) if path.is_file() else None,)
+        return self._inventory[0]
 
     @property
     def settings(self) -> AgentSettings:

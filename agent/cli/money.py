@@ -58,6 +58,8 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
     if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", method):
         raise CliError(f"method {method!r} is not valid (lower-case letters, digits, - and _)")
     ref = ref or f"payment:{uuid.uuid4().hex}"
+    if apply_now:
+        _ = state.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with session(state) as s:
         acc = get_account(s, account)
         if s.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == acc.id, m.LedgerEntry.ref == ref)):

@@ -69,21 +69,22 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
 
 
 class LazyFleet:
-    """Loads inventory.yaml and builds the fleet only when host jobs exist."""
+    """The fleet of inventory.yaml, built (connections and all) only when host jobs exist; the inventory
+    itself is read and checked at once, so an invalid one stops the command before it changes anything."""
 
     def __init__(self, state: CliState) -> None:
         self.state = state
+        self.inventory = state.inventory
         self._fleet: Fleet | None = None
 
     def _get(self) -> Fleet:
         if self._fleet is None:
-            from connectors.inventory import load_inventory
             from connectors.runner import InventoryFleet
 
-            path = self.state.config.inventory_path
-            if not path.is_file():
+            if self.inventory is None:
+                path = self.state.config.inventory_path
                 raise ConfigError(f"{path}: no inventory; host jobs cannot run without it")
-            self._fleet = InventoryFleet(load_inventory(path.read_text(encoding="utf-8"), str(path)))
+            self._fleet = InventoryFleet(self.inventory)
         return self._fleet
 
     def apply(self, jobs: list[Job], *, progress: Progress | None = None) -> dict[str, JobResult]:
@@ -129,7 +130,7 @@ def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
             raise ConfigError(f"{state.config.policy_path}: events.{where}: {err['msg']}") from None
         events = event_sink(sink) if sink is not None else None
     own_fleet = fleet is None
-    active_fleet: Any = fleet if fleet is not None else LazyFleet(state)
+    active_fleet: Any = fleet if fleet is not None else LazyFleet(state)  # checks inventory.yaml up front
     try:
         with state.store.sessions() as s:
             t = tick(s, policy, now, settings)
@@ -156,13 +157,9 @@ def checked_templates(state: CliState) -> Templates | None:
 
 def check_config(state: CliState) -> None:
     """Load and check policy.yaml, the notice templates and inventory.yaml; raise on the first mistake."""
-    from connectors.inventory import load_inventory
-
     _ = state.policy, state.settings
     checked_templates(state)
-    path = state.config.inventory_path
-    if path.is_file():
-        load_inventory(path.read_text(encoding="utf-8"), str(path))
+    _ = state.inventory
 
 
 @contextmanager

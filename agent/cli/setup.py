@@ -72,6 +72,8 @@ def _import_command(kind: str) -> Callable[..., None]:
         state = get_state(ctx)
         now = datetime.now(UTC)
         path = Path(file)
+        if apply_now:
+            _ = state.inventory  # applying it works on hosts: an invalid inventory refuses the import first
         with session(state) as s:
             if kind == "accounts":
                 policy = state.policy if state.config.policy_path.is_file() else None
