@@ -9,9 +9,12 @@ nothing. The commands live in the sibling modules; :mod:`agent.cli` registers th
 
 from __future__ import annotations
 
+import csv
 import getpass
+import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ from zoneinfo import ZoneInfo
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -43,14 +47,19 @@ if TYPE_CHECKING:
 __all__ = [
     "CliError",
     "CliState",
+    "InertTable",
     "actor_name",
     "actor_option",
     "all_resolved",
     "at_option",
     "cli",
     "console",
+    "csv_cell",
+    "echo",
+    "emit_csv",
     "emit_json",
     "get_state",
+    "inert",
     "iso",
     "json_default",
     "json_option",
@@ -69,7 +78,10 @@ class CliError(click.ClickException):
     exit_code = 2
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        first, *more = self.format_message().split("\n")
+        echo(f"error: {first}", err=True, file=file)
+        for line in more:
+            echo(line, err=True, file=file)
 
 
 class _Internal(CliError):
@@ -333,18 +345,87 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def console() -> Console:
-    return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False)
+# Human output. Whatever a command prints for a person comes from billing or from hosts in part
+# (usernames, plans, refs, job errors) and goes through inert(): control characters are shown as
+# escapes (ESC as the four characters \x1b) and nothing in it is ever read as Rich markup or emoji.
+# echo() and table() apply it to every value they are given; styled pieces are inert(value, style).
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print a table of ``rows`` (None shows as an empty cell)."""
-    out = Table(title=title, show_lines=False)
-    for c in columns:
-        out.add_column(c, overflow="fold")
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert(value: object, style: str = "") -> Text:
+    """``value`` as text that prints literally: C0/C1 control characters, DEL, line separators and
+    bidirectional overrides shown as ``\\xNN`` / ``\\uNNNN``; a :class:`rich.text.Text`, which Rich
+    never parses for markup or emoji. ``None`` is the empty text. The only way data reaches a person."""
+    text = "" if value is None else str(value)
+    return Text(_UNSAFE.sub(_escape_char, text), style=style)
+
+
+def _inert_part(part: object) -> Text:
+    return part if isinstance(part, Text) else inert(part)
+
+
+def console(*, err: bool = False, file: IO[str] | None = None) -> Console:
+    return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False, stderr=err,
+                   file=file, highlight=False, emoji=False, markup=False)
+
+
+def echo(*parts: object, err: bool = False, file: IO[str] | None = None) -> None:
+    """Print one line made of ``parts``: each a :class:`Text` made with :func:`inert` (styled), or any
+    value, made inert here. Never wrapped (like ``click.echo``)."""
+    line = Text()
+    for part in parts:
+        line.append_text(_inert_part(part))
+    console(err=err, file=file).print(line, soft_wrap=True)
+
+
+class InertTable(Table):
+    """A Rich table whose title and cells are made inert (a cell that is a :class:`Text` is kept)."""
+
+    def __init__(self, title: object = None, columns: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(title=None if title is None else _inert_part(title), **kwargs)
+        for c in columns or []:
+            self.add_column(c, overflow="fold")
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(_inert_part(c) for c in cells), **kwargs)
+
+
+def table(title: object, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a table of ``rows`` (None shows as an empty cell); every cell is made inert."""
+    out = InertTable(title, columns, show_lines=False)
     for r in rows:
-        out.add_row(*["" if v is None else str(v) for v in r])
+        out.add_row(*r)
     console().print(out)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def csv_cell(value: object, *, numeric: bool = False) -> str:
+    """One CSV cell that a spreadsheet will not run (OWASP's rule for CSV injection): a cell starting
+    with ``=``, ``+``, ``-``, ``@``, tab or CR gets a leading single quote. A number in a ``numeric``
+    column (``-12.50``) is left as it is: a plain number is no formula, and it stays a number."""
+    text = "" if value is None else str(value)
+    if numeric and _NUMBER.match(text):
+        return text
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def emit_csv(columns: list[str], rows: list[list[Any]], *, numeric: frozenset[str] = frozenset()) -> None:
+    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([csv_cell(v, numeric=c in numeric) for c, v in zip(columns, r, strict=True)])
+    click.echo(buf.getvalue(), nl=False, color=True)  # data, kept exact: click would strip "ESC [...m" from it
 
 
 # --- the group -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from agent.cli.app import (
     CliState,
     all_resolved,
     at_option,
+    echo,
     emit_json,
     get_state,
     iso,
@@ -56,12 +57,12 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
     with session(state, write=False) as s:
         items, errors = plan(s, state.policy, now)
     for e in errors:
-        click.echo(f"warning: {e}", err=True)
+        echo(f"warning: {e}", err=True)
     if as_json:
         emit_json([i.as_dict() for i in items])
         return
     if not items:
-        click.echo(f"nothing to do at {iso(now)}")
+        echo(f"nothing to do at {iso(now)}")
         return
     table(f"plan at {iso(now)}", ["account", "stage", "action", "due at", "reason"],
            [[i.account, i.stage, i.action, iso(i.due_at), i.reason] for i in items])
@@ -217,14 +218,14 @@ def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
         emit_json(result)
         return
     x = result["executor"]
-    click.echo(f"run at {result['now']}: {result['accounts']} accounts due, {result['episodes_started']} episodes "
+    echo(f"run at {result['now']}: {result['accounts']} accounts due, {result['episodes_started']} episodes "
                f"started, {result['episodes_ended']} ended, {len(result['measures'])} measures queued, "
                f"{len(result['resumes'])} resumes")
     if x["taken"]:
         table("taken", ["account", "stage", "action", "at"],
                [[t["account"], t["stage"], t["action"], t["at"]] for t in x["taken"]])
-    click.echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
+    echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
                f"{x['notices_sent']} notices sent")
     for e in [*result["errors"], *x["errors"]]:
-        click.echo(f"warning: {e}", err=True)
+        echo(f"warning: {e}", err=True)
 
