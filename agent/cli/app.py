@@ -329,8 +329,9 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
 
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=json_default, ensure_ascii=False))
+def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Print ``value`` as JSON, exactly (JSON escapes control characters itself)."""
+    click.echo(json.dumps(value, indent=indent, default=json_default, ensure_ascii=False, sort_keys=sort_keys))
 
 
 def json_default(value: Any) -> Any:
@@ -371,6 +372,8 @@ def _inert_part(part: object) -> Text:
 
 
 def console(*, err: bool = False, file: IO[str] | None = None) -> Console:
+    """The console every human output is printed on: it never reads markup, emoji codes or highlights in
+    a plain string (data goes through :func:`inert` all the same)."""
     return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False, stderr=err,
                    file=file, highlight=False, emoji=False, markup=False)
 

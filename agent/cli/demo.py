@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from agent.cli.app import CliError, CliState, InertTable, inert
+from agent.cli.app import CliError, CliState, InertTable, emit_json, inert
+from agent.cli.app import console as app_console
 from agent.cli.run import agent_lock, run_once
 from agent.config import discover
 from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
@@ -63,7 +64,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
         raise CliError(str(exc)) from None
     folder = folder.resolve()
     state = CliState(config=discover(folder))
-    console = Console(stderr=False, highlight=False)
+    console = app_console()
     with state.store.session() as s:
         import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy)
 
@@ -96,7 +97,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
                 summary = run_day(day, now)
                 bar.advance(task)
                 if as_json:
-                    click.echo(json.dumps({"day": day, **summary}, default=str))
+                    emit_json({"day": day, **summary}, indent=None)
                     continue
                 events = [(t["account"], t["stage"], t["action"]) for t in summary["executor"]["taken"]]
                 for _account, _stage, action in events:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from agent.cli.app import emit_json
 
 __all__ = ["hosts"]
 
@@ -90,7 +91,7 @@ def check(ctx: click.Context, inventory: str | None, config: str | None, only: t
         ctx.exit(2)
     report = check_hosts(inv, hosts=list(only) or None)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        emit_json(report, sort_keys=True)
     else:
         _render(report)
     ctx.exit(0 if report["ok"] else 1)
@@ -122,7 +123,7 @@ def prune(ctx: click.Context, inventory: str | None, config: str | None, only: t
         ctx.exit(2)
     report = prune_archives(inv, hosts=list(only) or None, dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        emit_json(report, sort_keys=True)
     else:
         verb = "would remove" if dry_run else "removed"
         from agent.cli.app import echo

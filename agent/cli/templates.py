@@ -8,14 +8,13 @@ reads (``account_fields``, ``notice_settings``, ``now``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from agent.cli.app import echo, inert
+from agent.cli.app import echo, emit_json, inert
 from agent.notices import (
     VARIABLES,
     TemplateError,
@@ -77,8 +76,8 @@ def vars_command(as_json: bool) -> None:
     """List the variables (AutoInserts) templates can use, with an example value each."""
     example = sample_context()
     if as_json:
-        click.echo(json.dumps([{"name": name, "description": text, "example": str(example[name])}
-                               for name, text in VARIABLES.items()], indent=2, ensure_ascii=False))
+        emit_json([{"name": name, "description": text, "example": str(example[name])}
+                   for name, text in VARIABLES.items()])
         return
     width = max(len(name) for name in VARIABLES) + len("{{  }}")
     for name, text in VARIABLES.items():
@@ -104,7 +103,7 @@ def preview_command(ctx: click.Context, name: str, account: str, show_html: bool
         if name in loaded.pages():
             page = render_page(loaded, context, name)
             if as_json:
-                click.echo(json.dumps({"name": name, "html": page}, indent=2))
+                emit_json({"name": name, "html": page})
             else:
                 _print(page)
             return
@@ -112,8 +111,8 @@ def preview_command(ctx: click.Context, name: str, account: str, show_html: bool
     except TemplateError as exc:
         raise _error(exc) from exc
     if as_json:
-        click.echo(json.dumps({"name": name, "to": context["billing_email"], "subject": rendered.subject,
-                               "text": rendered.text, "html": rendered.html}, indent=2, ensure_ascii=False))
+        emit_json({"name": name, "to": context["billing_email"], "subject": rendered.subject,
+                   "text": rendered.text, "html": rendered.html})
         return
     if show_html:
         if rendered.html is None:
