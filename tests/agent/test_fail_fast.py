@@ -172,3 +172,9 @@ def test_a_full_disk_under_the_database_names_the_file_system_and_corrupts_nothi
     # with space again, the run finishes the work
     arrears.ok("run", "--at", T)
     assert arrears.job_statuses().keys() <= {"done", "pending"}
+
+
+def test_a_busy_timeout_that_is_not_a_number_of_seconds_is_refused(tmp_path: Path) -> None:
+    result, _ = _run(Arrears(tmp_path), "status", env={"ARREARS_BUSY_TIMEOUT": "soon"})
+    message = _one_error(result)
+    assert "ARREARS_BUSY_TIMEOUT: 'soon' is not a number of seconds" in message

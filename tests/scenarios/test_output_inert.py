@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ SHOWN = "[/bold][link=https://evil.example]pay here[/link] [emerg] \\x1bc\\x1b[8
 JOB_ERROR = f'nginx: [emerg] unknown directive "x" in [/etc/nginx/x]:3 {HOSTILE}'
 FORMULA = '=HYPERLINK("https://evil.example","refund")'
 
-ACCOUNTS = [
+ACCOUNTS: list[dict[str, Any]] = [
     {"id": "evil-01", "username": HOSTILE, "billing_email": "billing@evil.example", "plan": HOSTILE,
      "reseller": HOSTILE, "resources": {"web": {"host": "web1", "sites": ["evil.example"]}}},
     {"id": "csv-02", "username": FORMULA, "billing_email": "ap@csv.example", "plan": "+1", "reseller": "@SUM(A1)"},
