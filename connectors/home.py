@@ -6,9 +6,10 @@ mail connectors handle access); ``status`` reports whether the home dir exists.
 
 ``delete`` uses :func:`connectors.archive.archive_ops`: the home dir is archived into
 ``<archive_dir>/<account>-home-<UTC timestamp>.tar.gz``, verified, and only then removed; a path
-outside the configured roots, a root itself, a symlink escape and an archive that did not verify are
-refused with nothing touched. The facts (``archive``, ``sha256``, ``size``, ``entries``, ``files``,
-``listing``) are what the store keeps for a later restore. :meth:`HomeConnector.prune_operations`
+outside the configured roots, a root itself, a symlink escape, a home with anything mounted at or below
+it (a bind mount included) and an archive that did not verify are refused with nothing touched. The
+facts (``archive``, ``sha256``, ``size``, ``entries``, ``files``, ``listing``) are what the store keeps
+for a later restore. :meth:`HomeConnector.prune_operations`
 removes archives older than ``retention_days`` from ``archive_dir``.
 """
 

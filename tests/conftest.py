@@ -9,7 +9,8 @@ import pytest
 
 from tests.servers.netns import enter_private_netns
 
-pytest_plugins = ["tests.servers.sshd", "tests.servers.smtp", "tests.servers.web", "tests.servers.mail"]
+pytest_plugins = ["tests.servers.sshd", "tests.servers.smtp", "tests.servers.web", "tests.servers.mail",
+                  "tests.servers.postgres"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -353,7 +353,7 @@ if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else f
         return self._op(account, "status", site, script, notify=False)
 
     def _kind(self) -> str:
-        return f"{self.backend}-vhost"
+        return f"{self.backend}_vhost"
 
     def _delete(self, account: str, sites: list[str]) -> list[Operation]:
         s = self.settings
