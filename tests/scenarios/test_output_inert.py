@@ -74,6 +74,19 @@ def test_data_and_job_errors_print_literally(arrears: Arrears, args: tuple[str, 
     assert "😄" not in out
 
 
+def test_run_prints_the_job_errors_it_meets_literally(arrears: Arrears, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.cli.run
+
+    fleet = FakeFleet()  # the hosts of this run, as the fake fleet: the same failure again
+    fleet.fail_job("evil-01", JOB_ERROR)
+    monkeypatch.setattr(agent.cli.run, "LazyFleet", lambda state: fleet)
+    result = arrears.invoke("run", "--at", day(12))
+    assert result.exit_code == 0, result.output
+    assert fleet.jobs, "the run retried the suspension on the hosts"
+    assert "warning: evil-01:" in result.stderr and JOB_ERROR.replace(HOSTILE, SHOWN) in result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+
+
 def test_show_prints_a_job_error_with_a_path_in_brackets(arrears: Arrears) -> None:
     out = _printed(arrears, "show", "evil-01", "--at", day(8))
     assert "; last error: evil-01:web:suspend: " + JOB_ERROR.replace(HOSTILE, SHOWN) + "\n" in out
