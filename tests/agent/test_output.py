@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import unicodedata
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -77,3 +78,18 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted() -> None:
     assert csv_cell("-12.50") == "'-12.50"  # a text column keeps it text
     assert csv_cell("acme [emerg]") == "acme [emerg]"
     assert csv_cell(None) == ""
+
+
+def test_hosts_check_prints_what_a_host_answered_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.hosts import _render
+
+    answer = "[/bold][link=https://evil.example]x[/link] [emerg] \x1bc\x1b[8mhidden"
+    report = {"inventory": "inventory.yaml", "ok": False, "hosts": [
+        {"host": "web1", "address": "192.0.2.1", "port": 22, "user": "arrears", "reachable": True,
+         "connect_ms": 3.0, "host_key": "ok", "error": answer, "transient": False,
+         "services": [{"service": "web", "backend": "nginx", "ok": False, "detail": answer}]}]}
+    _render(report)
+    out = capsys.readouterr().out
+    assert f"web1: {expected(answer)}" in out
+    assert f"web1: web/nginx: {expected(answer)}" in out
+    assert "\x1b" not in out
