@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings
@@ -135,7 +136,8 @@ def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSett
     """Evaluate the due accounts and record their transitions and jobs, one transaction per account.
 
     ``session`` must not be inside a transaction block: this commits after each account (and rolls
-    back only that account when recording it fails).
+    back only that account when recording it fails). A failure of the database itself (``OperationalError``:
+    locked, disk full) is raised at once, after rolling back the account in hand.
     """
     settings = settings or AgentSettings()
     summary = TickSummary(now=now)
@@ -156,6 +158,11 @@ def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSett
         except _Stale:
             session.rollback()
             summary.stale += 1
+        except OperationalError:
+            # the database itself failed (locked by another process, disk full, I/O): not this account's
+            # fault, and every other account would fail the same way; the tick stops here
+            session.rollback()
+            raise
         except Exception as exc:
             session.rollback()
             log.exception("recording the decision for %s failed", ev.account.id)

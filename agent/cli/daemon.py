@@ -84,16 +84,13 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
     """
-    from connectors.inventory import load_inventory
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
     state = get_state(ctx)
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
-    inventory_path = state.config.inventory_path
-    inventory = (load_inventory(inventory_path.read_text(encoding="utf-8"), str(inventory_path))
-                 if inventory_path.is_file() else None)
+    inventory = state.inventory
     fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None

@@ -16,6 +16,7 @@ from agent.cli.app import (
     actor_name,
     actor_option,
     at_option,
+    echo,
     emit_json,
     get_state,
     iso,
@@ -58,6 +59,8 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
     if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", method):
         raise CliError(f"method {method!r} is not valid (lower-case letters, digits, - and _)")
     ref = ref or f"payment:{uuid.uuid4().hex}"
+    if apply_now:
+        _ = state.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with session(state) as s:
         acc = get_account(s, account)
         if s.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == acc.id, m.LedgerEntry.ref == ref)):
@@ -74,9 +77,9 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
     if as_json:
         emit_json(result)
     elif apply_now:
-        click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); {result['applied']['message']}")
+        echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); {result['applied']['message']}")
     else:
-        click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); it takes effect on the next run")
+        echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); it takes effect on the next run")
 
 
 def _add_override(state: CliState, account: str, *, kind: str, actor: str | None, reason: str, now: datetime,
@@ -114,7 +117,7 @@ def set_debt_date(ctx: click.Context, account: str, when: str, reason: str, at: 
     now = set_now(state, at)
     moment = parse_moment(when, state.policy, "DATE")
     result = _add_override(state, account, kind="debt_date", actor=actor, reason=reason, now=now, at=moment)
-    emit_json(result) if as_json else click.echo(f"{account}: outstanding balance date set to {iso(moment)}")
+    emit_json(result) if as_json else echo(f"{account}: outstanding balance date set to {iso(moment)}")
 
 
 @click.command()
@@ -134,7 +137,7 @@ def exempt(ctx: click.Context, account: str, until: str, reason: str, at: dateti
     if end <= now:
         raise CliError(f"--until {until} is not in the future (now is {iso(now)})")
     result = _add_override(state, account, kind="exempt", actor=actor, reason=reason, now=now, expires_at=end)
-    emit_json(result) if as_json else click.echo(f"{account}: exempt from automatic measures until {iso(end)}")
+    emit_json(result) if as_json else echo(f"{account}: exempt from automatic measures until {iso(end)}")
 
 
 @click.command()
@@ -164,7 +167,7 @@ def guarantee(ctx: click.Context, account: str, amount: str, days: int | None, r
         raise CliError(f"--days must be between 1 and the policy's {limit.days} days for {account}")
     result = _add_override(state, account, kind="guarantee", actor=actor, reason=reason, now=now,
                            expires_at=now + timedelta(days=days), amount=value)
-    emit_json(result) if as_json else click.echo(f"{account}: guaranteed payment of {value} for {days} days")
+    emit_json(result) if as_json else echo(f"{account}: guaranteed payment of {value} for {days} days")
 
 
 @click.command("can-spend")
@@ -189,6 +192,6 @@ def can_spend_command(ctx: click.Context, account: str, amount: str, at: datetim
     if as_json:
         emit_json({"allowed": verdict.allowed, "available": str(verdict.available), "reason": verdict.reason})
     else:
-        click.echo(f"{verdict.reason} (available {verdict.available})")
+        echo(f"{verdict.reason} (available {verdict.available})")
     ctx.exit(0 if verdict.allowed else 1)
 

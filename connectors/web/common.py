@@ -26,7 +26,8 @@ new one under ``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>
 it runs the config test; when it passes, one graceful reload. When it fails, every change of the batch
 is rolled back to its previous state, then each is re-applied alone with a config test: those that pass
 stay, those that fail are rolled back and their operation is reported failed with ``config test failed:
-<first line of the test's output>``. One reload follows if anything stayed. A reload that fails rolls
+<the cause>``, the lines of the test's output that name it (nginx's ``[emerg]``/``[error]`` lines,
+apache's syntax error; else its last line). One reload follows if anything stayed. A reload that fails rolls
 back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
 
 Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
@@ -148,9 +149,21 @@ class WebSettings(BaseModel):
         return self
 
 
-_FIRST_LINE = (
-    "awk 'NF && !d { if (p != \"\") { print p \" \" $0; d=1; exit } "
-    "if ($0 ~ /:$/) { p=$0; next } print; d=1; exit } END { if (!d && p != \"\") print p }' "
+# What a failed config test or reload said, in one line of at most 300 characters: the lines that name
+# the cause, i.e. nginx's "[emerg]" / "[alert]" / "[crit]" / "[error]" lines (a reload's first line is
+# "[notice] signal process started", the cause comes after it) and apache's error-log levels and
+# "Syntax error on line N of FILE:" (joined with the line after it), up to three joined by " / ";
+# without any, the last non-empty line that is not apache's boilerplate ("Action '...' failed.").
+_CAUSE = (
+    "awk 'function keep(s) { if (n < 3) { out = out (n ? \" / \" : \"\") s; n++ } } "
+    "{ sub(/\\r$/, \"\") } NF == 0 { next } "
+    "join != \"\" { keep(join \" \" $0); join = \"\"; next } "
+    "/\\[([a-z_]+:)?(emerg|alert|crit|error)\\]/ || /Syntax error on line/ { "
+    "if ($0 ~ /:$/) { join = $0; next } keep($0); next } "
+    "{ any = $0 } "
+    "!/^Action .* failed\\.$/ && !/^The Apache error log may have more information\\.$/ { last = $0 } "
+    "END { if (join != \"\") keep(join); if (n) print out; else if (last != \"\") print last; "
+    "else if (any != \"\") print any; else print \"no output\" }' "
     "\"$_ar_tmp/web.out\" | cut -c1-300"
 )
 
@@ -406,7 +419,7 @@ _w_pend={q(self.pending_dir)}
 _w_hooks={q(s.hook_dir)}
 _w_test() {{ {test} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
 _w_reload() {{ {reload} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
-_w_first() {{ {_FIRST_LINE}; }}
+_w_first() {{ {_CAUSE}; }}
 _w_put() {{  # site file: install file as the site's snippet
   cp -- "$2" "$_w_hooks/$1.conf.arrears-tmp" && chmod 644 -- "$_w_hooks/$1.conf.arrears-tmp" &&
     mv -f -- "$_w_hooks/$1.conf.arrears-tmp" "$_w_hooks/$1.conf"

@@ -286,6 +286,41 @@ def test_a_failing_reload_rolls_back_the_batch_and_reports_it(server: WebServer,
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended on retry")
 
 
+def test_a_failed_reload_is_reported_by_its_cause(server: WebServer, transport: Transport) -> None:
+    """nginx: the reload signals a master that is not there (its pid file is missing), so its output starts
+    with "[notice] signal process started" and names the cause on the next line; apache: the graceful
+    restart meets a syntax error after a harmless first line. The error names the cause."""
+    broken = server.root / "broken-reload.conf"
+    config = server.config.read_text()
+    if server.backend == "nginx":
+        broken.write_text(config.replace(f"pid {server.root}/run/nginx.pid;", f"pid {server.root}/run/gone.pid;"))
+        reload = ["nginx", "-c", str(broken), "-s", "reload"]
+        first_line, wanted = "signal process started", f'open() "{server.root}/run/gone.pid" failed'
+    else:
+        broken.write_text(config + "ArrearsNoSuchDirective on\n")
+        reload = ["apache2", "-d", str(server.root), "-f", str(broken), "-k", "graceful"]
+        first_line, wanted = "", f"Syntax error on line {len(config.splitlines()) + 1} of {broken}: Invalid command"
+    raw = subprocess.run(reload, capture_output=True, text=True, check=False)
+    assert raw.returncode != 0
+    if first_line:
+        assert first_line in next(line for line in (raw.stdout + raw.stderr).splitlines() if line.strip())
+    reloads = server.reloads()
+
+    batch = apply(server, transport, connector(server, reload=reload), "suspend", A)
+
+    for r in batch.results.values():
+        assert not r.ok and r.error is not None
+        assert r.error.startswith("reload failed: ") and r.error.endswith("; change rolled back")
+        if server.backend == "nginx":
+            assert "[error]" in r.error and wanted in r.error, r.error
+            assert "signal process started" not in r.error
+        else:
+            assert wanted in r.error and "'ArrearsNoSuchDirective'" in r.error, r.error
+    assert list(server.hook_dir.iterdir()) == []
+    assert server.reloads() == reloads
+    assert all(serves_own_content(server, s) for s in SITES[A])
+
+
 def test_a_site_without_the_hook_fails_alone_and_status_reports_facts(
         server: WebServer, transport: Transport) -> None:
     conn = connector(server)
