@@ -3,8 +3,10 @@
 1. Jobs claimed longer ago than the lease (their worker died) become pending again.
 2. Due pending jobs are claimed (``claimed`` with the worker and the time) in one transaction.
 3. Host jobs go to the fleet in one ``apply`` call (one batch per host, hosts in parallel). Jobs
-   whose host was unreachable are retried inside the run with tenacity, then on later ticks with a
-   durable back-off (``next_attempt_at``). Facts the connectors return are saved on the placement.
+   whose host was unreachable or whose connection was lost are retried inside the run with tenacity,
+   then on later ticks with a durable back-off (``next_attempt_at``); such transient failures do not
+   count as attempts, so they never bring a job closer to ``max_attempts``. Facts the connectors
+   return are saved on the placement.
 4. Notices: the notice row (unique per account, episode and stage) is claimed before sending and
    marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
    accepted that message, before the next message of the batch goes out; a failed send releases
@@ -270,7 +272,11 @@ def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
 
 def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
           transient: bool, permanent: bool = False) -> None:
-    job.attempts += 1
+    """A failed try. A transient one (host unreachable, connection lost) is not counted in
+    ``attempts`` (only counted tries lead to ``max_attempts``) and waits about as long as the job has
+    waited so far, so its back-off still doubles; any other failure counts and backs off by attempts."""
+    if not transient or permanent:
+        job.attempts += 1
     job.last_error = error
     job.claimed_by = None
     if permanent or (not transient and job.attempts >= settings.max_attempts):
@@ -279,7 +285,12 @@ def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summar
         summary.failed += 1
     else:
         job.status = "pending"
-        job.next_attempt_at = now + _backoff(settings, job.attempts)
+        if transient:
+            waited = (now - job.created_at).total_seconds()
+            delay = timedelta(seconds=min(max(waited, settings.backoff_seconds), settings.backoff_max_seconds))
+        else:
+            delay = _backoff(settings, job.attempts)
+        job.next_attempt_at = now + delay
         summary.retrying += 1
     summary.errors.append(f"{job.key}: {error}")
 
