@@ -8,7 +8,8 @@ cuts (closes both sides of) a connection:
                    ``n`` more bytes went upstream; bytes beyond ``n`` are never forwarded. One shot.
 ``cut_now()``      every open connection, at once.
 
-``cuts`` counts the connections cut so far; ``upstream`` lists each connection's upstream byte count.
+``cuts`` counts the connections cut so far; ``upstream`` lists each connection's upstream byte count;
+``open_connections`` counts those still open.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class CutProxy:
     def upstream(self) -> list[int]:
         with self._lock:
             return [c.upstream for c in self._conns]
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return sum(not c.closed for c in self._conns)
 
     def start(self) -> CutProxy:
         threading.Thread(target=self._accept, name="cutproxy-accept", daemon=True).start()
