@@ -186,7 +186,7 @@ _ar_mark() {
   for _ar_h in $1; do
     [ ! -e "$_ar_tmp/m.$_ar_h" ] || continue
     if [ -n "$_ar_pending" ]; then
-      : > "$_ar_pending/$_ar_h" 2> "$_ar_tmp/e" || return 1
+      true 2> "$_ar_tmp/e" > "$_ar_pending/$_ar_h" || return 1  # not ':', whose failed redirection ends sh
       sync -- "$_ar_pending/$_ar_h" "$_ar_pending" 2>/dev/null || sync
     fi
     : > "$_ar_tmp/m.$_ar_h"
@@ -276,7 +276,6 @@ def whole_script(body: str) -> str:
         "exit 96; }\n"
         f"{body}\n}}\n_ar_batch {seal}\n"
     )
-
 
 
 def _b64(text: str) -> str:
