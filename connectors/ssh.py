@@ -182,6 +182,11 @@ def _quickack(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
 
+def _transport_active(chan: paramiko.Channel) -> bool:
+    transport = chan.get_transport()
+    return transport is not None and transport.is_active()
+
+
 def _quiet_paramiko() -> None:
     """paramiko logs handshake failures with tracebacks from its own thread; the same failure reaches the
     caller as a TransportError, so without logging configured they would only be noise on stderr."""
@@ -401,8 +406,13 @@ class SshTransport:
         status = chan.exit_status  # paramiko's -1: the channel closed without an exit status
         stderr = b"".join(err).decode("utf-8", "replace")
         if status == -1:
-            raise TransportError(self.host, LOST if not send_error else f"{LOST} (sending the script failed: "
-                                 f"{send_error[0] or type(send_error[0]).__name__})", transient=True)
+            if send_error:
+                why = f"{LOST} (sending the script failed: {send_error[0] or type(send_error[0]).__name__})"
+            elif chan.eof_received and _transport_active(chan):
+                why = "the batch ended without an exit status (killed by a signal on the host?)"
+            else:
+                why = LOST
+            raise TransportError(self.host, why, transient=True)
         if send_error and status != 0:
             # the script is sealed (connectors.base.whole_script): an upload cut short ran nothing
             raise TransportError(self.host, f"{LOST}: sending the script failed: "

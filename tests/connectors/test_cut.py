@@ -3,7 +3,8 @@
 Cut during the upload: nothing of the partial script runs on the host, the transport reports the
 transient "connection lost during the batch", and the batch run again applies every operation once.
 Cut while the batch runs: the same error; the batch left on the host finishes before the next one
-starts, and the next one runs the handler that the cut one could not.
+starts, and the next one runs the handler that the cut one could not. A batch whose shell is killed on
+the host ends without an exit status too: transient, never reported as its operations' failure.
 """
 
 from __future__ import annotations
@@ -99,3 +100,12 @@ def test_a_cut_while_the_batch_runs_is_transient_and_the_next_batch_runs_the_han
     assert again.ok and again.results["op:0"].changed is False
     assert log.read_text().split()[-1] == "reload"  # the change is loaded
     assert list((tmp_path / "pending").iterdir()) == []
+
+
+def test_a_batch_killed_on_the_host_is_transient_not_an_operation_failure(
+        ssh_transport: SshTransport, tmp_path: Path) -> None:
+    ops = [Operation("op:0", "a", "t", "kill -KILL $$"), Operation("op:1", "b", "t", ":")]
+    with pytest.raises(TransportError) as exc:
+        run_batch(ssh_transport, ops, state_dir=str(tmp_path))
+    assert exc.value.transient is True and "without an exit status" in str(exc.value)
+    assert run_batch(ssh_transport, ops[1:], state_dir=str(tmp_path)).ok  # the transport goes on
