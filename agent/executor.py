@@ -3,8 +3,10 @@
 1. Jobs claimed longer ago than the lease (their worker died) become pending again.
 2. Due pending jobs are claimed (``claimed`` with the worker and the time) in one transaction.
 3. Host jobs go to the fleet in one ``apply`` call (one batch per host, hosts in parallel). Jobs
-   whose host was unreachable are retried inside the run with tenacity, then on later ticks with a
-   durable back-off (``next_attempt_at``). Facts the connectors return are saved on the placement.
+   whose host was unreachable or whose connection was lost are retried inside the run with tenacity,
+   then on later ticks with a durable back-off (``next_attempt_at``); such a failure is not counted
+   as an attempt, so it never brings a job closer to ``max_attempts``. Facts the connectors return
+   are saved on the placement.
 4. Notices: the notice row (unique per account, episode and stage) is claimed before sending and
    marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
    accepted that message, before the next message of the batch goes out; a failed send releases
@@ -269,8 +271,13 @@ def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
 
 
 def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
-          transient: bool, permanent: bool = False) -> None:
-    job.attempts += 1
+          transient: bool, permanent: bool = False, counted: bool = True) -> None:
+    """A failed try. ``counted=False`` (a host that could not be reached, a connection lost during the
+    batch): the try is not counted in ``attempts``, so it never brings the job closer to
+    ``max_attempts``, and the job waits about as long as it has waited so far (its back-off still
+    doubles, between ``backoff_seconds`` and ``backoff_max_seconds``)."""
+    if counted:
+        job.attempts += 1
     job.last_error = error
     job.claimed_by = None
     if permanent or (not transient and job.attempts >= settings.max_attempts):
@@ -279,7 +286,12 @@ def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summar
         summary.failed += 1
     else:
         job.status = "pending"
-        job.next_attempt_at = now + _backoff(settings, job.attempts)
+        if counted:
+            delay = _backoff(settings, job.attempts)
+        else:
+            waited = (now - job.created_at).total_seconds()
+            delay = timedelta(seconds=min(max(waited, settings.backoff_seconds), settings.backoff_max_seconds))
+        job.next_attempt_at = now + delay
         summary.retrying += 1
     summary.errors.append(f"{job.key}: {error}")
 
@@ -402,7 +414,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
             _done(j, now, summary, detail)
         else:
             j.result = detail
-            _fail(j, r.error or "failed", now, settings, summary, transient=r.transient)
+            _fail(j, r.error or "failed", now, settings, summary, transient=r.transient, counted=not r.transient)
     session.commit()
 
 

@@ -115,14 +115,16 @@ _DP_SPEC_
   chmod 0644 $_dp_tmp || fail "cannot set the mode of$_dp_tmp"
   for _dp_x in $_dp_todo; do
     _dp_f=${_dp_x#*:}
-    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
-    changed
+    # what the handler must do is written before the change it stands for: a batch that dies between
+    # the two leaves a reload to do, never a change that is on disk but not loaded
     [ -d "$st" ] || mkdir -p "$st"
     case ${_dp_x%%:*} in
       dovecot) : > "$st/dovecot.reload" ;;
       kick) : > "$st/dovecot.reload"; printf '%s\n' "$m" >> "$st/dovecot.kick" ;;
       postfix) : > "$st/postfix.rebuild" ;;
-    esac
+    esac || fail "cannot record the reload for $_dp_f in $st"
+    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
+    changed
   done
 }
 """

@@ -144,15 +144,21 @@ def test_unreachable_host_waits_while_other_hosts_finish(world: World) -> None:
     assert world.state("b2") == "suspended"
     assert world.state("a1") == "debtor"  # not every host applied it: the state is not written
     [mail_job] = world.jobs(host="mail1")
-    assert (mail_job.status, mail_job.attempts) == ("pending", 1)
+    assert (mail_job.status, mail_job.attempts) == ("pending", 0)  # an unreachable host is not an attempt
     assert mail_job.next_attempt_at == day(8) + timedelta(seconds=60)
     assert "connection refused" in (mail_job.last_error or "")
     # no suspension notice before the suspension took effect
     assert [n.rendered.subject for n in world.notifier.sent if n.to == "a1@example.net"][-1] == "pre_suspension"
-    # still unreachable later: it keeps waiting, with back-off, never given up
-    for _ in range(4):
-        world.run(8.5)
-    assert world.jobs(host="mail1")[0].status == "pending"
+    # still unreachable later: it keeps waiting, with a growing back-off, never given up; more tries than
+    # max_attempts leave it pending with no attempt counted
+    waits = []
+    for _ in range(SETTINGS.max_attempts + 5):
+        at = mail_job.next_attempt_at  # each run when the job is due again
+        world.run((at - DAY0) / timedelta(days=1))
+        [mail_job] = world.jobs(host="mail1")
+        waits.append(mail_job.next_attempt_at - at)
+    assert (mail_job.status, mail_job.attempts) == ("pending", 0)
+    assert waits == sorted(waits) and waits[-1] == timedelta(seconds=SETTINGS.backoff_max_seconds)
     world.fleet.heal_host("mail1")
     _, x = world.run(9)
     assert world.state("a1") == "suspended"

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import BatchResult, Transport, run_batch
+from connectors.base import BatchResult, Transport, build_script, run_batch
 from connectors.local import LocalTransport
 from connectors.mail import flags
 from connectors.mail.dovecot_postfix import DovecotPostfixConnector, DovecotPostfixSettings
 from connectors.validate import UnsafeValue
+from tests.connectors.crash_window import crash, stop_after
 from tests.servers.base import wait_for
 from tests.servers.mail import MAILBOXES, MailServer, fresh_source, imap_login_ok, pop3_login_ok
+from tests.servers.sshd import SshdServer
 
 A, B = "acct-a", "acct-b"
 A_BOXES = ["info@a.test", "sales@a.test"]
@@ -191,6 +193,34 @@ def test_suspend_closes_every_door_of_one_account_and_resume_opens_them_again(
     assert resumed.results[f"{A}:mail:resume:sales@a.test"].facts["flags:sales@a.test"] == "p"
     assert access(mail_server, "info@b.test") == OPEN
     assert _locked(mail_server) == []
+
+
+@pytest.mark.parametrize("then", ["cont", "kill"])
+def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
+    mail_server: MailServer, connector: DovecotPostfixConnector, transport: Transport, sshd: SshdServer,
+    tmp_path: Path, then: str,
+) -> None:
+    """The batch stops right after the mailbox's lists reached the disk, the agent is SIGKILLed, the
+    batch goes on without its connection (or is killed too): the next batch finds nothing to change and
+    still reloads dovecot and rebuilds postfix's maps, so the login is refused and no mail comes in."""
+    box = "info@a.test"
+    ops = connector.operations("suspend", A, {"mailboxes": [box]})
+    script = build_script(stop_after(ops, tmp_path / "pid"), connector.handlers(), state_dir=str(tmp_path))
+    reloads = (mail_server.reloads("postfix"), mail_server.reloads("dovecot"))
+    crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
+    assert box in _locked(mail_server)  # on disk
+    assert (mail_server.reloads("postfix"), mail_server.reloads("dovecot")) == reloads  # not loaded
+
+    again = run_batch(transport, ops, connector.handlers(), state_dir=str(tmp_path))
+    assert access(mail_server, box) == SUSPENDED
+    assert again.ok and not any(r.changed for r in again.results.values())
+    assert {name: h.ok for name, h in again.handlers.items()} == {"handler:mail-dovecot": True,
+                                                                  "handler:mail-postfix": True}
+    assert (mail_server.reloads("postfix"), mail_server.reloads("dovecot")) == (reloads[0] + 1, reloads[1] + 1)
+    assert list((tmp_path / "pending").iterdir()) == []
+
+    apply(transport, connector, "resume", {A: [box]})
+    assert access(mail_server, box) == OPEN
 
 
 def test_partial_flags_set_only_those(

@@ -16,12 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.base import BatchResult, Handler, Operation, Transport, run_batch
+from connectors.base import BatchResult, Handler, Operation, Transport, build_script, run_batch
 from connectors.validate import UnsafeValue
 from connectors.web.apache import ApacheConnector
 from connectors.web.common import WebConnector
 from connectors.web.nginx import NginxConnector
+from tests.connectors.crash_window import crash, stop_after
 from tests.servers.base import wait_for
+from tests.servers.sshd import SshdServer
 from tests.servers.web import HOOKLESS_SITE, SITES, WebServer
 
 pytestmark = pytest.mark.servers
@@ -258,6 +260,33 @@ def test_a_change_the_config_test_rejects_is_rolled_back_and_the_valid_one_kept(
             assert serves_own_content(server, site, path), (site, path)
     assert vhost_hashes(server) == before
     assert list((server.state_dir / f"web-{server.backend}" / "pending").iterdir()) == []
+
+
+@pytest.mark.parametrize("then", ["cont", "kill"])
+def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
+        server: WebServer, transport: Transport, sshd: SshdServer, tmp_path: Path, then: str) -> None:
+    """The batch stops right after the snippet reached the disk, the agent is SIGKILLed, the batch goes
+    on without its connection (or is killed too): the next batch finds nothing to change and still
+    reloads, so the site answers 302."""
+    conn = connector(server)
+    sites = SITES[A][:1]  # one change: the first one that notifies the handler
+    ops = conn.operations("suspend", A, {"sites": sites})
+    script = build_script(stop_after(ops, tmp_path / "pid"), conn.handlers(), state_dir=str(tmp_path))
+    reloads = server.reloads()
+    crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
+    assert all((server.hook_dir / f"{site}.conf").exists() for site in sites)  # on disk ...
+    assert server.reloads() == reloads and all(serves_own_content(server, s) for s in sites)  # ... not loaded
+
+    again = run_batch(transport, ops, conn.handlers(), state_dir=str(tmp_path))
+    for site in sites:
+        wait_for(lambda site=site: redirected(server, site), timeout=15,  # type: ignore[misc]
+                 what=f"{site} to answer 302", log=server.log)
+    assert again.ok and not any(r.changed for r in again.results.values())
+    assert handler(conn, again)["reloads"] == "1"
+    assert list((tmp_path / "pending").iterdir()) == []
+    third = run_batch(transport, ops, conn.handlers(), state_dir=str(tmp_path))
+    assert third.ok and third.handlers == {}  # loaded once: no reload is left to do
+    assert server.reloads() == reloads + 1
 
 
 def test_all_changes_failing_rolls_back_everything_without_a_reload(server: WebServer, transport: Transport) -> None:
