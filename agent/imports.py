@@ -418,6 +418,8 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
             try:
                 currency = policy.resolve(aid, plan, reseller, layer, currency).currency
             except PolicyError as exc:
+                if exc.filename != f"account {aid}":  # the policy file's amount does not fit this currency
+                    raise row.fail("currency", f"{currency}: {exc}" if currency else str(exc)) from None
                 raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
         parsed.append({
             "id": aid,
