@@ -140,7 +140,7 @@ def exempt(ctx: click.Context, account: str, until: str, reason: str, at: dateti
 @click.command()
 @click.argument("account")
 @click.argument("amount")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="how long (default: the policy's maximum)")
+@click.option("--days", type=click.IntRange(1, 36500), default=None, help="how long (default: the policy's maximum)")
 @click.option("--reason", default="guaranteed payment", show_default=True)
 @at_option
 @actor_option
