@@ -9,6 +9,7 @@ and what to write instead; the caller adds the file, line and field.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from babel.numbers import get_currency_precision, is_currency
 
@@ -19,6 +20,7 @@ MAX_AMOUNT = Decimal(10) ** 15  # a quadrillion of anything: larger is a typo or
 _MAX_TEXT = 64  # characters of an amount's text (the longest sane amount is ~25)
 
 
+@lru_cache(maxsize=512)
 def check_currency(code: str) -> str:
     """``code`` itself when it is an ISO 4217 currency code, else ValueError."""
     if not isinstance(code, str) or len(code) != 3 or not code.isascii() or not code.isupper() or not is_currency(code):
@@ -26,6 +28,7 @@ def check_currency(code: str) -> str:
     return code
 
 
+@lru_cache(maxsize=512)
 def minor_units(currency: str) -> int:
     """The number of decimal places of ``currency`` (USD 2, JPY 0, BHD 3)."""
     return int(get_currency_precision(check_currency(currency)))

@@ -48,7 +48,8 @@ IMPORTERS: dict[str, Importer] = {
 def seeded_store() -> Iterator[tuple[Store, Path]]:
     """One in-memory database with an account per currency, one charge and one invoice; and a folder."""
     store = open_store("sqlite://")
-    with tempfile.TemporaryDirectory() as folder:
+    shm = Path("/dev/shm")  # files in memory: each example writes one
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as folder:
         base = Path(folder)
         (base / "a.jsonl").write_text("".join(f'{{"id": "{a}", "currency": "{c}"}}\n' for a, c in ACCOUNTS.items()))
         (base / "l.jsonl").write_text('{"account": "usd-01", "at": "2026-02-01T00:00:00Z", "amount": "-10.00", '
@@ -77,11 +78,11 @@ class _Undo(Exception):
     """Rolls an accepted import back, so the next example starts from the seeded state."""
 
 
-def usable(s: Session) -> None:
+def usable(s: Session, touched: set[str]) -> None:
     """Everything stored can be used: amounts fit the currency, instants are on the calendar, the engine
-    evaluates every account and its balance can be written in a notice."""
-    accounts = list(s.scalars(select(m.Account)))
-    currency = {a.id: a.currency for a in accounts}
+    evaluates every account the import touched and its balance can be written in a notice."""
+    currency = dict(s.execute(select(m.Account.id, m.Account.currency)).tuples().all())
+    accounts = list(s.scalars(select(m.Account).where(m.Account.id.in_(sorted(touched)))))
     for e in s.scalars(select(m.LedgerEntry)):
         parse_amount(e.amount, currency=currency[e.account])
         assert EARLIEST <= e.at < LATEST
@@ -105,8 +106,8 @@ def attempt(store: Store, folder: Path, kind: str, suffix: str, text: str, befor
     s = store.sessions()
     try:
         with s.begin():
-            IMPORTERS[kind](s, path)
-            usable(s)
+            summary = IMPORTERS[kind](s, path)
+            usable(s, summary.accounts)
             raise _Undo
     except ImportFileError as exc:
         assert str(exc).startswith(f"{path}:"), str(exc)
