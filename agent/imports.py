@@ -369,7 +369,8 @@ def _placements(row: _Row) -> list[tuple[str, str, dict[str, Any]]]:
 def _plain(value: Any) -> Any:
     """JSON-storable: Decimals from the parser become int or str."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
+        # a whole number of sane size as int; anything else (1e999999 would be a million digits) as text
+        return int(value) if value.adjusted() < 18 and value == value.to_integral_value() else str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):

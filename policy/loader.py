@@ -142,6 +142,8 @@ def _from_node(node: yaml.Node, ctx: _Ctx, path: str) -> _V:
             number = None
         if number is None or not number.is_finite():
             raise ctx.fail(_V(None, line), path, f"{text!r} is not a finite number")
+        if number and not -30 <= number.adjusted() <= 30:  # 1e999999 would become a million-digit int
+            raise ctx.fail(_V(None, line), path, f"{text!r} is out of range")
         return _V(number, line)
     return _V(text, line)
 

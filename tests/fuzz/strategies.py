@@ -107,7 +107,9 @@ _RESOURCES = mostly(st.dictionaries(
     st.sampled_from(["web", "mail", "login", "home", "Bad!"]),
     st.fixed_dictionaries({}, optional={"host": st.sampled_from(["web1", "mail1", "", "-x"]),
                                         "path": st.sampled_from(["/home/a", "/home/a/../b", "relative"]),
-                                        "sites": json_values(3), "user": _TEXT}), max_size=3), json_values())
+                                        "sites": json_values(3), "user": _TEXT,
+                                        "port": st.one_of(_SENTINELS, st.integers())}), max_size=3),
+                    json_values())
 
 FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "accounts": {"id": _NEW_IDS, "username": _TEXT, "billing_email": st.one_of(_TEXT, st.just("a@b.example")),

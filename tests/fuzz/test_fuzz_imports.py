@@ -81,7 +81,7 @@ class _Undo(Exception):
 def usable(s: Session, touched: set[str]) -> None:
     """Everything stored can be used: amounts fit the currency, instants are on the calendar, the engine
     evaluates every account the import touched and its balance can be written in a notice."""
-    currency = dict(s.execute(select(m.Account.id, m.Account.currency)).tuples().all())
+    currency: dict[str, str] = {aid: cur for aid, cur in s.execute(select(m.Account.id, m.Account.currency))}
     accounts = list(s.scalars(select(m.Account).where(m.Account.id.in_(sorted(touched)))))
     for e in s.scalars(select(m.LedgerEntry)):
         parse_amount(e.amount, currency=currency[e.account])

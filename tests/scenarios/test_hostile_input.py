@@ -219,3 +219,12 @@ def test_an_account_whose_currency_the_policy_amounts_do_not_fit(arrears: Arrear
     message = refused(arrears, "accounts", "import", str(path))
     assert f"{path}:1: currency: JPY: " in message
     assert "policy.yaml:4: defaults.credit_limit: the amount 0.50 is finer than JPY allows" in message
+
+
+def test_a_huge_exponent_in_a_resource_is_kept_as_text(arrears: Arrears) -> None:
+    path = arrears.folder / "accounts.jsonl"
+    path.write_text('{"id": "big-01", "resources": {"web": {"host": "web1", "sites": ["big.example"], '
+                    '"weight": 1e999999}}}\n')
+    started = time.monotonic()
+    arrears.ok("accounts", "import", str(path))  # was: a million-digit int, minutes of CPU
+    assert time.monotonic() - started < 10
