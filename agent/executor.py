@@ -40,7 +40,7 @@ from agent.actions import finish_manual
 from agent.config import AgentSettings
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
-from agent.tick import ACTOR, event_job, notice_job, staff_notice_job
+from agent.tick import ACTOR, event_job, notice_job, resolve_for, staff_notice_job
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 
@@ -107,7 +107,7 @@ class TemplateComposer:
         from policy import balance_at, evaluate
 
         snap = as_taken(load_snapshots(session, [account])[account.id], job.stage, now)
-        resolved = self.policy.resolve(account.id, account.plan, account.reseller, account.policy)
+        resolved = resolve_for(self.policy, account)
         decision = evaluate(snap, resolved, now)
         episode = session.get(m.Episode, job.episode) if job.episode is not None else None
         suspended = session.scalar(select(m.StageTaken.at).where(

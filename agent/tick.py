@@ -54,7 +54,8 @@ def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
 
 
 def resolve_for(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
-    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy)
+    """The policy of ``acc``, in the account's own currency (the one place that layers it)."""
+    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy, acc.currency)
 
 
 @dataclass

@@ -178,7 +178,7 @@ def suspend(ctx: click.Context, account: str, reason: str, actor: str | None, at
 @click.command()
 @click.argument("account")
 @click.option("--reason", default=None, help="why (audited)")
-@click.option("--grace", "grace", type=int, default=None, metavar="DAYS",
+@click.option("--grace", "grace", type=click.IntRange(1, 3650), default=None, metavar="DAYS",
               help="the account is still in debt: record a promise to pay within DAYS days (measures wait)")
 @_admin_options
 def resume(ctx: click.Context, account: str, reason: str | None, grace: int | None, actor: str | None,

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
-from agent.imports import ImportFileError, parse_amount, parse_instant
+from agent.imports import ImportFileError, check_instant, parse_amount, parse_instant
 from agent.store import models as m
 from agent.store.db import Store, StoreError, open_store
 from agent.store.repo import UnknownAccount, load_snapshots
@@ -247,7 +247,9 @@ def session(state: CliState, *, write: bool = True) -> Iterator[Session]:
 
 
 def resolve(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
-    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy)
+    from agent.tick import resolve_for
+
+    return resolve_for(policy, acc)
 
 
 def all_resolved(state: CliState) -> list[ResolvedPolicy]:
@@ -300,9 +302,10 @@ def actor_name(actor: str | None) -> str:
         return "unknown"
 
 
-def parse_money(text: str, what: str) -> Decimal:
+def parse_money(text: str, what: str, currency: str) -> Decimal:
+    """An amount typed on the command line, in ``currency`` (the account's)."""
     try:
-        return parse_amount(text, what=what)
+        return parse_amount(text, currency=currency, what=what)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -315,7 +318,11 @@ def parse_moment(text: str, policy: PolicySet, what: str) -> datetime:
             day = date.fromisoformat(raw)
         except ValueError:
             raise CliError(f"{what} {text!r} is not a date (YYYY-MM-DD) or a time with a zone") from None
-        return datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)).astimezone(UTC)
+        try:
+            return check_instant(datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)), what=what,
+                                 shown=text)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     try:
         return parse_instant(raw, what=what)
     except ValueError as exc:

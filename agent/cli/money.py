@@ -53,9 +53,6 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
 
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value <= 0:
-        raise CliError(f"amount must be positive, got {value}")
     if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", method):
         raise CliError(f"method {method!r} is not valid (lower-case letters, digits, - and _)")
     ref = ref or f"payment:{uuid.uuid4().hex}"
@@ -63,6 +60,9 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
         _ = state.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with session(state) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value <= 0:
+            raise CliError(f"amount must be positive, got {value}")
         if s.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == acc.id, m.LedgerEntry.ref == ref)):
             raise CliError(f"account {acc.id} already has a ledger entry with ref {ref!r}; nothing recorded")
         s.add(m.LedgerEntry(account=acc.id, at=now, amount=value, kind="payment", method=method, ref=ref,
@@ -143,7 +143,7 @@ def exempt(ctx: click.Context, account: str, until: str, reason: str, at: dateti
 @click.command()
 @click.argument("account")
 @click.argument("amount")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="how long (default: the policy's maximum)")
+@click.option("--days", type=click.IntRange(1, 36500), default=None, help="how long (default: the policy's maximum)")
 @click.option("--reason", default="guaranteed payment", show_default=True)
 @at_option
 @actor_option
@@ -154,11 +154,11 @@ def guarantee(ctx: click.Context, account: str, amount: str, days: int | None, r
     """Grant a guaranteed payment: temporary credit of AMOUNT for some days, within the policy's limits."""
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value <= 0:
-        raise CliError(f"amount must be positive, got {value}")
     with session(state, write=False) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value <= 0:
+            raise CliError(f"amount must be positive, got {value}")
         limit = resolve(state.policy, acc).guaranteed_payment
     if value > limit.limit:
         raise CliError(f"amount {value} is over the policy's guaranteed payment limit {limit.limit} for {account}")
@@ -182,11 +182,11 @@ def can_spend_command(ctx: click.Context, account: str, amount: str, at: datetim
 
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value < 0:
-        raise CliError(f"amount must not be negative, got {value}")
     with session(state, write=False) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value < 0:
+            raise CliError(f"amount must not be negative, got {value}")
         snap = load_snapshots(s, [acc])[acc.id]
         verdict = can_spend(snap, resolve(state.policy, acc), now, value)
     if as_json:

@@ -227,7 +227,8 @@ def test_context_amounts_days_and_next_measure() -> None:
     ("-1234.5", "EUR", "de", "-1.234,50\u00a0€"),
     ("-0.004", "USD", "en", "$0.00"),
     ("1234567", "JPY", "en", "¥1,234,567"),
-    ("12.345", "XTS", "en", "12.35 XTS"),
+    ("5", "BHD", "en", "BHD5.000"),
+    ("1234.5", "EUR", "fr", "1\u202f234,50\u00a0€"),
 ])
 def test_format_money(amount: str, currency: str, locale: str, expected: str) -> None:
     assert format_money(Decimal(amount), currency, locale) == expected
