@@ -133,6 +133,8 @@ class MailServer:
         self.postfix_dir = root / "postfix"
         self.dovecot_log = root / "dovecot.log"
         self.postfix_log = root / "postfix.log"
+        # Every postfix tool of the tests runs with this tree's configuration (-c), never /etc/postfix.
+        self.postmap = ["postmap", "-c", str(self.postfix_dir)]
         self.dovecot: Daemon | None = None
         self.postfix: Daemon | None = None
 
@@ -208,10 +210,6 @@ service auth {{
         shutil.chown(r / "postfix-data", "postfix")
         vmailbox = pf / "vmailbox"
         vmailbox.write_text("".join(f"{box} {box.split('@')[1]}/{box.split('@')[0]}/\n" for box in MAILBOXES))
-        self.map_dir.mkdir(parents=True)
-        for name in ("bounce", "norelay"):
-            (self.map_dir / name).write_text("")
-            subprocess.run(["postmap", f"hash:{self.map_dir / name}"], check=True, capture_output=True)
         (pf / "master.cf").write_text(_MASTER_CF.format(listen=f"127.0.0.1:{self.smtp_port}"))
         (pf / "main.cf").write_text(f"""\
 compatibility_level = 3.6
@@ -254,6 +252,12 @@ smtpd_recipient_restrictions =
     permit_sasl_authenticated,
     reject_unauth_destination
 """)
+        # Only after main.cf exists, and always with -c: a machine whose postfix was installed with
+        # "No configuration" has no /etc/postfix/main.cf, and no postfix tool here may read it.
+        self.map_dir.mkdir(parents=True)
+        for name in ("bounce", "norelay"):
+            (self.map_dir / name).write_text("")
+            subprocess.run([*self.postmap, f"hash:{self.map_dir / name}"], check=True, capture_output=True)
 
     def _write_wrappers(self) -> None:
         """Reload commands that count their calls, then do the real reload."""
@@ -304,6 +308,7 @@ smtpd_recipient_restrictions =
             "webmail_ports": [self.webmail_port],
             "password_lock_file": str(self.password_lock),
             "bounce_map": str(self.map_dir / "bounce"),
+            "postmap_command": " ".join(self.postmap),
             "norelay_map": str(self.map_dir / "norelay"),
             "postfix_reload_command": str(self.bin_dir / "postfix-reload"),
             "dovecot_reload_command": str(self.bin_dir / "dovecot-reload"),
