@@ -1,9 +1,16 @@
-"""One agent per SQLite database: an exclusive lock file beside it, holding the holder's pid and role.
+"""One agent per database: the instance lock that a run, the daemon and the demo hold while they work.
+
+- SQLite: an exclusive ``flock`` on a file beside the database, holding the holder's pid and role.
+- PostgreSQL: a session-level advisory lock taken on a connection of its own and held for the agent's
+  lifetime; the connection's ``application_name`` names the holder (role, pid, machine), so a refused
+  agent can say who holds it. Until agents can share a database's work safely, a second agent is
+  refused there exactly as on SQLite.
 
 The holder of the lock knows that no other agent is working on the database, so every job still
 marked claimed belongs to a run that died: it is taken over at once instead of after its lease.
-A running daemon can be asked to run a tick now (``SIGUSR1``), e.g. after ``payment --now``; any other
-holder (``run``, ``demo``, another ``payment --now``) is never signalled: SIGUSR1 would end it.
+A running daemon on SQLite can be asked to run a tick now (``SIGUSR1``), e.g. after ``payment --now``;
+any other holder (``run``, ``demo``, another ``payment --now``, an agent on another machine) is never
+signalled: what was recorded takes effect on its next tick.
 """
 
 from __future__ import annotations
@@ -11,33 +18,52 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["DAEMON", "AlreadyRunning", "InstanceLock", "lock_path_for", "wake_holder"]
+__all__ = ["DAEMON", "AgentLock", "AlreadyRunning", "DatabaseLock", "InstanceLock", "instance_lock",
+           "lock_path_for", "wake_holder"]
 
 
 DAEMON = "daemon"
 
 
 class AlreadyRunning(Exception):
-    def __init__(self, path: Path, holder: int | None, role: str | None = None) -> None:
-        who = f"{'the daemon, ' if role == DAEMON else ''}pid {holder}" if holder else "another process"
-        super().__init__(f"an arrears agent ({who}) is already working on this database (lock {path}); "
+    def __init__(self, where: str, holder: int | None, role: str | None = None, who: str | None = None) -> None:
+        who = who or (f"{'the daemon, ' if role == DAEMON else ''}pid {holder}" if holder else "another process")
+        super().__init__(f"an arrears agent ({who}) is already working on this database ({where}); "
                          "stop it first, or give this one another --db")
-        self.path = path
+        self.where = where
         self.holder = holder
         self.role = role
 
 
+class AgentLock(Protocol):
+    def acquire(self) -> AgentLock: ...
+    def release(self) -> None: ...
+    def verify(self) -> None:
+        """Raise unless the lock is still held (a long-running holder checks before each tick)."""
+
+
 def lock_path_for(db_url: str) -> Path | None:
-    """The lock file of an SQLite database; None for a server database (several agents may share it)."""
+    """The lock file of an SQLite database; None for another database."""
     url = make_url(db_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     return Path(url.database).resolve().with_name(Path(url.database).name + ".lock")
+
+
+def instance_lock(db_url: str, role: str = "run") -> AgentLock | None:
+    """The instance lock of the database at ``db_url`` (not yet acquired); None for an in-memory database."""
+    path = lock_path_for(db_url)
+    if path is not None:
+        return InstanceLock(path, role)
+    if make_url(db_url).get_backend_name() == "postgresql":
+        return DatabaseLock(db_url, role)
+    return None
 
 
 def _holder(path: Path) -> tuple[int | None, str | None]:
@@ -66,7 +92,7 @@ class InstanceLock:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise AlreadyRunning(self.path, *_holder(self.path)) from None
+            raise AlreadyRunning(f"lock {self.path}", *_holder(self.path)) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()} {self.role}\n")
@@ -82,6 +108,10 @@ class InstanceLock:
             self._fh.close()
             self._fh = None
 
+    def verify(self) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"the instance lock {self.path} is not held")
+
     def __enter__(self) -> InstanceLock:
         return self.acquire()
 
@@ -89,17 +119,103 @@ class InstanceLock:
         self.release()
 
 
-def wake_holder(path: Path) -> int | None:
-    """Ask the daemon holding ``path`` to run a tick now; returns its pid, or None when nobody holds it.
+#: The advisory lock's two keys: "arre" as a 32-bit number, and 1 for "the one agent".
+_PG_KEYS = (0x61727265, 1)
+_APP_PREFIX = "arrears "
 
-    Raises :class:`AlreadyRunning` when another command (not a daemon) holds it: that one is not
-    signalled (SIGUSR1 would end it), and what was recorded takes effect on the next run.
+
+class DatabaseLock:
+    """A PostgreSQL session-level advisory lock on a connection of its own, held until :meth:`release` or
+    until the process (and so its connection) ends, however it ends."""
+
+    def __init__(self, db_url: str, role: str = "run") -> None:
+        self.db_url = db_url
+        self.role = role
+        self._engine: Any = None
+        self._conn: Any = None
+
+    def acquire(self) -> DatabaseLock:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        name = f"{_APP_PREFIX}{self.role} pid {os.getpid()} on {socket.gethostname()}"[:63]
+        engine = create_engine(self.db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                               connect_args={"application_name": name})
+        conn = engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"),
+                               {"a": _PG_KEYS[0], "b": _PG_KEYS[1]}).scalar()
+            if not got:
+                holder = conn.execute(text(
+                    "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a AND l.objid = :b "
+                    "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"), {"a": _PG_KEYS[0], "b": _PG_KEYS[1]}).first()
+                raise AlreadyRunning(f"PostgreSQL advisory lock {_PG_KEYS[0]},{_PG_KEYS[1]}", None,
+                                     _role_of(holder[0]) if holder else None, _who(holder))
+        except BaseException:
+            conn.close()
+            engine.dispose()
+            raise
+        self._engine, self._conn = engine, conn
+        return self
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()  # ends the session, and with it the lock
+            finally:
+                self._engine.dispose()
+                self._conn = self._engine = None
+
+    def verify(self) -> None:
+        """The lock lives as long as its database session: when the session was lost (the server restarted
+        or failed over), take the lock again before any more work, or raise (:class:`AlreadyRunning` when
+        another agent took it meanwhile)."""
+        from sqlalchemy import text
+
+        try:
+            self._conn.execute(text("SELECT 1"))
+            return
+        except Exception:
+            self.release()
+        self.acquire()
+
+    def __enter__(self) -> DatabaseLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _role_of(application_name: str | None) -> str | None:
+    words = (application_name or "").split()
+    return words[1] if len(words) > 1 and application_name and application_name.startswith(_APP_PREFIX) else None
+
+
+def _who(holder: Any) -> str:
+    if holder is None:
+        return "another session"
+    name, backend = holder
+    return f"{name or 'unnamed client'}, database backend pid {backend}"
+
+
+def wake_holder(db_url: str) -> int | None:
+    """Ask the daemon holding the database's lock to run a tick now; returns its pid, or None when nobody
+    holds it.
+
+    Raises :class:`AlreadyRunning` when the lock is held by one that cannot be woken: another command (not
+    a daemon; SIGUSR1 would end it) or, on PostgreSQL, any agent (it may run on another machine). What was
+    recorded takes effect on that agent's next tick.
     """
-    probe = InstanceLock(path, role="probe")
+    path = lock_path_for(db_url)
+    probe = instance_lock(db_url, role="probe")
+    if probe is None:
+        return None
     try:
         probe.acquire()
     except AlreadyRunning as busy:
-        if not busy.holder or busy.role != DAEMON:
+        if path is None or not busy.holder or busy.role != DAEMON:
             raise
         os.kill(busy.holder, signal.SIGUSR1)
         return busy.holder

@@ -14,12 +14,13 @@ import pytest
 from tests.servers.netns import enter_private_netns
 
 pytest_plugins = ["tests.ci_skips", "tests.servers.sshd", "tests.servers.smtp", "tests.servers.web",
-                  "tests.servers.mail", "pytester"]
+                  "tests.servers.mail", "tests.servers.postgres", "pytester"]
 
 
 # The fixtures that start real daemons (tests/servers); anything using one, directly or through another
 # fixture, needs servers.
-SERVER_FIXTURES = frozenset({"sshd", "ssh_transport", "nginx_server", "apache_server", "mail_server"})
+SERVER_FIXTURES = frozenset({"sshd", "ssh_transport", "nginx_server", "apache_server", "mail_server", "pg_cluster",
+                             "pg_url"})
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -71,7 +71,7 @@ def _pending_jobs(state: CliState) -> int:
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
            prune_every: float, max_ticks: int | None) -> None:
-    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database.
+    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
@@ -92,7 +92,7 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with agent_lock(state, role=DAEMON):
+        with agent_lock(state, role=DAEMON) as lock:
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
@@ -104,6 +104,8 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             pruned_at: list[float] = []
 
             def tick(stop: threading.Event) -> Mapping[str, Any]:
+                if lock is not None:
+                    lock.verify()  # a lock lost with its database session is taken again, or no work is done
                 summary = run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True, stop=stop)
                 metrics.pending_jobs.set(_pending_jobs(state))
                 line = _count(metrics, summary)

@@ -28,6 +28,7 @@ from agent.config import ConfigError
 if TYPE_CHECKING:
     import threading
 
+    from agent.lock import AgentLock
     from agent.notices import Templates
     from connectors.fleet import Fleet, Job, JobResult, Progress
 
@@ -166,34 +167,34 @@ def check_config(state: CliState) -> None:
 
 
 @contextmanager
-def agent_lock(state: CliState, role: str = "run") -> Iterator[None]:
-    """Hold the database's instance lock (SQLite) for a run: one agent at a time works on it.
-    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1."""
-    from agent.lock import AlreadyRunning, InstanceLock, lock_path_for
+def agent_lock(state: CliState, role: str = "run") -> Iterator[AgentLock | None]:
+    """Hold the database's instance lock for a run: one agent at a time works on it (see :mod:`agent.lock`).
+    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1. Yields the lock
+    (None for an in-memory database), which a daemon verifies before each tick."""
+    from agent.lock import AlreadyRunning, instance_lock
 
-    path = lock_path_for(state.config.db_url)
-    if path is None:
-        yield
+    lock = instance_lock(state.config.db_url, role)
+    if lock is None:
+        yield None
         return
     try:
-        lock = InstanceLock(path, role).acquire()
+        lock.acquire()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     try:
-        yield
+        yield lock
     finally:
         lock.release()
 
 
 def apply_at_once(state: CliState, now: datetime) -> dict[str, Any]:
     """Make recorded money take effect now: wake the daemon holding the database, else run here."""
-    from agent.lock import AlreadyRunning, lock_path_for, wake_holder
+    from agent.lock import AlreadyRunning, wake_holder
 
-    path = lock_path_for(state.config.db_url)
     try:
-        pid = wake_holder(path) if path is not None else None
-    except AlreadyRunning as busy:  # a run (not a daemon) is working on the database: never signalled
-        who = f"pid {busy.holder}" if busy.holder else "another process"
+        pid = wake_holder(state.config.db_url)
+    except AlreadyRunning as busy:  # an agent that cannot be woken is working on the database
+        who = f"pid {busy.holder}" if busy.holder else "another agent"
         return {"busy": busy.holder, "message": f"another arrears run ({who}) is working on the database; "
                                                 "it takes effect on the next run"}
     if pid is not None:
