@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ def _import_command(kind: str) -> Callable[..., None]:
         from agent import imports
 
         state = get_state(ctx)
-        now = datetime.now(UTC)
+        now = state.now
         path = Path(file)
         with session(state) as s:
             if kind == "accounts":

@@ -97,10 +97,6 @@ def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: dateti
     return msg
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _reply(code: int, message: bytes | str) -> str:
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     return f"{code} {' '.join(text.split())}"
@@ -113,7 +109,7 @@ def _failure(code: int, message: bytes | str, what: str) -> SendResult:
 class SmtpNotifier:
     """Sends a batch over one SMTP connection (TLS and login when configured)."""
 
-    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow,
+    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime],
                  environ: Mapping[str, str] | None = None) -> None:
         if settings.smtp is None:
             raise ValueError("SmtpNotifier needs notices.smtp")
@@ -238,7 +234,7 @@ class SpoolNotifier:
     whose file exists already is not written again. Characters of the key other than letters, digits and
     ``_-.@+:`` are written as ``=XX``, so a key never leaves the folder."""
 
-    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime]) -> None:
         if settings.spool_dir is None:
             raise ValueError("SpoolNotifier needs notices.spool_dir")
         self.settings = settings
@@ -288,7 +284,7 @@ class SpoolNotifier:
             return SendResult(False, False, f"cannot write {target}: {exc}")
 
 
-def make_notifier(settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow) -> Notifier:
+def make_notifier(settings: NoticeSettings, *, clock: Callable[[], datetime]) -> Notifier:
     """The notifier ``settings`` ask for: SMTP, or the spool folder."""
     if settings.smtp is not None:
         return SmtpNotifier(settings, clock=clock)
