@@ -324,7 +324,8 @@ def test_wrong_or_missing_password_is_a_temporary_failure(templates: Templates, 
     settings = settings_for(tls_smtp, starttls=True, username=SMTP_USER, password_env="ARREARS_TEST_SMTP_PASSWORD",
                             ca_file=str(tls_smtp.ca_file))
     notice = notice_for(templates, settings, 1)
-    wrong = SmtpNotifier(settings, clock=lambda: NOW, environ={"ARREARS_TEST_SMTP_PASSWORD": "not-it"}).send([notice])[notice.key]
+    wrong = SmtpNotifier(settings, clock=lambda: NOW,
+                         environ={"ARREARS_TEST_SMTP_PASSWORD": "not-it"}).send([notice])[notice.key]
     assert not wrong.ok and not wrong.permanent
     assert "login" in (wrong.error or "") and "535" in (wrong.error or "")
     assert "not-it" not in (wrong.error or "")
@@ -386,7 +387,8 @@ def test_connection_failure_is_reported_for_every_notice(templates: Templates) -
                                                                       "timeout": 2})
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
     reported: dict[str, Any] = {}
-    results = make_notifier(settings, clock=lambda: NOW).send(batch, on_result=lambda n, r: reported.__setitem__(n.key, r))
+    results = make_notifier(settings, clock=lambda: NOW).send(
+        batch, on_result=lambda n, r: reported.__setitem__(n.key, r))
     assert reported == results and len(results) == 2
 
 
