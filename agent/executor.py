@@ -9,7 +9,8 @@
    marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
    accepted that message, before the next message of the batch goes out; a failed send releases
    the claim. A notice whose row is ``sent`` is never sent again, so a crash in the middle of a
-   batch can send again only the one message that was in flight (same Message-ID).
+   batch can send again only the one message that was in flight: over SMTP it may arrive twice (same
+   Message-ID); into the spool it cannot (an existing file is not written again).
 5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
    from it); only then are the hold and the account's state written (state last). A suspension's
    or deletion's own notice is queued at that point, after the hosts applied it.
