@@ -6,7 +6,15 @@ receiver can drop duplicates), ``type``, ``account``, ``at``, ``episode``, ``sta
 account was suspended in has ended).
 
 A command gets the payload on stdin (argv list, never a shell) and ``ARREARS_EVENT`` / ``ARREARS_EVENT_ID``
-in its environment; exit 0 is success. A webhook is a POST with ``Content-Type: application/json``;
+in its environment; exit 0 is success. It does not inherit the agent's environment (which holds the SMTP
+password, the webhook secret, database URLs ...): it sees only ``PATH``, ``LANG`` and ``HOME`` (``PATH``
+defaults to ``/usr/local/bin:/usr/bin:/bin``), the agent's ``ARREARS_EVENT*`` variables, and the variables
+``events.env`` names (a list of names; one the agent does not have is left out)::
+
+    events:
+      command: [/usr/local/bin/billing-hook]
+      env: [BILLING_API_TOKEN, TZ]
+ A webhook is a POST with ``Content-Type: application/json``;
 any 2xx is success. With ``secret_env`` set, ``X-Arrears-Signature: sha256=<hex>`` is the HMAC-SHA256 of
 the body under the secret read from that environment variable.
 
@@ -53,6 +61,10 @@ SIGNATURE_HEADER = "X-Arrears-Signature"
 PAYLOAD_VERSION = 1
 _RETRYABLE_HTTP = {408, 425, 429}
 _OUTPUT_LIMIT = 500
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMAND_BASE_ENV = ("PATH", "LANG", "HOME")
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_COMMAND_ENV_PREFIX = "ARREARS_EVENT"
 
 
 class EventSettings(BaseModel):
@@ -68,6 +80,7 @@ class EventSettings(BaseModel):
     retry_max_wait: float = Field(default=30.0, ge=0, le=300)
     secret_env: str | None = None  # NAME of the environment variable holding the HMAC secret
     on: list[EventType] | None = None  # the event types to send; default: all
+    env: list[str] = Field(default_factory=list)  # NAMES of further variables the command sees
 
     @model_validator(mode="before")
     @classmethod
@@ -97,8 +110,16 @@ class EventSettings(BaseModel):
     @field_validator("secret_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
         return value
 
     @model_validator(mode="after")
@@ -250,9 +271,18 @@ class EventSink:
             return EventResult(ok=False, attempts=attempts, error=str(exc), permanent=True)
         return EventResult(ok=True, attempts=attempts)
 
+    def _command_env(self, event: Mapping[str, Any]) -> dict[str, str]:
+        """The whole environment of the event command for ``event`` (see the module doc)."""
+        env = {name: self.environ[name] for name in _COMMAND_BASE_ENV if name in self.environ}
+        env.setdefault("PATH", _DEFAULT_PATH)
+        env.update({name: value for name, value in self.environ.items()
+                    if name.startswith(_COMMAND_ENV_PREFIX) and name != self.settings.secret_env})
+        env.update({name: self.environ[name] for name in self.settings.env if name in self.environ})
+        env.update(ARREARS_EVENT=str(event.get("type", "")), ARREARS_EVENT_ID=str(event.get("id", "")))
+        return env
+
     def _run_command(self, argv: Sequence[str], body: bytes, event: Mapping[str, Any]) -> None:
-        env = {**self.environ, "ARREARS_EVENT": str(event.get("type", "")),
-               "ARREARS_EVENT_ID": str(event.get("id", ""))}
+        env = self._command_env(event)
         try:
             proc = subprocess.run(list(argv), input=body, capture_output=True, timeout=self.settings.timeout,
                                   env=env, shell=False, check=False)

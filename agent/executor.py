@@ -10,7 +10,10 @@
    accepted that message, before the next message of the batch goes out; a failed send releases
    the claim. A notice whose row is ``sent`` is never sent again, so a crash in the middle of a
    batch can send again only the one message that was in flight: over SMTP it may arrive twice (same
-   Message-ID); into the spool it cannot (an existing file is not written again).
+   Message-ID); into the spool it cannot (an existing file is not written again). A notice the mail
+   server refused for good (5xx, or no usable address) is recorded as failed for good: its notice
+   stage becomes ``undelivered`` (the evaluator decides what follows) and, when
+   ``notices.staff_email`` is set, one message about it goes to staff in the same transaction.
 5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
    from it); only then are the hold and the account's state written (state last). A suspension's
    or deletion's own notice is queued at that point, after the hosts applied it.
@@ -36,7 +39,7 @@ from agent.actions import finish_manual
 from agent.config import AgentSettings
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
-from agent.tick import ACTOR, event_job, notice_job
+from agent.tick import ACTOR, event_job, notice_job, staff_notice_job
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 
@@ -44,8 +47,8 @@ if TYPE_CHECKING:
     from agent.notices import NoticeSettings, Notifier, OutgoingNotice, SendResult, Templates
     from policy.loader import PolicySet
 
-__all__ = ["EventSink", "ExecSummary", "NoticeComposer", "PageComposer", "TemplateComposer", "event_sink", "execute",
-           "jobs_by_host"]
+__all__ = ["EventSink", "ExecSummary", "NoticeComposer", "PageComposer", "StaffAddress", "TemplateComposer",
+           "event_sink", "execute", "jobs_by_host"]
 
 log = logging.getLogger("arrears.executor")
 
@@ -57,6 +60,15 @@ class NoticeComposer(Protocol):
 
 
 EventSink = Callable[[m.Job, m.Account], dict[str, Any]]  # runs a hook; raises on failure
+
+
+@runtime_checkable
+class StaffAddress(Protocol):
+    """A composer that also writes the message telling staff about a notice that failed for good
+    (a notice job whose payload has ``staff``); ``staff_email`` None: staff are not told."""
+
+    @property
+    def staff_email(self) -> str | None: ...
 
 
 def as_taken(snap: AccountSnapshot, stage: str, now: datetime) -> AccountSnapshot:
@@ -116,17 +128,41 @@ class TemplateComposer:
             next_measure=nxt, next_due=nxt.due_at if nxt is not None else None, settings=self.settings,
             timezone=resolved.timezone)
 
+    @property
+    def staff_email(self) -> str | None:
+        return self.settings.staff_email
+
     def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
         from agent.notices import OutgoingNotice, message_id
 
+        template = str(job.payload.get("template") or job.stage)
+        if job.payload.get("staff"):
+            return self._compose_staff(session, account, job, now, template)
         if not account.billing_email:
             raise _Permanent(f"account {account.id} has no billing address")
         context = self.context(session, account, job, now)
-        template = str(job.payload.get("template") or job.stage)
         rendered = self.templates.render(template, context)
         return OutgoingNotice(key=job.key, to=account.billing_email,
                               message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain),
                               rendered=rendered, date=now)
+
+    def _compose_staff(self, session: Session, account: m.Account, job: m.Job, now: datetime,
+                       template: str) -> OutgoingNotice:
+        """The message to staff about the notice ``job.payload["notice"]`` that failed for good: the
+        account, the stage, the address it went to and the server's reply."""
+        from agent.notices import OutgoingNotice, message_id
+
+        if not self.settings.staff_email:
+            raise _Permanent("notices.staff_email is not set")
+        failed = session.scalar(select(m.Notice).where(m.Notice.key == str(job.payload.get("notice"))))
+        if failed is None:
+            raise _Permanent(f"no notice {job.payload.get('notice')!r} to report")
+        context = self.context(session, account, job, now)
+        context.update(billing_email=failed.to, failure=failed.error or "")
+        return OutgoingNotice(key=job.key, to=self.settings.staff_email,
+                              message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain,
+                                                    copy="staff"),
+                              rendered=self.templates.render(template, context), date=now)
 
     def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str:
         from agent.notices import render_page
@@ -147,13 +183,14 @@ class ExecSummary:
     failed: int = 0
     reclaimed: int = 0
     notices_sent: int = 0
+    notices_failed: int = 0  # refused for good (5xx, no usable address): never retried
     taken: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"claimed": self.claimed, "done": self.done, "retrying": self.retrying, "failed": self.failed,
-                "reclaimed": self.reclaimed, "notices_sent": self.notices_sent, "taken": self.taken,
-                "errors": self.errors}
+                "reclaimed": self.reclaimed, "notices_sent": self.notices_sent,
+                "notices_failed": self.notices_failed, "taken": self.taken, "errors": self.errors}
 
 
 def _backoff(settings: AgentSettings, attempts: int) -> timedelta:
@@ -379,6 +416,7 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
         return
     outgoing: list[tuple[m.Job, OutgoingNotice]] = []
     lease = now - timedelta(seconds=settings.lease_seconds)
+    staff = composer.staff_email if isinstance(composer, StaffAddress) else None
     for j in jobs:
         row = session.scalar(select(m.Notice).where(m.Notice.key == j.key))
         if row is not None and row.status == "sent":
@@ -404,6 +442,7 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
             _record_notice(session, row, j, acc, now, message_id="", to=acc.billing_email or "", subject=None,
                            status="failed", error=error, permanent=True)
             _fail(j, error, now, settings, summary, transient=False, permanent=True)
+            _failed_for_good(session, j, acc, error, now, staff, summary)
             continue
         row = _record_notice(session, row, j, acc, now, message_id=out.message_id, to=out.to,
                              subject=out.rendered.subject, status="claimed", error=None, permanent=False)
@@ -432,6 +471,10 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
             permanent = bool(res is not None and res.permanent)
             row.status, row.error, row.permanent, row.claimed_at = "failed", error, permanent, None
             _fail(j, error, now, settings, summary, transient=not permanent, permanent=permanent)
+            if permanent:
+                acc = session.get(m.Account, j.account)
+                assert acc is not None
+                _failed_for_good(session, j, acc, error, now, staff, summary)
         session.commit()
         recorded.add(out.key)
 
@@ -443,6 +486,25 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
         sent = {o.key: SendResult(ok=False, permanent=False, error=f"notifier error: {exc}") for o in batch}
     for out in batch:
         record(out, sent.get(out.key))
+
+
+def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, now: datetime, staff: str | None,
+                     summary: ExecSummary) -> None:
+    """``job``'s notice failed for good: a notice stage waiting for it is recorded as ``undelivered`` at
+    ``now`` (the evaluator decides whether the stages after it go ahead), the account is looked at
+    again, and staff get one message about it (never about a staff message)."""
+    summary.notices_failed += 1
+    if job.episode is not None:
+        st = session.scalar(select(m.StageTaken).where(
+            m.StageTaken.episode == job.episode, m.StageTaken.stage == job.stage, m.StageTaken.action == "notice",
+            m.StageTaken.status == "in_flight"))
+        if st is not None:
+            st.status, st.at = "undelivered", now
+            acc.next_check_at = now
+    audit(session, at=now, actor=ACTOR, action="notice.failed", account=acc.id, reason=error,
+          details={"notice": job.key, "stage": job.stage, "staff": bool(job.payload.get("staff"))})
+    if staff and not job.payload.get("staff"):
+        staff_notice_job(session, job, now)
 
 
 def _record_notice(session: Session, row: m.Notice | None, job: m.Job, acc: m.Account, now: datetime, *,

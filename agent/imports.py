@@ -1,7 +1,10 @@
 """Importing accounts, ledger entries and invoices from JSON lines or CSV files.
 
 A file is read and validated completely before anything is written, and written in the caller's one
-transaction: a bad line rejects the whole file with ``file:line: field: message``. Ledger entries are
+transaction: a bad line rejects the whole file with ``file:line: field: message``. Placements are checked
+by their kind's validator (:mod:`connectors.resources`, the one the connectors use) against the host in
+the inventory; who owns a resource is checked as each placement is written (:mod:`agent.store.placements`),
+so a clash with a stored account or an earlier line also rejects the whole file, rolled back. Ledger entries are
 keyed by ``(account, ref)``: importing the same file twice imports nothing the second time. An entry
 without ``ref`` gets one derived from its content, so the same line is never imported twice either.
 """
@@ -24,10 +27,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
+from agent.store.placements import OwnershipError, put_placement, remove_placement
+from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
 from policy.errors import LocatedError
 
 if TYPE_CHECKING:
+    from connectors.inventory import Inventory
     from policy.loader import PolicySet
 
 __all__ = [
@@ -279,13 +285,24 @@ _ACCOUNT_FIELDS = ("id", "username", "billing_email", "plan", "reseller", "curre
                    "has_billing_profile", "policy", "resources")
 
 
-def _placements(row: _Row) -> list[tuple[str, str, dict[str, Any]]]:
+@dataclass
+class _Placement:
+    service: str
+    host: str
+    resource: dict[str, Any]
+    keys: list[tuple[str, str]]
+    at: str  # where it is in the line: resources.web or resources.web[1]
+
+
+def _placements(row: _Row, inventory: Inventory | None) -> list[_Placement]:
+    """The placements of a line, each resource checked by its kind's validator (the one its connector
+    uses) with the host's settings from ``inventory``: the host must be there and run the service."""
     resources = row.data.get("resources")
     if resources is None:
         return []
     if not isinstance(resources, dict):
         raise row.fail("resources", f"must be a mapping of service to {{host, ...}}, got {_kind(resources)}")
-    out: list[tuple[str, str, dict[str, Any]]] = []
+    out: list[_Placement] = []
     seen: set[tuple[str, str]] = set()
     for service, entries in resources.items():
         where = f"resources.{service}"
@@ -303,7 +320,26 @@ def _placements(row: _Row) -> list[tuple[str, str, dict[str, Any]]]:
                 raise row.fail(at, f"names host {host!r} twice for {service}")
             seen.add((service, host))
             resource = {k: _plain(v) for k, v in entry.items() if k != "host"}
-            out.append((service, host, resource))
+            settings = None
+            if inventory is not None:
+                cfg = inventory.hosts.get(host)
+                if cfg is None:
+                    known = ", ".join(sorted(inventory.hosts)) or "none"
+                    raise row.fail(f"{at}.host", f"host {host!r} is not in {inventory.source} (known hosts: "
+                                                 f"{known}); add it there or name a host that is")
+                svc = cfg.services.get(service)
+                if svc is None:
+                    runs = ", ".join(sorted(cfg.services)) or "nothing"
+                    raise row.fail(at, f"host {host!r} does not run {service} in {inventory.source} (it runs: "
+                                       f"{runs}); name a host that runs {service}, or add the service to {host}")
+                settings = svc.settings
+            try:
+                keys = resource_keys(service, resource, settings)
+            except UnsafeValue as exc:
+                name = getattr(exc, "field", "")
+                raise row.fail(f"{at}.{name}" if name else at,
+                               f"{exc}; fix it in the billing export (the {service} connector refuses it)") from None
+            out.append(_Placement(service, host, resource, keys, at))
     return out
 
 
@@ -318,10 +354,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None) -> ImportSummary:
-    """Create or update the accounts of ``path`` and their placements; each is looked at on the next tick."""
+def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None,
+                    inventory: Inventory | None = None) -> ImportSummary:
+    """Create or update the accounts of ``path`` and their placements; each is looked at on the next tick.
+
+    Each placement is validated for its host in ``inventory`` (when given); a resource that another
+    account holds (stored, or earlier in the same file), or a home inside or around another account's
+    home, refuses the file with the line and field. Nothing of the file is written then (the caller's
+    transaction is rolled back on the error)."""
     name = str(path)
-    parsed: list[dict[str, Any]] = []
+    parsed: list[tuple[_Row, dict[str, Any]]] = []
     seen: dict[str, int] = {}
     for line, data in read_records(path):
         row = _Row(name, line, data)
@@ -344,7 +386,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
                 policy.resolve(aid, plan, reseller, layer)
             except PolicyError as exc:
                 raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
-        parsed.append({
+        parsed.append((row, {
             "id": aid,
             "username": row.text("username", max_len=200),
             "billing_email": email,
@@ -355,11 +397,11 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
             "has_billing_profile": row.boolean("has_billing_profile", True),
             "policy": layer,
             "resources": _plain(row.data.get("resources") or {}),
-            "placements": _placements(row),
-        })
+            "placements": _placements(row, inventory),
+        }))
     summary = ImportSummary()
-    for rec in parsed:
-        placements = rec.pop("placements")
+    for row, rec in parsed:
+        placements: list[_Placement] = rec.pop("placements")
         acc = session.get(m.Account, rec["id"])
         if acc is None:
             acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=now, created_at=now,
@@ -379,16 +421,18 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         session.flush()
         existing = {(p.service, p.host): p for p in
                     session.scalars(select(m.Placement).where(m.Placement.account == acc.id))}
-        wanted = {(s, h) for s, h, _ in placements}
-        for service, host, resource in placements:
-            p = existing.get((service, host))
-            if p is None:
-                session.add(m.Placement(account=acc.id, service=service, host=host, resource=resource, state={}))
-            elif p.resource != resource:
-                p.resource = resource
+        wanted = {(p.service, p.host) for p in placements}
         for key, p in existing.items():
             if key not in wanted and not p.state:
-                session.delete(p)
+                remove_placement(session, p)  # first: what this account gives up is free for the rest
+        for pl in placements:
+            current = existing.get((pl.service, pl.host))
+            try:
+                put_placement(session, acc.id, pl.service, pl.host, pl.resource, pl.keys, placement=current)
+            except OwnershipError as exc:
+                raise row.fail(f"{pl.at}.{exc.field}", f"{exc}; if it has moved to {acc.id}, run `arrears accounts "
+                                                       f"move-resource {exc.owner} {acc.id} --service {pl.service} "
+                                                       f"--host {pl.host} --reason WHY` first") from None
         summary.accounts.add(acc.id)
     session.flush()
     return summary

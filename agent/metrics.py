@@ -22,6 +22,9 @@ class Metrics:
         self.measures = Counter("arrears_measures", "Measures taken", ["action"], registry=self.registry)
         self.jobs = Counter("arrears_jobs", "Outbox jobs finished", ["kind", "outcome"], registry=self.registry)
         self.pending_jobs = Gauge("arrears_pending_jobs", "Outbox jobs waiting", registry=self.registry)
+        self.notices_failed = Gauge("arrears_notices_failed_permanently",
+                                    "Notices that failed for good (refused permanently; see arrears status)",
+                                    registry=self.registry)
         self.last_tick = Gauge("arrears_last_tick_timestamp_seconds", "End of the last tick", registry=self.registry)
         self.health: dict[str, object] = {"status": "starting"}
         self._lock = threading.Lock()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTOR",
+    "STAFF_TEMPLATE",
     "Evaluated",
     "PlannedMeasure",
     "TickSummary",
@@ -36,6 +37,7 @@ __all__ = [
     "plan",
     "reason_dict",
     "resolve_for",
+    "staff_notice_job",
     "tick",
 ]
 
@@ -189,6 +191,17 @@ def notice_job(session: Session, acc: m.Account, episode: int | None, stage: str
     key = f"{acc.id}:{episode if episode is not None else 0}:{stage}"
     return int(_job(session, key=key, account=acc.id, episode=episode, stage=stage, kind="notice", action="notice",
                     now=now, payload={"template": template or stage}))
+
+
+STAFF_TEMPLATE = "notice_failed"
+
+
+def staff_notice_job(session: Session, notice: m.Job, now: datetime) -> int:
+    """The message that tells staff (``notices.staff_email``) that ``notice`` failed for good: one per
+    failed notice, key ``{notice key}:staff``."""
+    return int(_job(session, key=f"{notice.key}:staff", account=notice.account, episode=notice.episode,
+                    stage=notice.stage, kind="notice", action="notice", now=now,
+                    payload={"template": STAFF_TEMPLATE, "staff": True, "notice": notice.key}))
 
 
 def event_job(session: Session, account: str, episode: int | None, stage: str, type_: str, now: datetime, *,

@@ -7,15 +7,18 @@ the batch helpers ``changed``, ``fact`` and ``fail`` (see :mod:`connectors.base`
 operation: the facts below are reported under fixed names.
 
 ``archive_ops(account, paths, roots, archive_dir, kind, *, remove=True) -> str``
-    ``paths`` (each strictly below one of ``roots``) go into one gzip'ed tar,
-    ``<archive_dir>/<account>-<kind>-<UTC timestamp>.tar.gz``, written under a temporary name and
+    ``paths`` (each strictly below one of ``roots``) go into one gzip'ed tar in ``archive_dir`` (named
+    as below), written under a temporary name and
     renamed only once it verified: ``gzip -t``, ``tar --compare`` against the live tree, and the
     archive's member count equal to the live tree's entry count (sockets excepted, tar skips them).
     Beside it ``<archive>.list`` holds the verbose listing. Then, with ``remove``, each path goes with
     ``rm -rf --one-file-system`` (without ``remove`` every run makes a new archive). On the host
     every path is re-checked with ``realpath -e``: a path that is itself a symlink, or resolves
-    outside the (resolved) roots, or is a root, is refused and
-    nothing is touched. Facts: ``archive``, ``sha256``, ``size`` (bytes), ``entries`` (archive
+    outside the (resolved) roots, or is a root, is refused and nothing is touched. So is a path at
+    or below which anything is mounted, by the host's mount table (``/proc/self/mountinfo``):
+    ``--one-file-system`` stops only at another device, and a bind mount of a folder from the same
+    file system would be archived and emptied through the path. The mount table is read again just
+    before the removal. Facts: ``archive``, ``sha256``, ``size`` (bytes), ``entries`` (archive
     members), ``files`` (regular files, a second hard link not counted), ``listing`` (the .list
     path), ``paths`` (the archived paths, space-separated). Paths that no longer exist are
     skipped; when none exists the operation changes nothing (a repeated delete is a no-op) and
@@ -23,11 +26,19 @@ operation: the facts below are reported under fixed names.
     the newest archive of this account and kind, so a delete retried after a lost connection still
     hands back its archive.
 
+Archive names: ``<account>-<kind>-<stamp>.tar.gz``, or ``<account>-<kind>-<stamp>-<n>.tar.gz`` (``n``
+from 2) when that name is taken; ``<stamp>`` is the UTC time as ``YYYYmmddTHHMMSSZ``. A kind has no
+``-``, so a name reads back exactly one way from its end: the stamp (and ``n``), then the kind (the
+segment before the stamp); the account is all that is left. An account's own archives are those whose
+name is exactly its id, ``-``, the kind, ``-`` and a stamp: the archives of account ``a-home-1``
+(``a-home-1-home-<stamp>.tar.gz``) are never those of account ``a``.
+
 ``restore_ops(account, paths, roots, archive_dir, archive, sha256) -> str``
     Checks the archive (inside ``archive_dir``, its sha256, ``gzip -t``), then extracts each path
     back in place with owners and modes (``tar -xzpf``), and compares the result with the archive.
     A target that exists and is not empty (or is a file) is refused, unless it already matches the
-    archive (a repeated restore is a no-op). A failed extraction removes what it had written. Facts:
+    archive (a repeated restore is a no-op); so is an empty target with anything mounted at or below
+    it. A failed extraction removes what it had written. Facts:
     ``restored`` (paths extracted now, space-separated).
 
 ``prune_ops(archive_dir, retention_days) -> str``
@@ -39,7 +50,7 @@ operation: the facts below are reported under fixed names.
 (for pydantic validators): roots are absolute and never ``/``; the archive dir never overlaps a root.
 
 Commands used on the host (for a sudoers list): ``tar``, ``gzip``, ``sha256sum``, ``realpath``,
-``find``, ``rm``, ``mv``, ``mkdir``, ``stat``, ``sync``, ``date``, ``wc``, ``cut``, ``grep``.
+``find``, ``rm``, ``mv``, ``mkdir``, ``stat``, ``sync``, ``date``, ``wc``, ``cut``, ``grep``, ``awk``.
 """
 
 from __future__ import annotations
@@ -51,8 +62,9 @@ from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
 __all__ = ["archive_ops", "check_archive_dir", "check_roots", "prune_ops", "restore_ops"]
 
-_KIND = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,15}$")  # no '-': archive names read back one way (module doc)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STAMP_GLOB = "[0-9]" * 8 + "T" + "[0-9]" * 6 + "Z"  # what ``date -u +%Y%m%dT%H%M%SZ`` writes
 
 # ``_av_under RESOLVED ROOT...``: true when RESOLVED lies strictly below one of the roots as the host
 # resolves them (a root that is a symlink counts as where it points).
@@ -64,6 +76,43 @@ _av_under() {
     case $_avu_p in "$_avu_rr"/?*) return 0 ;; esac
   done
   return 1
+}
+"""
+
+# ``_av_mounts PATH``: the mount points at or below PATH in this shell's mount table, its octal escapes
+# (``\040`` for a space ...) decoded, separated by ", "; empty when there is none. Fails (status 2) when
+# /proc/self/mountinfo cannot be read. PATH travels in the environment: ``awk -v`` would decode escapes.
+# ``_av_no_mounts PATH RESOLVED WHAT``: fail, naming the mounts, when anything is mounted at or below
+# RESOLVED (PATH resolved); WHAT ends the message (what was left alone).
+_MOUNTS = r"""
+_av_mounts() {
+  _AV_MP=$1 awk '
+    function dec(s,   out, i, c) {
+      out = ""
+      while ((i = index(s, "\\")) > 0) {
+        c = substr(s, i + 1, 3)
+        if (c ~ /^[0-7][0-7][0-7]$/) {
+          out = out substr(s, 1, i - 1) sprintf("%c", substr(c, 1, 1) * 64 + substr(c, 2, 1) * 8 + substr(c, 3, 1))
+          s = substr(s, i + 4)
+        } else {
+          out = out substr(s, 1, i)
+          s = substr(s, i + 1)
+        }
+      }
+      return out s
+    }
+    BEGIN { p = ENVIRON["_AV_MP"]; found = "" }
+    {
+      m = dec($5)
+      if (m == p || substr(m, 1, length(p) + 1) == p "/") found = found (found == "" ? "" : ", ") m
+    }
+    END { printf "%s", found }
+  ' /proc/self/mountinfo
+}
+_av_no_mounts() {
+  _avm_m=$(_av_mounts "$2") || fail "refused $1: cannot read the mount table /proc/self/mountinfo; $3"
+  [ -z "$_avm_m" ] || \
+    fail "refused $1: $_avm_m is mounted at or below $2 (a deletion never crosses a mount: unmount it first); $3"
 }
 """
 
@@ -133,7 +182,8 @@ def archive_ops(
     ad = check_archive_dir(archive_dir, rts)
     knd = _kind(kind)
     pths = _paths(paths, rts)
-    lines = [_UNDER, f"_av_ad={q(ad)}", "_av_members=''", "_av_live=''"]
+    prefix = f"{acct}-{knd}-"
+    lines = [_UNDER, _MOUNTS, f"_av_ad={q(ad)}", "_av_members=''", "_av_live=''"]
     for p in pths:
         lines.append(
             f"""
@@ -142,6 +192,7 @@ if [ -e {q(p)} ]; then
   _av_rp=$(realpath -e -- {q(p)}) || fail "refused {p}: cannot resolve it; nothing was archived or removed"
   _av_under "$_av_rp" {_root_args(rts)} || \\
     fail "refused {p}: it resolves to $_av_rp, not below the roots {' '.join(rts)}; nothing was archived or removed"
+  _av_no_mounts {q(p)} "$_av_rp" "nothing was archived or removed"
   _av_members="$_av_members {q(_member(p))}"
   _av_live="$_av_live {q(p)}"
 fi"""
@@ -149,10 +200,19 @@ fi"""
     lines.append(
         f"""
 if [ -z "$_av_members" ]; then
-  # nothing left to archive (a repeated delete): report the newest archive of this account and kind again
+  # nothing left to archive (a repeated delete): report the newest archive of this account and kind again,
+  # matching its names exactly (<account>-<kind>-<stamp>[-<n>].tar.gz, see the module doc)
   _av_last=''
-  for _av_f in "$_av_ad"/{q(acct)}-{knd}-[0-9]*Z*.tar.gz; do
-    [ -f "$_av_f" ] || continue
+  for _av_f in "$_av_ad"/{q(prefix)}{_STAMP_GLOB}*.tar.gz; do
+    [ -f "$_av_f" ] && [ ! -L "$_av_f" ] || continue
+    _av_x=${{_av_f#"$_av_ad"/{q(prefix)}}}
+    _av_x=${{_av_x%.tar.gz}}
+    case ${{_av_x#{_STAMP_GLOB}}} in
+      '') ;;
+      -|-*[!0-9]*) continue ;;
+      -*) ;;
+      *) continue ;;
+    esac
     if [ -z "$_av_last" ] || [ "$_av_f" -nt "$_av_last" ]; then _av_last=$_av_f; fi
   done
   if [ -n "$_av_last" ]; then
@@ -212,6 +272,9 @@ fact paths "${{_av_live# }}"
         lines.append(
             """
 for _av_p in $_av_live; do
+  _av_no_mounts "$_av_p" "$(realpath -e -- "$_av_p")" "it was archived to $_av_final but not removed"
+done
+for _av_p in $_av_live; do
   rm -rf --one-file-system -- "$_av_p" || fail "removing $_av_p failed after it was archived to $_av_final"
   [ ! -e "$_av_p" ] || fail "$_av_p still exists after removal (archived to $_av_final)"
 done
@@ -240,6 +303,7 @@ def restore_ops(
     pths = _paths(paths, rts)
     lines = [
         _UNDER,
+        _MOUNTS,
         f"""
 _av_arc={q(arc)}
 [ -f "$_av_arc" ] && [ ! -L "$_av_arc" ] || fail "archive $_av_arc does not exist; nothing was restored"
@@ -270,6 +334,7 @@ if [ ! -e {q(p)} ]; then
   _av_new="$_av_new {q(p)}"
   _av_todo="$_av_todo {q(m)}"
 elif [ -d {q(p)} ] && [ -z "$(ls -A -- {q(p)})" ]; then
+  _av_no_mounts {q(p)} "$(realpath -e -- {q(p)})" "nothing was restored"
   _av_empty="$_av_empty {q(p)}"
   _av_todo="$_av_todo {q(m)}"
 elif ! tar -C / -dzf "$_av_arc" -- {q(m)} >/dev/null 2>&1; then

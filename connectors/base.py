@@ -36,6 +36,7 @@ from typing import Literal, Protocol
 from connectors.validate import path, q
 
 __all__ = [
+    "OP_ID",
     "Action",
     "BatchResult",
     "Connector",
@@ -52,7 +53,8 @@ __all__ = [
 
 Action = Literal["suspend", "resume", "delete", "restore", "status"]
 
-_ID = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,200}$")
+OP_ID = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,200}$")  # what an operation or handler id may hold
+_ID = OP_ID
 _MARK = "@@arrears "
 
 

@@ -6,9 +6,10 @@ mail connectors handle access); ``status`` reports whether the home dir exists.
 
 ``delete`` uses :func:`connectors.archive.archive_ops`: the home dir is archived into
 ``<archive_dir>/<account>-home-<UTC timestamp>.tar.gz``, verified, and only then removed; a path
-outside the configured roots, a root itself, a symlink escape and an archive that did not verify are
-refused with nothing touched. The facts (``archive``, ``sha256``, ``size``, ``entries``, ``files``,
-``listing``) are what the store keeps for a later restore. :meth:`HomeConnector.prune_operations`
+outside the configured roots, a root itself, a symlink escape, a home with anything mounted at or below
+it (a bind mount included) and an archive that did not verify are refused with nothing touched. The
+facts (``archive``, ``sha256``, ``size``, ``entries``, ``files``, ``listing``) are what the store keeps
+for a later restore. :meth:`HomeConnector.prune_operations`
 removes archives older than ``retention_days`` from ``archive_dir``.
 """
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, check_roots, prune_ops, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.validate import UnsafeValue, account_id, path, path_under, q
+from connectors.resources import home_path
+from connectors.validate import UnsafeValue, account_id, path, q
 
 __all__ = ["HomeConnector", "HomeSettings"]
 
@@ -72,9 +74,7 @@ class HomeConnector:
         self.host = host
 
     def _path(self, resource: dict[str, Any]) -> str:
-        if "path" not in resource:
-            raise UnsafeValue("home resource", resource, "has no 'path'")
-        return path_under(resource["path"], self.settings.roots)
+        return home_path(resource, self.settings.roots)
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)

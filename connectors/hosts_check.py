@@ -41,7 +41,9 @@ _PROBES: dict[str, str] = {
         'for c in usermod chage pkill crontab; do command -v "$c" >/dev/null || fail "$c not found"; done'
     ),
     "archive": (
-        'for c in tar gzip sha256sum; do command -v "$c" >/dev/null || fail "$c not found"; done\n'
+        'for c in tar gzip sha256sum awk; do command -v "$c" >/dev/null || fail "$c not found"; done\n'
+        '[ -r /proc/self/mountinfo ] || fail "cannot read the mount table /proc/self/mountinfo: deletions would be '
+        'refused"\n'
         'fact version "$(tar --version | head -n1)"'
     ),
 }

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors import registry
 from connectors.base import Connector, Transport
 from connectors.local import LocalTransport
-from connectors.ssh import SshSettings, SshTransport
+from connectors.ssh import SshSettings, SshTransport, key_permission_problem
 
 __all__ = [
     "SERVICES",
@@ -320,6 +320,15 @@ def _allowed_for(loc: Sequence[Any], model: type[BaseModel] | None) -> list[str]
     return []
 
 
+def _key_problem(filename: str, root: yaml.Node | None, loc: tuple[Any, ...], key: str | None) -> list[Problem]:
+    """The key at ``loc`` when OpenSSH would refuse it for its permissions (see :mod:`connectors.ssh`)."""
+    problem = None if key is None else key_permission_problem(key)
+    if problem is None:
+        return []
+    return [Problem(filename, _line(_node_at(root, loc)[0]), ".".join(map(str, loc)), problem[0],
+                    f"run: {problem[1]}")]
+
+
 def _resolve(path: str | None, base: Path) -> str | None:
     if path is None:
         return None
@@ -358,6 +367,8 @@ def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
 
     base = Path(filename).resolve().parent
     hosts: dict[str, HostConfig] = {}
+    if any(h.transport == "ssh" and h.key is None for h in raw.hosts.values()):
+        problems.extend(_key_problem(filename, root, ("defaults", "key"), _resolve(raw.defaults.key, base)))
     for name, host in raw.hosts.items():
         loc: tuple[Any, ...] = ("hosts", name)
         if host.transport == "ssh":
@@ -375,6 +386,7 @@ def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
                 problems.append(Problem(filename, _line(_node_at(root, loc)[0]), f"hosts.{name}.key",
                                         "required for transport: ssh (key authentication only)",
                                         f"add 'key: /etc/arrears/id_ed25519' to host {name} or to defaults"))
+            problems.extend(_key_problem(filename, root, (*loc, "key"), _resolve(host.key, base)))
         services: dict[str, ServiceConfig] = {}
         for service, raw_svc in host.services.items():
             sloc = (*loc, "services", service)

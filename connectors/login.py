@@ -33,7 +33,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.base import Action, Handler, Operation
-from connectors.validate import UnsafeValue, account_id, path, q, unix_user
+from connectors.resources import login_user
+from connectors.validate import account_id, path, q
 
 __all__ = ["LoginSettings", "UnixLoginConnector"]
 
@@ -185,9 +186,7 @@ if [ -e "$_lg_sd/crontab" ]; then fact crontab_saved yes; else fact crontab_save
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)
-        if "user" not in resource:
-            raise UnsafeValue("login resource", resource, "has no 'user'")
-        user = unix_user(resource["user"])
+        user = login_user(resource)
         if action in ("suspend", "delete", "restore"):
             script = self._lock(user)
         elif action == "resume":

@@ -11,6 +11,12 @@ after an out-of-band check; a changed key names both fingerprints. Refused, rese
 unroutable connections are transient and retried with exponential back-off and jitter (bounded in
 attempts and total time); authentication and host-key problems are not retried.
 
+A private key file that its group or others may access is refused before anything connects, as OpenSSH
+refuses it ("Permissions 0644 for 'KEY' are too open"), with the ``chmod 600`` to run
+(:func:`key_permission_problem`; the inventory loader reports the same at its line). Stricter than
+OpenSSH, which only looks at keys owned by the user it runs as: a key of another owner that the agent
+reads through its group is refused too, with the ``chown`` that makes it the agent's own.
+
 paramiko's client is used directly rather than through ``fabric.Connection``: Fabric's connection
 installs ``AutoAddPolicy`` in its constructor and loads the user's own ``~/.ssh/known_hosts`` (an open
 Fabric issue, fabric/fabric#2071), so the inventory's ``known_hosts`` would not be the only authority.
@@ -22,9 +28,13 @@ import base64
 import contextlib
 import errno
 import logging
+import os
 import posixpath
+import pwd
 import select
+import shlex
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -44,7 +54,7 @@ from connectors.base import ScriptOutput, TransportError
 from connectors.validate import path as safe_path
 from connectors.validate import q
 
-__all__ = ["HostKeyError", "SshSettings", "SshTransport", "key_fingerprint"]
+__all__ = ["HostKeyError", "SshSettings", "SshTransport", "key_fingerprint", "key_permission_problem"]
 
 _TRANSIENT_ERRNOS = {
     errno.ECONNREFUSED,
@@ -89,6 +99,28 @@ class HostKeyError(TransportError):
 def key_fingerprint(key: paramiko.PKey) -> str:
     """The key's fingerprint as ``ssh`` prints it: ``SHA256:<base64 without padding>``."""
     return str(key.fingerprint)
+
+
+def key_permission_problem(key: str) -> tuple[str, str] | None:
+    """``(problem, what to run)`` when the private key file ``key`` may be accessed by its group or others
+    (any of the mode bits 077, OpenSSH's rule); None when it may not, or does not exist (a missing key is
+    reported when it is loaded). When the file belongs to another user, what to run makes it the agent's."""
+    try:
+        st = os.stat(key)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return None
+    fix = f"chmod 600 {shlex.quote(key)}"
+    me = os.geteuid()
+    if st.st_uid != me:  # chmod 600 alone would lock the agent out of a key it reads through its group
+        try:
+            user = pwd.getpwuid(me).pw_name
+        except KeyError:
+            user = str(me)
+        fix = f"chown {shlex.quote(user)} {shlex.quote(key)} && {fix}"
+    return f"Permissions {mode:04o} for '{key}' are too open: a private key must not be accessible by others", fix
 
 
 def _known_hosts_name(address: str, port: int) -> str:
@@ -216,6 +248,10 @@ class SshTransport:
                 f"(ssh-keyscan -p {s.port} {s.address} >> {s.known_hosts}, after checking the fingerprint)",
                 transient=False,
             )
+        if s.key is not None:
+            problem = key_permission_problem(s.key)
+            if problem is not None:
+                raise TransportError(self.host, f"{problem[0]}; run: {problem[1]}", transient=False)
         where = f"{s.address} port {s.port}"
         try:
             sock = socket.create_connection((s.address, s.port), timeout=s.connect_timeout)

@@ -35,7 +35,11 @@ class UnsafeValue(ValueError):
 _ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_LOCAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# RFC 5322 ``atext`` (what postfix and dovecot accept unquoted) less ``/`` (a maildir and the saved-flags
+# record are named after the mailbox) and ``=`` (it separates a fact's key from its value); the first
+# character is a letter, digit or ``_`` (a leading ``#`` would be a comment in a map or passwd-file).
+# Every use quotes the value, so ``o'neil`` is as safe as ``info``.
+_LOCAL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+'!#$%&*?^`{|}~-]{0,63}$")
 _PATH = re.compile(r"^/[A-Za-z0-9_./@+-]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9_./~%+-]*)?(\?[A-Za-z0-9_.~%+=&-]*)?$")
 
@@ -73,8 +77,8 @@ def mailbox(value: object) -> str:
     v = _check("mailbox", value, re.compile(r"^[^@\s]+@[^@\s]+$"))
     local, _, dom = v.partition("@")
     _check("mailbox local part", local, _LOCAL)
-    if ".." in local:
-        raise UnsafeValue("mailbox", value, "contains '..'")
+    if ".." in local or local.endswith("."):
+        raise UnsafeValue("mailbox", value, "contains '..' or ends with '.'")
     return f"{local}@{domain(dom)}"
 
 

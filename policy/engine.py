@@ -372,6 +372,17 @@ def _resuspension_floor(enabled: list[Stage], index: int, taken: tuple[StageTake
     return floor
 
 
+def _undelivered_warnings(enabled: list[Stage], index: int, taken: tuple[StageTaken, ...]) -> list[str]:
+    """The deletion warnings (the notice stages between the suspension and the delete stage ``index``)
+    when none of them was delivered in this episode; empty when one was, or when the policy has none."""
+    suspensions = [i for i, s in enumerate(enabled[:index]) if s.action == "suspend"]
+    first = suspensions[-1] + 1 if suspensions else 0
+    warnings = [s.name for s in enabled[first:index] if s.action == "notice"]
+    if any(record.stage in warnings and not record.undelivered for record in taken):
+        return []
+    return warnings
+
+
 def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, start: datetime,
               taken: tuple[StageTaken, ...], hold_kind: HoldKind, hit: TriggerHit,
               resuspended_at: datetime | None = None, resuspending: bool = False) -> _Plan:
@@ -379,11 +390,23 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
     enabled = [s for s in policy.stages if s.enabled]
     index = 0
     ref, ref_what = start, "the episode start"
+    last: StageTaken | None = None
     for record in taken:
         for i, stage in enumerate(enabled):
             if stage.name == record.stage and i + 1 > index:
                 index = i + 1
+                last = record
                 ref, ref_what = record.at, f"stage {stage.name} taken"
+                if record.undelivered:
+                    ref_what += " (its notice failed for good)"
+    if last is not None and last.undelivered and not policy.proceed_after_failed_notice:
+        upcoming = enabled[index] if index < len(enabled) else None
+        return _Plan([], UpcomingMeasure(upcoming.name, upcoming.action, after_due(upcoming.after, ref, tz))
+                     if upcoming is not None else None, None, Reason(
+            rule="stage.notice_undelivered",
+            text=(f"the notice of stage {last.stage} failed for good at {last.at.isoformat()} and "
+                  f"notices.proceed_after_failed_notice is false: the next stages wait until an admin acts"),
+            inputs={"undelivered_stage": last.stage, "failed_at": last.at.isoformat()}))
     if index >= len(enabled):
         return _Plan([], None, None, None)
     stage = enabled[index]
@@ -426,6 +449,15 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
                 text=f"{stage.name} is due but the account is not suspended (it was resumed by hand); deletion waits",
                 inputs={"holds": ", ".join(sorted(h.kind for h in snapshot.holds)) or "none"})
             return _Plan(measures, UpcomingMeasure(stage.name, stage.action, due), None, reason)
+        if stage.action == "delete":
+            warnings = _undelivered_warnings(enabled, index, taken)
+            if warnings:
+                reason = Reason(
+                    rule="stage.delete_needs_delivered_warning",
+                    text=(f"{stage.name} is due but no deletion warning ({', '.join(warnings)}) was delivered; "
+                          f"deletion waits (an admin may still delete the account explicitly)"),
+                    inputs={"warnings": ", ".join(warnings)})
+                return _Plan(measures, UpcomingMeasure(stage.name, stage.action, due), None, reason)
         counted = (f"{_after_text(stage)} after {ref_what} at {ref.isoformat()}" if floor is None else
                    f"the delays from the suspension on, counted again from the re-suspension at "
                    f"{resuspended_at.isoformat() if resuspended_at else ''}")

@@ -93,7 +93,8 @@ def explain(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime) ->
         "episode": None if episode is None else {
             "started_at": _iso(episode.started_at), "trigger": episode.trigger,
             "counted_from": _iso(ev.episode_start),
-            "stages_taken": [{"stage": s.stage, "at": _iso(s.at)} for s in episode.stages_taken],
+            "stages_taken": [{"stage": s.stage, "at": _iso(s.at), **({"undelivered": True} if s.undelivered else {})}
+                             for s in episode.stages_taken],
         },
         "holds": [{"kind": h.kind, "since": _iso(h.since), "reason": h.reason, "actor": h.actor}
                   for h in snapshot.holds],

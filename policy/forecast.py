@@ -47,6 +47,8 @@ def forecast(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, u
         decision = evaluate(snap, policy, t)
         items += [ForecastItem(m.stage, m.action, m.due_at, m.reason.text) for m in decision.measures]
         snap = apply_decision(snap, decision)
+        if decision.measures:
+            continue  # what was just taken can make the next stage due at once (a deletion after its warning)
         if decision.next_check is None or decision.next_check <= t:
             break
         t = decision.next_check

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -419,6 +419,7 @@ class PolicySet:
     resellers: dict[str, _Layer]
     plans: dict[str, _Layer]
     extra: dict[str, Any] = field(default_factory=dict)
+    proceed_after_failed_notice: bool = True  # notices.proceed_after_failed_notice
 
     def resolve(
         self,
@@ -444,7 +445,9 @@ class PolicySet:
                 values[key] = value
                 sources[key] = source
         sources["timezone"] = "policy"
-        return _build(self.timezone, values, sources)
+        sources["proceed_after_failed_notice"] = "policy"
+        return replace(_build(self.timezone, values, sources),
+                       proceed_after_failed_notice=self.proceed_after_failed_notice)
 
 
 def _build(timezone: str, values: dict[str, object], sources: dict[str, str]) -> ResolvedPolicy:
@@ -505,4 +508,15 @@ def load_policy(text: str, filename: str) -> PolicySet:
     plans = _named_layers(top.get("plans"), ctx, "plans")
     extra = {key: _plain(top[key]) for key in EXTRA_SECTIONS if key in top}
     return PolicySet(filename=filename, timezone=timezone, defaults=defaults, resellers=resellers, plans=plans,
-                     extra=extra)
+                     extra=extra, proceed_after_failed_notice=_proceed_after_failed_notice(top.get("notices"), ctx))
+
+
+def _proceed_after_failed_notice(notices: _V | None, ctx: _Ctx) -> bool:
+    """``notices.proceed_after_failed_notice`` (default true): whether the stages after a notice that
+    failed for good go ahead. The rest of ``notices:`` is validated by the agent (agent.notices)."""
+    if notices is None or not isinstance(notices.value, dict) or _PROCEED not in notices.value:
+        return True
+    return _bool(notices.value[_PROCEED], ctx, f"notices.{_PROCEED}")
+
+
+_PROCEED = "proceed_after_failed_notice"

@@ -96,6 +96,10 @@ class ResolvedPolicy:
     pay_with_negative: bool = False
     financial_threshold: Decimal | None = None  # None: the credit limit (see spend_threshold)
     guaranteed_payment: GuaranteeLimit = GuaranteeLimit()
+    # a notice stage whose notice failed for good (the mail server refused it permanently) counts as
+    # taken, so the stages after it go ahead (notices.proceed_after_failed_notice); a deletion still
+    # needs a delivered deletion warning
+    proceed_after_failed_notice: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -157,6 +161,7 @@ class Override:
 class StageTaken:
     stage: str
     at: datetime
+    undelivered: bool = False  # a notice stage whose notice failed for good at ``at``
 
 
 @dataclass(frozen=True)

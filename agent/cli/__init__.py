@@ -41,6 +41,7 @@ for _command in (
     cli.add_command(_command)
 setup.accounts.add_command(setup.import_accounts)
 setup.accounts.add_command(reports.accounts_list)
+setup.accounts.add_command(account.move_resource)
 setup.ledger.add_command(setup.import_ledger)
 setup.invoices.add_command(setup.import_invoices)
 

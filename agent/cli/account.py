@@ -1,5 +1,5 @@
 """What one account looks like: ``show`` (its state now, with the work in flight) and ``history`` (everything
-that happened to it, in time order)."""
+that happened to it, in time order); and ``accounts move-resource``, the one way a resource changes owner."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.cli.app import (
+    CliError,
     CliState,
+    actor_name,
+    actor_option,
     at_option,
     console,
     emit_json,
@@ -28,7 +31,7 @@ from agent.cli.app import (
 from agent.store import models as m
 from agent.store.repo import get_account, load_snapshots, open_episode, open_holds
 
-__all__ = ["history", "show"]
+__all__ = ["history", "move_resource", "show"]
 
 
 def _audit_reason(s: Session, entry_id: Any) -> str | None:
@@ -52,6 +55,8 @@ def _show(s: Session, state: CliState, acc: m.Account, now: datetime) -> dict[st
                                                       m.StageTaken.action != "resume").order_by(m.StageTaken.id)):
             if st.status == "taken":
                 stages.append({"stage": st.stage, "at": iso(st.at)})
+            elif st.status == "undelivered":  # its notice failed for good
+                stages.append({"stage": st.stage, "at": iso(st.at), "undelivered": True})
             elif st.status == "in_flight":
                 in_flight.append(st.stage)
     jobs: dict[str, dict[str, Any]] = {}
@@ -119,7 +124,8 @@ def show(ctx: click.Context, account: str, at: datetime | None, as_json: bool) -
     ep = info["episode"]
     con.print(f"episode: since {ep['started_at']} ({ep['trigger']})" if ep else "episode: none")
     for st in info["stages_taken"]:
-        con.print(f"  taken {st['stage']} at {st['at']}")
+        undelivered = " (its notice failed for good)" if st.get("undelivered") else ""
+        con.print(f"  taken {st['stage']} at {st['at']}{undelivered}")
     for st in info["in_flight"]:
         con.print(f"  in flight: {st}")
     nxt = info["next"]
@@ -206,3 +212,50 @@ def history(ctx: click.Context, account: str, as_json: bool) -> None:
                        + (f" ({n['error']})" if n["error"] else "")))
     table(f"history of {info['account']}", ["at", "what"],
            [[at_, what] for at_, what in sorted(events, key=lambda x: x[0])])
+
+
+@click.command("move-resource")
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--service", required=True, type=click.Choice(["web", "mail", "login", "home"]),
+              help="the service whose placement moves")
+@click.option("--host", required=True, help="the inventory name of the host it is on")
+@click.option("--reason", required=True, help="why (audited)")
+@click.option("--dry-run", is_flag=True, help="print what would move; write nothing")
+@actor_option
+@at_option
+@json_option
+@click.pass_context
+def move_resource(ctx: click.Context, source: str, target: str, service: str, host: str, reason: str,
+                  dry_run: bool, actor: str | None, at: datetime | None, as_json: bool) -> None:
+    """Give FROM's SERVICE on HOST (its sites, mailboxes, user or home, and the facts saved to restore it)
+    to TO. Audited on both accounts; refused while either has an action in progress."""
+    from agent.store.placements import MoveRefused, move_placement
+    from agent.store.repo import audit
+
+    state = get_state(ctx)
+    now = set_now(state, at)
+    who = actor_name(actor)
+    s = state.store.sessions()
+    try:
+        s.begin()
+        try:
+            moved = move_placement(s, source, target, service, host)
+        except MoveRefused as exc:
+            raise CliError(str(exc)) from None
+        details = {**moved, "dry_run": dry_run}
+        for aid in (source, target):
+            audit(s, at=now, actor=who, action="accounts.move-resource", account=aid, reason=reason, details=details)
+        if dry_run:
+            s.rollback()
+        else:
+            s.commit()
+    finally:
+        s.rollback()
+        s.close()
+    if as_json:
+        emit_json(details)
+        return
+    what = ", ".join(moved["keys"]) or service
+    verb = "would move" if dry_run else "moved"
+    console().print(escape(f"{verb} {service} on {host} ({what}) from {source} to {target}, by {who} ({reason})"))

@@ -56,6 +56,14 @@ def _pending_jobs(state: CliState) -> int:
         return int(s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == "pending")) or 0)
 
 
+def _failed_notices(state: CliState) -> int:
+    """Notices that failed for good (the ones `arrears status` lists)."""
+    from agent.store.repo import failed_notices
+
+    with state.store.session() as s:
+        return len(failed_notices(s))
+
+
 @click.command("daemon")
 @click.option("--interval", type=click.FloatRange(0.1, 86400), default=300.0, show_default=True,
               help="seconds between ticks")
@@ -107,6 +115,7 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                     lock.verify()  # a lock lost with its database session is taken again, or no work is done
                 summary = run_once(state, wall_clock(), fleet=fleet, sole_worker=True, stop=stop)
                 metrics.pending_jobs.set(_pending_jobs(state))
+                metrics.notices_failed.set(_failed_notices(state))
                 line = _count(metrics, summary)
                 if inventory is not None and prune_every and not stop.is_set() and (
                         not pruned_at or time.monotonic() - pruned_at[-1] >= prune_every * 3600):

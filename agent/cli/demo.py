@@ -56,6 +56,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
     from agent import actions
     from agent.imports import import_accounts, import_ledger
+    from connectors.inventory import load_inventory_file
 
     try:
         cast = build_demo(folder, replace=replace)
@@ -65,7 +66,8 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     state = CliState(config=discover(folder))
     console = Console(stderr=False, highlight=False)
     with state.store.session() as s:
-        import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy)
+        import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy,
+                        load_inventory_file(folder / "inventory.yaml"))
 
     def run_day(day: int, now: datetime) -> dict[str, Any]:
         lines = billing_day(day, cast)

@@ -148,17 +148,30 @@ def debtors(ctx: click.Context, fmt: str, at: datetime | None, as_json: bool) ->
              r["debt_since"], r["days_in_debt"], r["next_stage"], r["next_due"]] for r in rows])
 
 
+def _failed_notice(n: m.Notice, at: datetime | None) -> dict[str, Any]:
+    return {"account": n.account, "stage": n.stage, "to": n.to, "reply": n.error or "",
+            "notice": "to staff" if n.key.endswith(":staff") else "to the billing address",
+            "template": n.template, "failed_at": iso(at) if at else None, "message_id": n.message_id or None}
+
+
 @click.command()
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Counts of accounts per state and of outbox jobs per status."""
+    """Counts of accounts per state and of outbox jobs per status, and every notice that failed for good."""
+    from agent.store.repo import failed_notices
+
     state = get_state(ctx)
     with session(state, write=False) as s:
         states = dict(s.execute(select(m.Account.state, func.count()).group_by(m.Account.state)).tuples().all())
         jobs = dict(s.execute(select(m.Job.status, func.count()).group_by(m.Job.status)).tuples().all())
-    info = {"accounts": states, "jobs": jobs, "database": state.config.db_url}
+        failed = [_failed_notice(n, at) for n, at in failed_notices(s)]
+    info = {"accounts": states, "jobs": jobs, "database": state.config.db_url, "failed_notices": failed}
     if as_json:
         emit_json(info)
-    else:
-        click.echo(f"accounts: {states}; jobs: {jobs}")
+        return
+    click.echo(f"accounts: {states}; jobs: {jobs}")
+    if failed:
+        click.echo(f"notices failed for good: {len(failed)}")
+        for f in failed:
+            click.echo(f"  {f['account']} {f['stage']} {f['notice']} {f['to']}: {f['reply']}")

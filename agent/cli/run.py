@@ -151,6 +151,10 @@ def checked_templates(state: CliState) -> Templates | None:
     tdir = state.config.templates_dir
     templates = Templates.load(tdir if tdir.is_dir() else None)
     stage_templates = {st.template for layer in all_resolved(state) for st in layer.stages if st.template}
+    if state.notice_settings.staff_email:
+        from agent.tick import STAFF_TEMPLATE
+
+        stage_templates.add(STAFF_TEMPLATE)
     templates.require(sorted(stage_templates))
     return templates
 
@@ -228,7 +232,8 @@ def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
         table("taken", ["account", "stage", "action", "at"],
                [[t["account"], t["stage"], t["action"], t["at"]] for t in x["taken"]])
     click.echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
-               f"{x['notices_sent']} notices sent")
+               f"{x['notices_sent']} notices sent"
+               + (f", {x['notices_failed']} failed for good (see arrears status)" if x["notices_failed"] else ""))
     for e in [*result["errors"], *x["errors"]]:
         click.echo(f"warning: {e}", err=True)
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from agent.cli.app import actor_name, emit_json, get_state, json_option, session
 from agent.cli.run import apply_at_once
 from agent.config import Config, discover, load_policy_file
 from agent.store.repo import audit
+
+if TYPE_CHECKING:
+    from connectors.inventory import Inventory
 
 __all__ = ["SAMPLE", "accounts", "import_accounts", "import_invoices", "import_ledger", "init", "invoices", "ledger"]
 
@@ -60,6 +63,13 @@ def init(ctx: click.Context, directory: str | None, force: bool, as_json: bool) 
     click.echo(f"next: arrears --config {folder} accounts import {folder / 'accounts.jsonl'}")
 
 
+def _inventory(config: Config) -> Inventory | None:
+    """The folder's inventory, when it has one: placements are checked against its hosts and services."""
+    from connectors.inventory import load_inventory_file
+
+    return load_inventory_file(config.inventory_path) if config.inventory_path.is_file() else None
+
+
 def _import_command(kind: str) -> Callable[..., None]:
     @click.argument("file", type=click.Path(dir_okay=False))
     @click.option("--now", "apply_now", is_flag=True, help="apply it at once (wakes a running daemon)")
@@ -74,7 +84,7 @@ def _import_command(kind: str) -> Callable[..., None]:
         with session(state) as s:
             if kind == "accounts":
                 policy = state.policy if state.config.policy_path.is_file() else None
-                summary = imports.import_accounts(s, path, now, policy)
+                summary = imports.import_accounts(s, path, now, policy, _inventory(state.config))
             elif kind == "ledger":
                 summary = imports.import_ledger(s, path, now)
             else:

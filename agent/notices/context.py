@@ -55,6 +55,8 @@ VARIABLES: dict[str, str] = {
     "now": "the date and time of the notice (YYYY-MM-DD HH:MM and the time zone)",
     "today": "the date of the notice (YYYY-MM-DD)",
     "timezone": "the time zone dates are given in",
+    "failure": "why a notice failed for good, as the mail server answered (only in notice_failed, the "
+               "message to staff; empty elsewhere)",
 }
 
 ACCOUNT_FIELDS = ("id", "username", "billing_email", "plan", "currency", "suspended_at", "deletion_date")
@@ -152,12 +154,13 @@ def _describe_measure(next_measure: Any) -> str:
 def build_context(*, account: Mapping[str, Any], balance: Decimal, credit_limit: Decimal,
                   debt_start: datetime | None, now: datetime, stage: str | None, next_measure: Any = None,
                   next_due: datetime | None = None, settings: NoticeSettings, timezone: str = "UTC",
-                  locale: str | None = None) -> dict[str, Any]:
+                  locale: str | None = None, failure: str = "") -> dict[str, Any]:
     """Every variable of :data:`VARIABLES` for one account, amounts in the account's currency.
 
     ``account`` has the fields of :data:`ACCOUNT_FIELDS` (missing ones are empty). ``next_measure`` is a
     :class:`policy.model.UpcomingMeasure` / ``Measure`` (its action is described), an action name
-    (``suspend``), or a text; ``next_due`` defaults to its ``due_at``.
+    (``suspend``), or a text; ``next_due`` defaults to its ``due_at``. ``failure``: in the message to
+    staff about a notice that failed for good, the mail server's reply.
     """
     tz = _zone(timezone)
     loc = locale or settings.locale
@@ -202,6 +205,7 @@ def build_context(*, account: Mapping[str, Any], balance: Decimal, credit_limit:
         "now": now_local.strftime("%Y-%m-%d %H:%M ") + (now_local.tzname() or timezone),
         "today": now_local.date().isoformat(),
         "timezone": timezone,
+        "failure": failure,
     }
 
 
@@ -218,6 +222,7 @@ def context_from_fields(fields: Mapping[str, Any], settings: NoticeSettings, now
         debt_start=_as_datetime(fields.get("debt_start")), now=now, stage=fields.get("stage"),
         next_measure=fields.get("next_measure"), next_due=_as_datetime(fields.get("next_due")),
         settings=settings, timezone=str(fields.get("timezone") or "UTC"), locale=fields.get("locale"),
+        failure=str(fields.get("failure") or ""),
     )
 
 
@@ -237,6 +242,7 @@ def _sample_fields(account_id: str = "acme-01") -> dict[str, Any]:
         "stage": "pre_suspension", "next_measure": "suspend", "next_due": "2026-03-27T00:00:00+00:00",
         "suspended_at": "2026-03-27T00:00:00+00:00", "deletion_date": "2026-04-26T00:00:00+00:00",
         "timezone": "UTC",
+        "failure": "recipient accounts@acme.example refused: 550 5.1.1 <accounts@acme.example>: User unknown",
     }
 
 
@@ -283,8 +289,10 @@ def _atom(value: str, safe: str = "") -> str:
     return "".join(out)
 
 
-def message_id(account: str, episode_id: int | None, stage: str, domain: str) -> str:
+def message_id(account: str, episode_id: int | None, stage: str, domain: str, *, copy: str | None = None) -> str:
     """The notice's Message-ID, the same every time for (account, episode, stage):
-    ``<arrears.ACCOUNT.EPISODE.STAGE@domain>``."""
+    ``<arrears.ACCOUNT.EPISODE.STAGE@domain>``; ``copy`` names another message about that notice
+    (``staff``: the message telling staff it failed for good): ``<arrears.ACCOUNT.EPISODE.STAGE.COPY@domain>``."""
     episode = "0" if episode_id is None else str(int(episode_id))
-    return f"<arrears.{_atom(account)}.{episode}.{_atom(stage)}@{domain}>"
+    extra = f".{_atom(copy)}" if copy else ""
+    return f"<arrears.{_atom(account)}.{episode}.{_atom(stage)}{extra}@{domain}>"

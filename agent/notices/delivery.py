@@ -101,8 +101,12 @@ def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: dateti
 
 
 def _reply(code: int, message: bytes | str) -> str:
+    """The server's reply on one line, as it sent it; a control character is written as its escape
+    (``\\x1b``), so the reply can be printed and mailed as it is."""
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
-    return f"{code} {' '.join(text.split())}"
+    line = " ".join(text.split())
+    return f"{code} " + "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                                for ch in line)
 
 
 def _failure(code: int, message: bytes | str, what: str) -> SendResult:

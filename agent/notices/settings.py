@@ -79,11 +79,15 @@ class NoticeSettings(BaseModel):
     locale: str = "en"  # how amounts are written (en, de, fr ...)
     smtp: SmtpSettings | None = None
     spool_dir: Path | None = None
+    # where a message goes for each notice that failed for good (none: only `arrears status` tells)
+    staff_email: str | None = None
+    # validated by the policy loader, which gives it to the evaluator (policy.model.ResolvedPolicy)
+    proceed_after_failed_notice: bool = True
 
-    @field_validator("from_addr")
+    @field_validator("from_addr", "staff_email")
     @classmethod
-    def _address(cls, value: str) -> str:
-        if "\n" in value or "\r" in value or "@" not in email.utils.parseaddr(value)[1]:
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and ("\n" in value or "\r" in value or "@" not in email.utils.parseaddr(value)[1]):
             raise ValueError(f"{value!r} is not an e-mail address")
         return value
 

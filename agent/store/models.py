@@ -29,6 +29,7 @@ __all__ = [
     "Notice",
     "Override",
     "Placement",
+    "ResourceClaim",
     "StageTaken",
 ]
 
@@ -79,6 +80,23 @@ class Placement(Base):
     host: Mapped[str] = mapped_column(String(255))
     resource: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ResourceClaim(Base):
+    """One thing on a host that a placement owns: a site, a mailbox, a unix user or a home path
+    (:func:`connectors.resources.resource_keys` gives the normalised ``key``). The unique key makes sure
+    one account at most holds it, whoever writes; nesting (a home inside another's home) is checked where
+    placements are written (:func:`agent.store.placements.put_placement`)."""
+
+    __tablename__ = "resource_claims"
+    __table_args__ = (UniqueConstraint("host", "service", "key", name="uq_resource_claims_host_service_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    placement: Mapped[int] = mapped_column(ForeignKey("placements.id", ondelete="CASCADE"), index=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    service: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(1024))
 
 
 class LedgerEntry(Base):
@@ -133,7 +151,8 @@ class StageTaken(Base):
     account: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     stage: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="in_flight")  # in_flight | taken | cancelled
+    # in_flight | taken | cancelled | undelivered (a notice stage whose notice failed for good, at ``at``)
+    status: Mapped[str] = mapped_column(String(16), default="in_flight")
     queued_at: Mapped[datetime]
     at: Mapped[datetime | None]  # when it took effect
     template: Mapped[str | None] = mapped_column(String(100))

@@ -30,6 +30,7 @@ __all__ = [
     "UnknownAccount",
     "audit",
     "due_accounts",
+    "failed_notices",
     "get_account",
     "load_snapshots",
     "open_episode",
@@ -71,6 +72,14 @@ def open_episode(session: Session, account_id: str) -> m.Episode | None:
 def open_holds(session: Session, account_id: str) -> list[m.Hold]:
     return list(session.scalars(select(m.Hold).where(m.Hold.account == account_id, m.Hold.released_at.is_(None))
                                 .order_by(m.Hold.id)))
+
+
+def failed_notices(session: Session) -> list[tuple[m.Notice, datetime | None]]:
+    """Every notice that failed for good (refused permanently by the mail server, or no usable address),
+    oldest first, with when it failed."""
+    rows = session.execute(select(m.Notice, m.Job.finished_at).outerjoin(m.Job, m.Job.key == m.Notice.key)
+                           .where(m.Notice.status == "failed", m.Notice.permanent.is_(True)).order_by(m.Notice.id))
+    return [(n, at) for n, at in rows]
 
 
 def audit(session: Session, *, at: datetime, actor: str, action: str, account: str | None = None,
@@ -124,8 +133,9 @@ def load_snapshots(session: Session, accounts: Sequence[m.Account]) -> dict[str,
                                       .order_by(m.StageTaken.id)):
                 if st.action == "resume":
                     continue  # resumes are transitions of the account, not stages of the episode
-                if st.status == "taken" and st.at is not None:
-                    taken[st.episode].append(StageTaken(stage=st.stage, at=st.at))
+                if st.status in ("taken", "undelivered") and st.at is not None:
+                    taken[st.episode].append(StageTaken(stage=st.stage, at=st.at,
+                                                        undelivered=st.status == "undelivered"))
                 elif st.status == "in_flight":
                     in_flight[st.episode].append(st.stage)
         for aid in ids:

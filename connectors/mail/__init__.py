@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.base import OP_ID
 from connectors.mail.flags import ALL, parse_flags
 from connectors.validate import UnsafeValue, mailbox, q
 
@@ -87,9 +88,10 @@ def parse_resource(resource: Mapping[str, Any]) -> MailResource:
 
 
 def op_id(account: str, action: str, target: str) -> str:
-    """``<account>:mail:<action>:<target>``; a long one ends in a digest instead (ids are at most 200)."""
+    """``<account>:mail:<action>:<target>``; a long one, or one whose mailbox holds characters that an
+    operation id does not (``o'neil@...``), ends in a digest instead (ids are at most 200)."""
     oid = f"{account}:mail:{action}:{target}"
-    if len(oid) > 200:
+    if len(oid) > 200 or not OP_ID.match(oid):
         oid = f"{account}:mail:{action}:{hashlib.sha256(target.encode()).hexdigest()[:24]}"
     return oid
 

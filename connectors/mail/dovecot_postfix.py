@@ -34,11 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, check_roots, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, op_id, parse_resource
+from connectors.mail import FlagShell, command, flag_script, op_id
 from connectors.mail.flags import FLAGS, difference
+from connectors.resources import mail_resource
 from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
-__all__ = ["DovecotPostfixConnector", "DovecotPostfixSettings"]
+__all__ = ["DovecotPostfixConnector", "DovecotPostfixSettings", "passwd_key"]
 
 DOVECOT_HANDLER = "mail-dovecot"
 POSTFIX_HANDLER = "mail-postfix"
@@ -47,7 +48,9 @@ _REPLY = re.compile(r"^[45][0-9][0-9] [45]\.[0-9]{1,3}\.[0-9]{1,3}( [A-Za-z0-9 .
 _MAP_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 
 # Helpers of one operation; ``$m`` is the mailbox, ``$st`` the state dir, ``$_dp_1``... the list files.
-# A line "belongs" to the mailbox when its first field (split on blanks or ':') is the mailbox. Few
+# A line "belongs" to the mailbox when its first field (split on blanks or ':') is the mailbox, or
+# ``$_dp_k``, its passwd-file key (see :func:`passwd_key`; awk reads it from the environment, as ``-v``
+# would interpret its backslashes). Few
 # processes per operation: ``_dp_scan FILE...`` reads every list file with one awk and keeps the ones
 # that list the mailbox in ``$_dp_found`` (" file file "), which the flag checks read and every change
 # keeps up to date. ``_dp_add``/``_dp_del`` queue a file; ``_dp_commit`` writes every queued file's
@@ -64,7 +67,8 @@ _dp_scan() {
   for _dp_f; do if [ -f "$_dp_f" ]; then _dp_on="$_dp_on $_dp_f"; fi; done
   _dp_found=' '
   if [ -n "$_dp_on" ]; then
-    _dp_found=" $(awk -F'[ \t:]' -v m="$m" '$1 == m && !(FILENAME in s) { s[FILENAME]; printf "%s ", FILENAME }' \
+    _dp_found=" $(_dp_k=$_dp_k awk -F'[ \t:]' -v m="$m" 'BEGIN { k = ENVIRON["_dp_k"] }
+      ($1 == m || $1 == k) && !(FILENAME in s) { s[FILENAME]; printf "%s ", FILENAME }' \
       $_dp_on) " || fail "cannot read the lists of $m"
   fi
   _dp_scanned=1
@@ -91,11 +95,12 @@ _dp_del() {
 _dp_commit() {
   [ -n "$_dp_todo" ] || return 0
   if [ -n "$_dp_spec" ]; then
-    awk -v m="$m" 'NF >= 2 {
+    _dp_k=$_dp_k awk -v m="$m" 'BEGIN { k = ENVIRON["_dp_k"] }
+NF >= 2 {
   f = $2; t = f ".arrears-tmp"; printf "" > t
   while ((r = (getline l < f)) > 0) {
     if ($1 == "a") print l > t
-    else { split(l, x, /[ \t:]/); if (x[1] != m) print l > t }
+    else { split(l, x, /[ \t:]/); if (x[1] != m && x[1] != k) print l > t }
   }
   if (r < 0) { printf "cannot read %s\n", f > "/dev/stderr"; exit 2 }
   close(f)
@@ -121,6 +126,12 @@ _DP_SPEC_
   done
 }
 """
+
+
+def passwd_key(box: str) -> str:
+    """The mailbox as dovecot looks it up in a passwd-file: ``%u`` is expanded with ``\\``, ``"`` and ``'``
+    escaped by a backslash (``o\\'neil@example.com``), so a deny line must be written that way to match."""
+    return re.sub(r"""(["'\\])""", r"\\\1", box)
 
 
 def _ports(value: list[int]) -> list[int]:
@@ -219,11 +230,12 @@ class DovecotPostfixConnector:
         """flag -> [(file, line, kind)] where kind names what must be reloaded after a change."""
         s = self.settings
         deny = s.deny_dir
+        key = passwd_key(box)
         return {
             "d": [(s.password_lock_file, box, "none")],
-            "p": [(f"{deny}/deny.pop3.{port}", box, "dovecot") for port in s.pop3_ports],
-            "w": [(f"{deny}/deny.imap.{port}", box, "dovecot") for port in s.webmail_ports],
-            "i": [(f"{deny}/deny.imap.{port}", box, "dovecot") for port in s.imap_ports],
+            "p": [(f"{deny}/deny.pop3.{port}", key, "dovecot") for port in s.pop3_ports],
+            "w": [(f"{deny}/deny.imap.{port}", key, "dovecot") for port in s.webmail_ports],
+            "i": [(f"{deny}/deny.imap.{port}", key, "dovecot") for port in s.imap_ports],
             "b": [(s.bounce_map, f"{box} {s.bounce_reply}", "postfix")],
             "r": [(s.norelay_map, f"{box} {s.norelay_class}", "postfix")],
         }
@@ -237,7 +249,8 @@ class DovecotPostfixConnector:
         targets = self._targets(box)
         files = list(dict.fromkeys(f for flag in FLAGS for f, _, _ in targets[flag]))
         var = {f: f'"$_dp_{n}"' for n, f in enumerate(files, 1)}
-        prelude = _PRELUDE + "".join(f"_dp_{n}={q(f)}\n" for n, f in enumerate(files, 1))
+        prelude = (_PRELUDE + f"_dp_k={q(passwd_key(box))}\n"
+                   + "".join(f"_dp_{n}={q(f)}\n" for n, f in enumerate(files, 1)))
         read = [f'  [ -n "$_dp_scanned" ] || _dp_scan {" ".join(var.values())}']
         set_, clear = ["  _dp_begin"], ["  _dp_begin"]
         for flag in FLAGS:
@@ -261,7 +274,7 @@ class DovecotPostfixConnector:
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)
-        res = parse_resource(resource)
+        res = mail_resource(resource)
         s = self.settings
         if action in ("suspend", "resume", "status"):
             supported = self.supported()
@@ -306,7 +319,8 @@ fi
 kicked=
 if [ -f "$st/dovecot.kick" ]; then
   for k in $(sort -u "$st/dovecot.kick"); do
-    case $k in ''|*[!A-Za-z0-9._+@-]*) continue ;; esac
+    # names come from our own operations (connectors.validate.mailbox); never pass one as an option
+    case $k in ''|-*|*/*) continue ;; esac
     rc=0
     {command(s.kick_command, "kick_command")} "$k" >/dev/null 2>&1 || rc=$?
     # 68: nobody of that name was logged in

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from connectors.archive import archive_ops, check_archive_dir, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, op_id, parse_resource
+from connectors.mail import FlagShell, command, flag_script, op_id
+from connectors.resources import mail_resource
 from connectors.validate import UnsafeValue, account_id, path, path_under
 
 __all__ = ["VMODUSER_BITS", "VpopmailConnector", "VpopmailSettings"]
@@ -129,7 +130,7 @@ _vp_gid() {{
 
     def operations(self, action: Action, account: str, resource: dict[str, Any]) -> list[Operation]:
         acct = account_id(account)
-        res = parse_resource(resource)
+        res = mail_resource(resource)
         s = self.settings
         if action in ("suspend", "resume", "status"):
             shell = self._shell()

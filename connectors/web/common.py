@@ -45,7 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.validate import UnsafeValue, account_id, domain, path, path_under, q, url
+from connectors.resources import web_sites
+from connectors.validate import UnsafeValue, account_id, path, path_under, q, url
 
 __all__ = ["WebConnector", "WebSettings", "config_line", "ere"]
 
@@ -216,13 +217,7 @@ class WebConnector:
     # -- operations -------------------------------------------------------------------------------
 
     def _sites(self, resource: dict[str, Any]) -> list[str]:
-        sites = resource.get("sites")
-        if not isinstance(sites, list) or not sites:
-            raise UnsafeValue("web resource", resource, "needs 'sites': a non-empty list of domains")
-        checked = [domain(s).rstrip(".") for s in sites]
-        if len(set(checked)) != len(checked):
-            raise UnsafeValue("web resource", sites, "names a site twice")
-        return checked
+        return web_sites(resource)
 
     def _target(self, resource: dict[str, Any]) -> str | None:
         override = resource.get("suspended_url")
@@ -340,7 +335,7 @@ if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else f
         return self._op(account, "status", site, script, notify=False)
 
     def _kind(self) -> str:
-        return f"{self.backend}-vhost"
+        return f"{self.backend}_vhost"
 
     def _delete(self, account: str, sites: list[str]) -> list[Operation]:
         s = self.settings

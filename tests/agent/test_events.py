@@ -235,3 +235,37 @@ def test_settings_validation() -> None:
         event_settings(webhook="https://billing.example.com/hook", colour="red")
     with pytest.raises(ValidationError):
         event_settings(webhook="https://billing.example.com/hook", retries=1000)
+
+
+@pytest.mark.parametrize("secret_env", ["ARREARS_WEBHOOK_SECRET", "ARREARS_EVENT_SECRET"])
+def test_command_sees_none_of_the_agents_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 secret_env: str) -> None:
+    monkeypatch.setenv("ARREARS_SMTP_PASSWORD", "smtp-password")  # named by notices.smtp.password_env
+    monkeypatch.setenv(secret_env, "hmac-secret")  # named by events.secret_env
+    monkeypatch.setenv("ARREARS_DB", "postgresql://arrears:db-password@db/arrears")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ARREARS_EVENT_SOURCE", "agent-7")
+    monkeypatch.setenv("BILLING_TOKEN", "for-the-hook")
+    monkeypatch.setenv("NOT_LISTED", "x")
+    out = tmp_path / "env.json"
+    script = "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+    sink = EventSink(event_settings(command=[sys.executable, "-c", script, str(out)], secret_env=secret_env,
+                                    env=["BILLING_TOKEN", "NOT_SET_ANYWHERE"], **FAST))
+
+    result = sink.emit(resumed_event())
+
+    assert result.ok, result.error
+    seen = json.loads(out.read_text())
+    assert not {"smtp-password", "hmac-secret"} & set(seen.values())
+    assert not any("db-password" in value for value in seen.values())
+    assert set(seen) - {"LC_CTYPE"} == {"PATH", "LANG", "HOME", "ARREARS_EVENT", "ARREARS_EVENT_ID",
+                                        "ARREARS_EVENT_SOURCE", "BILLING_TOKEN"}
+    assert seen["ARREARS_EVENT"] == "resumed" and seen["ARREARS_EVENT_ID"] == resumed_event()["id"]
+    assert (seen["ARREARS_EVENT_SOURCE"], seen["BILLING_TOKEN"], seen["LANG"]) == ("agent-7", "for-the-hook",
+                                                                                    "C.UTF-8")
+
+
+def test_event_env_takes_variable_names_only() -> None:
+    with pytest.raises(ValidationError, match="not an environment variable name"):
+        event_settings(command=["true"], env=["BILLING_TOKEN=secret"])

@@ -20,7 +20,9 @@ from agent.store import models as m
 from agent.store.db import Store
 from agent.tick import tick
 from connectors.testing import FakeFleet
+from policy import load_policy
 from policy.loader import PolicySet
+from tests.scenarios.harness import POLICY
 
 DAY0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
 SETTINGS = AgentSettings(lease_seconds=600, backoff_seconds=60, max_attempts=3)
@@ -204,14 +206,49 @@ def test_a_failed_send_releases_the_claim_and_retries(world: World) -> None:
         assert st is not None and (st.status, st.at) == ("taken", day(1))
 
 
-def test_a_permanent_failure_is_recorded_and_the_next_stage_waits(world: World) -> None:
+def _stage(w: World, account: str, stage: str) -> tuple[str, datetime | None]:
+    with w.store.session() as s:
+        st = s.scalar(select(m.StageTaken).where(m.StageTaken.account == account, m.StageTaken.stage == stage))
+        assert st is not None
+        return st.status, st.at
+
+
+def test_a_permanent_failure_is_recorded_and_the_next_stage_goes_ahead_on_its_day(world: World) -> None:
+    world.notifier.fail = SendResult(ok=False, permanent=True, error="550 no such user")
+    world.run(0)
+    world.notifier.fail = None
+    [job] = world.jobs(account="a1", kind="notice")
+    assert (job.status, job.last_error) == ("failed", "550 no such user")
+    assert _stage(world, "a1", "outstanding_notice") == ("undelivered", day(0))
+    world.run(4)
+    assert world.notifier.sent == []  # the pre-suspension counts 5 days from the notice that failed
+    world.run(5)
+    assert [(n.to, n.rendered.subject) for n in world.notifier.sent] == [
+        ("a1@example.net", "pre_suspension"), ("b2@example.net", "pre_suspension")]
+
+
+def test_a_permanent_failure_holds_the_next_stages_when_told_to(world: World) -> None:
+    world.policy = load_policy(POLICY.replace("{resume}", "true") + "  proceed_after_failed_notice: false\n",
+                               "policy.yaml")
     world.notifier.fail = SendResult(ok=False, permanent=True, error="550 no such user")
     world.run(0)
     world.notifier.fail = None
     world.run(6)
+    assert world.notifier.sent == []  # the pre-suspension waits: the notice before it was never delivered
+    assert _stage(world, "a1", "outstanding_notice") == ("undelivered", day(0))
+
+
+def test_a_transient_failure_is_retried_with_back_off_and_never_fails_for_good(world: World) -> None:
+    world.notifier.fail = SendResult(ok=False, permanent=False, error="451 try again later")
+    for minutes in (0, 1, 3):
+        world.run(minutes / 1440)
     [job] = world.jobs(account="a1", kind="notice")
-    assert job.status == "failed"
-    assert world.notifier.sent == []  # the pre-suspension counts from a notice that was never delivered
+    assert job.status == "pending" and job.attempts == 3 and job.last_error == "451 try again later"
+    assert _stage(world, "a1", "outstanding_notice")[0] == "in_flight"
+    world.notifier.fail = None
+    world.run(1)
+    assert [n.rendered.subject for n in world.notifier.sent if n.to == "a1@example.net"] == ["outstanding_notice"]
+    assert _stage(world, "a1", "outstanding_notice") == ("taken", day(1))
 
 
 def test_payment_resumes_with_the_saved_facts(world: World, tmp_path: Path) -> None:

@@ -256,6 +256,29 @@ def test_settings_reject_unknown_keys_and_passwords_in_files() -> None:
     with pytest.raises(ValidationError, match="starttls or ssl"):
         notice_settings(from_addr="billing@example.com", smtp={"host": "mx", "username": "u", "password_env": "P"})
     assert notice_settings(**base).message_domain == "example.com"
+    with pytest.raises(ValidationError, match="is not an e-mail address"):
+        notice_settings(**base, staff_email="staff\nBcc: x@evil.example")
+    assert notice_settings(**base, staff_email="Billing staff <staff@example.com>").staff_email
+
+
+def test_the_staff_message_about_a_notice_has_its_own_message_id() -> None:
+    notice = message_id("acct-1", 7, "pre_suspension", "example.com")
+    staff = message_id("acct-1", 7, "pre_suspension", "example.com", copy="staff")
+    assert staff == "<arrears.acct-1.7.pre_suspension.staff@example.com>" and staff != notice
+    assert staff == message_id("acct-1", 7, "pre_suspension", "example.com", copy="staff")
+    # no stage name can produce it: a '.' in a stage is written =2E
+    assert staff != message_id("acct-1", 7, "pre_suspension.staff", "example.com")
+
+
+def test_5xx_at_the_end_of_data_is_a_permanent_failure(templates: Templates, smtp: SmtpServer) -> None:
+    settings = settings_for(smtp)
+    smtp.reject_data.add("billing1@customer.example")
+    results = SmtpNotifier(settings).send([notice_for(templates, settings, 1), notice_for(templates, settings, 2)])
+    bounced = results["acct-1:7:pre_suspension"]
+    assert not bounced.ok and bounced.permanent and bounced.error is not None
+    assert bounced.error.startswith("message refused: 550 5.7.1 <billing1@customer.example>")
+    assert results["acct-2:7:pre_suspension"].ok
+    assert [r.rcpt_tos for r in smtp.messages] == [("billing2@customer.example",)]
 
 
 # --- SMTP delivery -------------------------------------------------------------------------------
@@ -505,3 +528,11 @@ def test_windows_edited_template_is_read(tmp_path: Path) -> None:
     rendered = Templates.load(tmp_path).render("custom", sample_context())
     assert rendered.subject == "Debt of acme-01"
     assert rendered.text == "Pay $120.50\n"
+
+
+def test_a_servers_reply_is_kept_on_one_printable_line() -> None:
+    from agent.notices.delivery import _reply
+
+    reply = _reply(550, b"5.1.1 <a@b.example>\x1b[2J gone\r\n 550 second line\x07")
+    assert reply == "550 5.1.1 <a@b.example>\\x1b[2J gone 550 second line\\x07"
+    assert reply.isprintable()

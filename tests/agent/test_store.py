@@ -88,3 +88,27 @@ def test_a_bad_database_url_is_one_clear_error(tmp_path: Path) -> None:
         open_store(f"sqlite:///{tmp_path / 'missing' / 'a.db'}")
     with pytest.raises(StoreError, match="not a database URL"):
         open_store("::nonsense::")
+
+
+def test_the_claims_migration_claims_existing_placements_in_order(tmp_path: Path) -> None:
+    from agent.store.db import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        for aid in ("a1", "b2", "c3"):
+            conn.execute(text("INSERT INTO accounts (id, currency, has_billing_profile, state, resources) "
+                              "VALUES (:id, 'USD', 1, 'active', '{}')"), {"id": aid})
+        for aid, service, resource in [
+            ("a1", "home", '{"path": "/home/a"}'),
+            ("b2", "home", '{"path": "/home/a"}'),  # a second owner from before: left unclaimed
+            ("b2", "web", '{"sites": ["B.example."]}'),
+            ("c3", "web", '{"sites": ["x;y"]}'),  # no validator accepts it: left unclaimed
+        ]:
+            conn.execute(text("INSERT INTO placements (account, service, host, resource, state) "
+                              "VALUES (:a, :s, 'web1', :r, '{}')"), {"a": aid, "s": service, "r": resource})
+    migrate(engine)
+    with engine.connect() as conn:
+        claims = conn.execute(text("SELECT account, service, key FROM resource_claims ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(c) for c in claims] == [("a1", "home", "/home/a"), ("b2", "web", "b.example")]

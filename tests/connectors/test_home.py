@@ -1,4 +1,7 @@
-"""The home connector over a real sshd: archive -> verify -> remove, restore, refusals, prune."""
+"""The home connector over a real sshd: archive -> verify -> remove, restore, refusals, prune.
+
+Mount tests use a second sshd in a private mount namespace: a bind mount made there (with ``nsenter``)
+is seen by the connector's scripts and by nothing else on the machine."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import re
 import secrets
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from connectors.base import OpResult, Transport, run_batch
 from connectors.home import HomeConnector
 from connectors.validate import UnsafeValue
 from tests.servers.base import require_binary
+from tests.servers.sshd import SshdServer, start_sshd
 
 pytestmark = pytest.mark.servers
 
@@ -278,3 +283,137 @@ def test_prune_removes_only_old_archives_in_the_archive_dir(
     assert fresh.exists() and unrelated.exists() and nested.exists()
     (again,) = run_batch(ssh_transport, connector.prune_operations()).results.values()
     assert again.ok and not again.changed
+
+
+@pytest.fixture(scope="module")
+def mount_ns_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """An sshd (and so every session of it) in a mount namespace of its own, with private propagation."""
+    require_binary("unshare", "nsenter", "mount", "umount")
+    server = start_sshd(tmp_path_factory.mktemp("sshd-mount-ns"),
+                        wrapper=["unshare", "--mount", "--propagation", "private"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _in_mount_ns(server: SshdServer, *argv: str) -> None:
+    assert server.daemon.proc is not None
+    subprocess.run(["nsenter", "--target", str(server.daemon.proc.pid), "--mount", "--", *argv],
+                   check=True, capture_output=True)
+
+
+def _canary(folder: Path) -> Path:
+    """A folder outside the roots holding a canary file, to be bind-mounted into a home."""
+    folder.mkdir()
+    (folder / "canary").write_text("still here\n")
+    return folder
+
+
+# the mount table escapes a space, a tab and a backslash (\040, \011, \134): the message names them as they are
+@pytest.mark.parametrize("mount_at", ["mnt", "deep/dir with space", "tab\there and back\\slash", "."])
+def test_delete_never_crosses_a_bind_mount(
+    mount_ns_sshd: SshdServer, connector: HomeConnector, layout: dict[str, Path], owner: tuple[int, int],
+    mount_at: str
+) -> None:
+    home = _make_home(layout["homes"] / "frank", *owner)
+    shared = _canary(layout["outside"] / "shared")
+    target = home / mount_at
+    target.mkdir(parents=True, exist_ok=True)
+    before_home, before_outside = _snapshot(home), _snapshot(layout["outside"])
+    _in_mount_ns(mount_ns_sshd, "mount", "--bind", str(shared), str(target))
+    try:
+        transport = mount_ns_sshd.transport()
+        try:
+            result = _one(transport, connector, "delete", "acct-10", {"path": str(home)})
+        finally:
+            transport.close()
+    finally:
+        _in_mount_ns(mount_ns_sshd, "umount", str(target))
+
+    assert not result.ok and not result.changed
+    assert f"refused {home}: {target} is mounted at or below {home}" in (result.error or "")
+    assert "nothing was archived or removed" in (result.error or "")
+    assert (shared / "canary").read_text() == "still here\n"
+    assert _snapshot(layout["outside"]) == before_outside
+    assert _snapshot(home) == before_home
+    assert list(layout["archives"].iterdir()) == []
+
+
+def test_restore_never_extracts_into_a_mount(
+    mount_ns_sshd: SshdServer, connector: HomeConnector, layout: dict[str, Path], owner: tuple[int, int]
+) -> None:
+    home = _make_home(layout["homes"] / "gina", *owner)
+    elsewhere = layout["outside"] / "empty"
+    elsewhere.mkdir()
+    transport = mount_ns_sshd.transport()
+    try:
+        deleted = _one(transport, connector, "delete", "acct-11", {"path": str(home)})
+        assert deleted.ok and not home.exists()
+        home.mkdir()
+        _in_mount_ns(mount_ns_sshd, "mount", "--bind", str(elsewhere), str(home))
+        try:
+            restored = _one(transport, connector, "restore", "acct-11", {
+                "path": str(home), "archive": deleted.facts["archive"], "sha256": deleted.facts["sha256"]})
+        finally:
+            _in_mount_ns(mount_ns_sshd, "umount", str(home))
+    finally:
+        transport.close()
+
+    assert not restored.ok and not restored.changed
+    assert f"refused {home}: {home} is mounted at or below {home}" in (restored.error or "")
+    assert "nothing was restored" in (restored.error or "")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_account_is_only_ever_given_its_own_archive(
+    ssh_transport: Transport, connector: HomeConnector, layout: dict[str, Path], owner: tuple[int, int]
+) -> None:
+    """Accounts ``a`` and ``a-home-1`` on one host: ``a-home-1``'s archives start with ``a-home-``."""
+    other = _one(ssh_transport, connector, "delete", "a-home-1",
+                 {"path": str(_make_home(layout["homes"] / "a-home-1", *owner))})
+    assert other.ok and other.changed
+    home = layout["homes"] / "a"
+
+    nothing = _one(ssh_transport, connector, "delete", "a", {"path": str(home)})
+
+    assert nothing.ok and not nothing.changed
+    assert nothing.facts == {"absent": str(home)}
+
+    own = _one(ssh_transport, connector, "delete", "a", {"path": str(_make_home(home, *owner))})
+    assert own.ok and own.changed
+    later = time.time() + 60  # the other account's archive is the newest one in the folder
+    os.utime(other.facts["archive"], (later, later))
+
+    again = _one(ssh_transport, connector, "delete", "a", {"path": str(home)})
+    other_again = _one(ssh_transport, connector, "delete", "a-home-1", {"path": str(layout["homes"] / "a-home-1")})
+
+    assert again.ok and not again.changed
+    assert (again.facts["archive"], again.facts["sha256"]) == (own.facts["archive"], own.facts["sha256"])
+    assert (other_again.facts["archive"], other_again.facts["sha256"]) == (other.facts["archive"],
+                                                                            other.facts["sha256"])
+
+
+@pytest.mark.parametrize(
+    ("name", "picked"),
+    [
+        ("a-home-20261201T101010Z.tar.gz", True),
+        ("a-home-20261201T101010Z-2.tar.gz", True),
+        ("a-home-1-home-20261201T101010Z.tar.gz", False),
+        ("a-home-20261201T101010Z-2x.tar.gz", False),
+        ("a-home-20261201T101010Z-.tar.gz", False),
+        ("a-home-20261201T101010Zx.tar.gz", False),
+        ("a-mail-20261201T101010Z.tar.gz", False),
+        ("b-a-home-20261201T101010Z.tar.gz", False),
+    ],
+)
+def test_an_already_deleted_home_finds_its_archive_by_its_exact_name(
+    ssh_transport: Transport, connector: HomeConnector, layout: dict[str, Path], name: str, picked: bool
+) -> None:
+    planted = layout["archives"] / name
+    planted.write_bytes(b"an archive")
+
+    result = _one(ssh_transport, connector, "delete", "a", {"path": str(layout["homes"] / "a")})
+
+    assert result.ok and not result.changed
+    assert result.facts.get("archive") == (str(planted) if picked else None)

@@ -110,6 +110,31 @@ def test_ssh_host_needs_address_key_and_known_hosts() -> None:
     assert "always verified" in fields["hosts.web1.known_hosts"].message
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604], ids=oct)
+@pytest.mark.parametrize("where", ["host", "defaults"])
+def test_a_private_key_others_can_read_is_refused_with_the_chmod_to_run(tmp_path: Path, mode: int,
+                                                                        where: str) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = keys / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(mode)
+    text = GOOD if where == "host" else GOOD.replace("    key: keys/id_ed25519\n", "").replace(
+        "known_hosts: keys/known_hosts}", "known_hosts: keys/known_hosts, key: keys/id_ed25519}")
+
+    with pytest.raises(InventoryError) as info:
+        load_inventory(text, str(tmp_path / "inventory.yaml"))
+
+    p = _only(info)
+    assert (p.field, p.line) == (("hosts.web1.key", 8) if where == "host" else ("defaults.key", 1))
+    assert f"Permissions 0{mode:o} for '{key}' are too open" in p.message
+    assert p.hint == f"run: chmod 600 {key}"
+
+    key.chmod(0o600)
+    inv = load_inventory(text, str(tmp_path / "inventory.yaml"))
+    assert inv.hosts["web1"].ssh_settings(inv.defaults).key == str(key)
+
+
 def test_unknown_backend_and_service_list_the_choices() -> None:
     text = GOOD.replace("web: {backend: flag, root: /srv/flags}", "web: {backend: lighttpd}").replace(
         "login: {backend: flag", "ftp: {backend: flag")

@@ -326,3 +326,26 @@ def test_list_files_keep_their_other_lines_modes_and_the_saved_record(tmp_path: 
     assert not record.exists()
     assert run("status").results[f"{A}:mail:status:info@a.test"].facts == {
         "flags:info@a.test": "p", "suspended:info@a.test": "no"}
+
+
+def test_a_mailbox_with_an_apostrophe_is_suspended_and_resumed(
+    mail_server: MailServer, connector: DovecotPostfixConnector, transport: Transport
+) -> None:
+    box = "o'neil@b.test"
+    assert access(mail_server, box, local_to="info@a.test") == OPEN
+    deliver(mail_server, box)
+
+    batch = apply(transport, connector, "suspend", {B: [box]})
+    (result,) = batch.for_account(B)
+    assert result.changed and result.facts[f"added:{box}"] == "dpwibr"
+    assert batch.handlers["handler:mail-dovecot"].facts["kicked"] == box
+    assert access(mail_server, box, local_to="info@a.test") == SUSPENDED
+    assert access(mail_server, "info@b.test", local_to="info@a.test") == OPEN  # the neighbour is untouched
+
+    again = apply(transport, connector, "suspend", {B: [box]})
+    assert [r.changed for r in again.results.values()] == [False]
+
+    apply(transport, connector, "resume", {B: [box]})
+    assert access(mail_server, box, local_to="info@a.test") == OPEN
+    deliver(mail_server, box)
+    assert _locked(mail_server) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -11,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from agent.cli import cli
 from connectors.base import Operation, TransportError, run_batch
 from connectors.ssh import HostKeyError, SshTransport
 from tests.servers.base import free_port, require_binary, wait_for
@@ -251,3 +255,61 @@ def test_a_server_that_drops_the_handshake_is_transient_and_retried(sshd: SshdSe
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+def _loose_key(sshd: SshdServer, tmp_path: Path, mode: int) -> Path:
+    """A copy of the key the test sshd accepts for root, with ``mode``."""
+    key = tmp_path / "id key"  # a space: the chmod hint must quote it
+    shutil.copyfile(sshd.client_key, key)
+    key.chmod(mode)
+    return key
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640], ids=oct)
+def test_a_private_key_others_can_read_is_refused_like_openssh(sshd: SshdServer, tmp_path: Path,
+                                                               mode: int) -> None:
+    key = _loose_key(sshd, tmp_path, mode)
+    logins = sshd.connections()
+    transport = sshd.transport(key=key)
+
+    with pytest.raises(TransportError) as info:
+        transport.run_script("true")
+
+    assert info.value.transient is False
+    assert f"Permissions 0{mode:o} for '{key}' are too open" in info.value.message
+    assert f"run: chmod 600 '{key}'" in info.value.message
+    assert sshd.connections() == logins
+
+    key.chmod(0o600)
+    assert transport.run_script("echo in").stdout == "in\n"
+    transport.close()
+
+
+def test_hosts_check_refuses_a_key_others_can_read(sshd: SshdServer, tmp_path: Path) -> None:
+    key = _loose_key(sshd, tmp_path, 0o644)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "hosts:\n"
+        "  web1:\n"
+        "    transport: ssh\n"
+        f"    address: {sshd.host}\n"
+        f"    port: {sshd.port}\n"
+        f"    key: {key}\n"
+        f"    known_hosts: {sshd.known_hosts}\n"
+        f"    services: {{home: {{backend: archive, roots: [{tmp_path}], archive_dir: /var/backups/arrears-t}}}}\n"
+    )
+    logins = sshd.connections()
+
+    refused = CliRunner().invoke(cli, ["hosts", "check", "--inventory", str(inventory)])
+
+    assert refused.exit_code == 2
+    assert f"{inventory}:6: hosts.web1.key: Permissions 0644 for '{key}' are too open" in refused.output
+    assert f"(run: chmod 600 '{key}')" in refused.output
+    assert sshd.connections() == logins
+
+    key.chmod(0o600)
+    checked = CliRunner().invoke(cli, ["hosts", "check", "--inventory", str(inventory), "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert sshd.connections() == logins + 1
+    (host,) = json.loads(checked.output)["hosts"]
+    assert [(s["service"], s["ok"]) for s in host["services"]] == [("home", True)]

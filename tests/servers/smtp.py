@@ -7,8 +7,10 @@ Fixtures (registered for the whole suite through ``pytest_plugins`` in tests/con
                      self-signed certificate made for the test (``ca_file`` trusts it) and the login
                      ``SMTP_USER`` / ``SMTP_PASSWORD``.
 
-Recipients in ``server.reject`` get ``550``, those in ``server.defer`` get ``451``. Call ``reset()`` at
-the start of a test to forget earlier messages, connections and rejections.
+Recipients in ``server.reject`` get ``550`` at RCPT (a hard bounce), those in ``server.reject_data`` get
+``550`` at the end of DATA (a message refused for good after it was sent), those in ``server.defer`` get
+``451`` at RCPT (try again later). Call ``reset()`` at the start of a test to forget earlier messages,
+connections and rejections.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
+        refused = [a for a in envelope.rcpt_tos if a in self.server.reject_data]
+        if refused:
+            return f"550 5.7.1 <{refused[0]}>: Message rejected: mailbox unavailable"
         data = envelope.original_content or b""
         with self.server.lock:
             self.server.messages.append(Received(
@@ -129,6 +134,7 @@ class SmtpServer:
         self.connections = 0
         self.logins: list[str] = []
         self.reject: set[str] = set()
+        self.reject_data: set[str] = set()
         self.defer: set[str] = set()
         self.ca_file: Path | None = None
         kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "server_hostname": "smtp.test",
@@ -166,6 +172,7 @@ class SmtpServer:
             self.logins.clear()
             self.connections = 0
         self.reject.clear()
+        self.reject_data.clear()
         self.defer.clear()
 
     def wait_messages(self, count: int, timeout: float = 10.0) -> list[Received]:

@@ -9,6 +9,10 @@ Keys for other unix users: ``sshd.add_user_key("alice")`` returns a private key 
 ``alice`` (the user must exist, and with ``UsePAM no`` its password field must not be locked:
 create it with ``useradd -p '*' ...``, not the default ``!``).
 ``sshd.settings(user=..., key=...)`` builds transport settings.
+``start_sshd(workdir, wrapper=[...])`` starts sshd through a wrapper command, e.g.
+``["unshare", "--mount", "--propagation", "private"]`` for a server (and its sessions) in a mount
+namespace of its own: ``nsenter --target <server.daemon.proc.pid> --mount mount ...`` then mounts
+where only its sessions see it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,7 +42,7 @@ def _keygen(path: Path, comment: str) -> Path:
 class SshdServer:
     """A running test sshd. ``connections()`` counts authenticated logins from its VERBOSE log."""
 
-    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
+    def __init__(self, workdir: Path, *, extra_config: str = "", wrapper: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -71,7 +75,8 @@ class SshdServer:
             f"{extra_config}"
         )
         self.client_key = self.add_user_key("root")
-        self.daemon = Daemon("sshd", [SSHD, "-D", "-e", "-f", str(self.config)], log=self.log, ports=[self.port])
+        self.daemon = Daemon("sshd", [*wrapper, SSHD, "-D", "-e", "-f", str(self.config)], log=self.log,
+                             ports=[self.port])
 
     def start(self) -> SshdServer:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
@@ -122,10 +127,11 @@ class SshdServer:
         return SshTransport(host, self.settings(**kwargs))  # type: ignore[arg-type]
 
 
-def start_sshd(workdir: Path, *, extra_config: str = "") -> SshdServer:
-    """Start a test sshd in ``workdir`` (for modules that need their own configuration)."""
-    require_binary(SSHD, "ssh-keygen")
-    return SshdServer(workdir, extra_config=extra_config).start()
+def start_sshd(workdir: Path, *, extra_config: str = "", wrapper: Sequence[str] = ()) -> SshdServer:
+    """Start a test sshd in ``workdir`` (for modules that need their own configuration), through
+    ``wrapper`` (a command that execs its arguments) when given."""
+    require_binary(SSHD, "ssh-keygen", *wrapper[:1])
+    return SshdServer(workdir, extra_config=extra_config, wrapper=wrapper).start()
 
 
 @pytest.fixture(scope="module")
