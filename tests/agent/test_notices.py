@@ -273,7 +273,8 @@ def test_the_staff_message_about_a_notice_has_its_own_message_id() -> None:
 def test_5xx_at_the_end_of_data_is_a_permanent_failure(templates: Templates, smtp: SmtpServer) -> None:
     settings = settings_for(smtp)
     smtp.reject_data.add("billing1@customer.example")
-    results = SmtpNotifier(settings).send([notice_for(templates, settings, 1), notice_for(templates, settings, 2)])
+    batch = [notice_for(templates, settings, 1), notice_for(templates, settings, 2)]
+    results = SmtpNotifier(settings, clock=lambda: NOW).send(batch)
     bounced = results["acct-1:7:pre_suspension"]
     assert not bounced.ok and bounced.permanent and bounced.error is not None
     assert bounced.error.startswith("message refused: 550 5.7.1 <billing1@customer.example>")
