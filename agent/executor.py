@@ -11,7 +11,8 @@
    marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
    accepted that message, before the next message of the batch goes out; a failed send releases
    the claim. A notice whose row is ``sent`` is never sent again, so a crash in the middle of a
-   batch can send again only the one message that was in flight (same Message-ID). A notice the mail
+   batch can send again only the one message that was in flight: over SMTP it may arrive twice (same
+   Message-ID); into the spool it cannot (an existing file is not written again). A notice the mail
    server refused for good (5xx, or no usable address) is recorded as failed for good: its notice
    stage becomes ``undelivered`` (the evaluator decides what follows) and, when
    ``notices.staff_email`` is set, one message about it goes to staff in the same transaction.

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -324,18 +324,32 @@ def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]
     return aid, currencies[aid]
 
 
-def touch(acc: m.Account) -> None:
-    """Something the decision reads changed: look at the account on the next tick (and let a tick that
-    evaluated it before this change know its decision is stale)."""
+def touch(acc: m.Account, now: datetime) -> None:
+    """Something the decision reads changed at ``now`` (the command's clock): look at the account on the next
+    tick, and let a tick that evaluated it before this change know its decision is stale. ``changed_at`` only
+    ever moves forward, so a second change at the same ``--at`` still differs from what the tick saw."""
     acc.next_check_at = ASAP
-    acc.changed_at = datetime.now(UTC)
+    acc.changed_at = _after(acc.changed_at, now)
 
 
-def _mark_due(session: Session, ids: Iterable[str]) -> None:
+def _after(previous: datetime | None, now: datetime) -> datetime:
+    if previous is None or previous < now:
+        return now
+    return previous + timedelta(microseconds=1)
+
+
+def _mark_due(session: Session, ids: Iterable[str], now: datetime) -> None:
     wanted = sorted(set(ids))
     for i in range(0, len(wanted), 500):
-        session.execute(update(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))
-                        .values(next_check_at=ASAP, changed_at=datetime.now(UTC)))
+        chunk = wanted[i:i + 500]
+        # the rare account changed at or after ``now`` already (a second import at the same clock, a replay
+        # going back): one step past its stamp; then every other one at ``now``
+        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(chunk), m.Account.changed_at >= now)):
+            touch(acc, now)
+        session.flush()
+        session.execute(update(m.Account).where(m.Account.id.in_(chunk))
+                        .where(or_(m.Account.changed_at.is_(None), m.Account.changed_at < now))
+                        .values(next_check_at=ASAP, changed_at=now))
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -482,7 +496,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         placements: list[_Placement] = rec.pop("placements")
         acc = session.get(m.Account, rec["id"])
         if acc is None:
-            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=datetime.now(UTC), created_at=now,
+            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=now, created_at=now,
                             updated_at=now)
             session.add(acc)
             summary.created += 1
@@ -492,7 +506,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
                 setattr(acc, k, v)
             if changed:
                 acc.updated_at = now
-                touch(acc)
+                touch(acc, now)
                 summary.updated += 1
             else:
                 summary.skipped += 1
@@ -566,7 +580,7 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
         session.add(m.LedgerEntry(**rec, imported_at=now))
         summary.created += 1
         summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts)
+    _mark_due(session, summary.accounts, now)
     session.flush()
     return summary
 
@@ -617,6 +631,6 @@ def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummar
             summary.skipped += 1
             continue
         summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts)
+    _mark_due(session, summary.accounts, now)
     session.flush()
     return summary

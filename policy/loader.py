@@ -56,7 +56,7 @@ _RESERVED = (DEBT_RESUSPEND, TRIAL_RESUSPEND, "resume")  # stage records made by
 _BUILTIN: dict[str, object] = {
     "currency": DEFAULT_CURRENCY,
     "credit_limit": Decimal(0),
-    "financial_threshold": Decimal(0),
+    "financial_threshold": None,  # unset: the credit limit (ResolvedPolicy.spend_threshold)
     "triggers.over_limit": True,
     "triggers.subzero_period": -1,
     "triggers.max_delay": None,

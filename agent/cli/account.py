@@ -92,7 +92,7 @@ def _show(s: Session, state: CliState, acc: m.Account, now: datetime) -> dict[st
         "episode": ({"id": ep.id, "started_at": iso(ep.started_at), "trigger": ep.trigger} if ep else None),
         "stages_taken": stages,
         "in_flight": in_flight,
-        "next": ({"stage": d.next.stage, "action": d.next.action, "due_at": iso(d.next.due_at)} if d.next else None),
+        "next": ({"stage": up.stage, "action": up.action, "due_at": iso(up.due_at)} if (up := d.upcoming) else None),
         "held_back": d.held_back.text if d.held_back else None,
         "next_check_at": iso(acc.next_check_at),
         "jobs": jobs,

@@ -69,6 +69,7 @@ __all__ = [
     "session",
     "set_now",
     "table",
+    "wall_clock",
 ]
 
 
@@ -132,12 +133,20 @@ def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
 # --- shared state --------------------------------------------------------------------------------
 
 
+def wall_clock() -> datetime:
+    """The real clock, read here and nowhere else: a command's ``now`` when it has no ``--at``, the daemon's
+    at each tick. Everything below the CLI (agent/, connectors/, policy/) is handed that ``now``
+    (tests/suite/test_clock.py holds it so), which is what makes ``--at`` a faithful simulation."""
+    return datetime.now(UTC)
+
+
+
 @dataclass
 class CliState:
     """What every command needs, opened lazily: the config, the database, the policy."""
 
     config: Config
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = field(default_factory=wall_clock)
     _store: Store | None = None
     _policy: PolicySet | None = None
     _inventory: tuple[Inventory | None] | None = None

@@ -67,7 +67,7 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
             raise CliError(f"account {acc.id} already has a ledger entry with ref {ref!r}; nothing recorded")
         s.add(m.LedgerEntry(account=acc.id, at=now, amount=value, kind="payment", method=method, ref=ref,
                             imported_at=now))
-        touch(acc)
+        touch(acc, now)
         audit(s, at=now, actor=actor_name(actor), action="payment", account=acc.id, reason=f"{method} payment",
               details={"amount": str(value), "method": method, "ref": ref})
     result: dict[str, Any] = {"account": account, "amount": str(value), "method": method, "ref": ref,
@@ -95,7 +95,7 @@ def _add_override(state: CliState, account: str, *, kind: str, actor: str | None
         o = m.Override(account=acc.id, kind=kind, actor=actor_name(actor), reason=reason, created_at=now,
                        expires_at=expires_at, amount=amount, at=at)
         s.add(o)
-        touch(acc)
+        touch(acc, now)
         details = {"expires_at": iso(expires_at), "amount": str(amount) if amount is not None else None,
                    "at": iso(at)}
         audit(s, at=now, actor=o.actor, action=f"override.{kind}", account=acc.id, reason=reason, details=details)

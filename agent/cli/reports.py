@@ -112,8 +112,8 @@ def _debtors(s: Session, state: CliState, now: datetime) -> list[dict[str, Any]]
                 "days_in_debt": ((now.astimezone(tz).date() - ep.started_at.astimezone(tz).date()).days
                                  if ep else None),
                 "last_stage": ep.stages_taken[-1].stage if ep and ep.stages_taken else None,
-                "next_stage": d.next.stage if d.next else None,
-                "next_due": iso(d.next.due_at) if d.next else None,
+                "next_stage": d.upcoming.stage if d.upcoming else None,
+                "next_due": iso(d.upcoming.due_at) if d.upcoming else None,
             })
     rows.sort(key=lambda r: (Decimal(r["balance"]), r["account"]))
     return rows

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +79,7 @@ def _import_command(kind: str) -> Callable[..., None]:
         from agent import imports
 
         state = get_state(ctx)
-        now = datetime.now(UTC)
+        now = state.now
         path = Path(file)
         if apply_now:
             _ = state.inventory  # applying it works on hosts: an invalid inventory refuses the import first

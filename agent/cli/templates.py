@@ -3,18 +3,19 @@
 The CLI's context object (a mapping or an object with attributes) may carry: ``templates`` (a loaded
 :class:`~agent.notices.Templates`), else ``templates_dir`` or ``config.templates_dir`` (the operator's
 folder, used when it exists; otherwise the defaults alone); and what :func:`agent.notices.preview_context`
-reads (``account_fields``, ``notice_settings``, ``now``).
+reads (``account_fields``, ``notice_settings``, ``now``; ``--at`` sets ``now``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from agent.cli.app import echo, emit_json, inert
+from agent.cli.app import at_option, echo, emit_json, inert
 from agent.notices import (
     VARIABLES,
     TemplateError,
@@ -35,7 +36,14 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-def _context_mapping(obj: Any) -> dict[str, Any]:
+def _context_mapping(obj: Any, at: datetime | None) -> dict[str, Any]:
+    """What :func:`preview_context` reads; ``--at`` becomes the clock of the state, so the account's own
+    fields (its balance, its next measure) are computed for the same moment the dates are rendered at."""
+    if at is not None:
+        if isinstance(obj, Mapping):
+            obj = {**obj, "now": at}
+        elif obj is not None:
+            obj.now = at
     return {key: _get(obj, key) for key in ("account_fields", "notice_settings", "now")}
 
 
@@ -89,12 +97,14 @@ def vars_command(as_json: bool) -> None:
 @click.argument("account")
 @click.option("--html", "show_html", is_flag=True, help="Print the HTML part instead of the text.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@at_option
 @click.pass_context
-def preview_command(ctx: click.Context, name: str, account: str, show_html: bool, as_json: bool) -> None:
-    """Render template NAME for ACCOUNT (nothing is sent)."""
+def preview_command(ctx: click.Context, name: str, account: str, show_html: bool, as_json: bool,
+                    at: datetime | None) -> None:
+    """Render template NAME for ACCOUNT as it would be sent at --at (default: now); nothing is sent."""
     loaded = _load(ctx.obj)
     try:
-        context = preview_context(_context_mapping(ctx.obj), account)
+        context = preview_context(_context_mapping(ctx.obj, at), account)
     except LookupError as exc:
         raise _error(exc.args[0] if exc.args else exc) from exc
     except ValueError as exc:

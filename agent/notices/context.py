@@ -237,15 +237,18 @@ def preview_context(ctx_obj: Mapping[str, Any] | None, account_id: str) -> dict[
 
     ``ctx_obj`` (the CLI's context object) may hold ``account_fields``: a callable ``account_id -> dict``
     of the fields :func:`context_from_fields` reads (``None`` when the account is unknown, raised as
-    :class:`LookupError`); ``notice_settings``: a :class:`NoticeSettings`; ``now``: the clock. Without
-    ``account_fields`` the example account is used under ``account_id``.
+    :class:`LookupError`); ``notice_settings``: a :class:`NoticeSettings`; ``now``: the clock (the CLI's
+    ``--at``, else its start time), required with ``account_fields``. Without ``account_fields`` the example
+    account is used under ``account_id``, at ``now`` or the example's own moment.
     """
     obj = ctx_obj or {}
     settings = obj.get("notice_settings") or _sample_settings()
-    now = obj.get("now") or datetime.now(UTC)
+    now: datetime | None = obj.get("now")
     loader: Callable[[str], Mapping[str, Any] | None] | None = obj.get("account_fields")
     if loader is None:
-        return context_from_fields(_sample_fields(account_id), settings, now)
+        return context_from_fields(_sample_fields(account_id), settings, now or _SAMPLE_NOW)
+    if now is None:
+        raise ValueError("preview_context needs the clock (now) to render an account's dates")
     fields = loader(account_id)
     if fields is None:
         raise LookupError(f"no account {account_id!r}")

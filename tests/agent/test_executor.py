@@ -290,12 +290,18 @@ def test_tick_reads_only_due_accounts_and_sets_the_next_check(world: World) -> N
             datetime(2026, 3, 6, 23, tzinfo=UTC)
 
 
-def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("changed_at_the_same_instant", [False, True])
+def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                                changed_at_the_same_instant: bool) -> None:
     import agent.tick
     from agent.imports import touch
 
     suspend_day(world)
+    if changed_at_the_same_instant:  # an earlier change carries the tick's own clock already (same --at)
+        with world.store.session() as s:
+            acc = s.get(m.Account, "a1")
+            assert acc is not None
+            touch(acc, day(8))
     original = agent.tick.evaluate_due
 
     def racing(session, policy, now, **kw):  # type: ignore[no-untyped-def]
@@ -305,7 +311,7 @@ def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World,
             assert acc is not None
             other.add(m.LedgerEntry(account="a1", at=day(8), amount=Decimal(10), kind="payment", method="card",
                                     ref="racing"))
-            touch(acc)
+            touch(acc, day(8))
         yield from items
 
     monkeypatch.setattr(agent.tick, "evaluate_due", racing)
