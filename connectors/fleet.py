@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connectors.base import Action
+from connectors.observed import Observed
 
 __all__ = ["Fleet", "Job", "JobResult", "Progress"]
 
@@ -39,6 +40,7 @@ class JobResult:
     transient: bool = False  # the host could not be reached: try again later
     facts: dict[str, str] = field(default_factory=dict)
     operations: list[dict[str, Any]] = field(default_factory=list)  # per operation: id, rc, changed, error
+    observed: Observed | None = None  # a status job that ran: its connector's reading of the facts
 
 
 Progress = Callable[[str, int, int], None]  # (host, done, total)

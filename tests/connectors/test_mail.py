@@ -325,7 +325,8 @@ def test_list_files_keep_their_other_lines_modes_and_the_saved_record(tmp_path: 
     assert [(maps / n).read_text() for n in ("bounce", "norelay")] == ["", ""]
     assert not record.exists()
     assert run("status").results[f"{A}:mail:status:info@a.test"].facts == {
-        "flags:info@a.test": "p", "suspended:info@a.test": "no"}
+        "flags:info@a.test": "p", "suspended:info@a.test": "no", "maildir:info@a.test": "absent",
+        "deleted:info@a.test": "no"}
 
 
 def test_a_mailbox_with_an_apostrophe_is_suspended_and_resumed(
