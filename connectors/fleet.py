@@ -2,7 +2,8 @@
 
 The agent hands a list of :class:`Job` to a :class:`Fleet`; the fleet groups them per host, opens one
 connection per host, runs one batch per host (hosts in parallel, bounded) and answers one
-:class:`JobResult` per job. One failing host never stops the others.
+:class:`JobResult` per job. One failing host never stops the others. A ``status`` job's result also
+carries ``observed``: what the job's own connector reads from its facts (:mod:`connectors.observed`).
 """
 
 from __future__ import annotations

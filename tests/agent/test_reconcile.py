@@ -79,3 +79,14 @@ def test_a_deleted_host_is_reported_but_not_fixed_and_unreachable_hosts_are_erro
     assert report.queued == []
     assert [(e["account"], e["host"]) for e in report.errors] == [("a1", "mail1")]
     assert report.checked == 2
+
+
+def test_facts_that_do_not_tell_are_reported_not_guessed(store_with_accounts: Store) -> None:
+    store, fleet = store_with_accounts, FakeFleet()
+    fleet.set_facts("web1", "web", "b2", state="half-configured")
+    with store.session() as s:
+        report = reconcile(s, fleet, NOW, fix=True)
+    assert report.differences == [] and report.queued == []
+    assert [(e["account"], e["service"]) for e in report.errors] == [("b2", "web")]
+    assert "do not tell the state" in report.errors[0]["error"] and "half-configured" in report.errors[0]["error"]
+    assert report.checked == 2
