@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "op_id",
     "parse_resource",
     "record_path",
+    "status_maildir",
 ]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_./:=@+,%-]{1,200}$")
@@ -128,6 +129,15 @@ def record_path(state_dir: str, box: str) -> str:
     return f"{state_dir}/mail/{box}.flags"
 
 
+def status_maildir(maildir: Callable[[str], str], box: str) -> str | None:
+    """The maildir ``status`` looks at: ``maildir(box)``, or None when the mailbox's name cannot be a path
+    (``o'neil@``): such a mailbox is suspended and resumed, but never deleted, so there is nothing to see."""
+    try:
+        return maildir(box)
+    except UnsafeValue:
+        return None
+
+
 def deleted_path(state_dir: str, box: str) -> str:
     """The host's record that a delete archived and removed the mailbox's maildir."""
     return f"{state_dir}/mail/{box}.deleted"
@@ -162,7 +172,7 @@ class FlagShell:
 def flag_script(action: str, box: str, state_dir: str, requested: str, backend: FlagShell,
                 maildir: str | None = None) -> str:
     """The script of one suspend/resume/status operation on one mailbox (``maildir``: its folder, whose
-    presence ``status`` reports)."""
+    presence ``status`` reports; None for a mailbox no maildir path can name, which no delete removes)."""
     rec = record_path(state_dir, box)
     head = f"""{_SETS}
 m={q(box)}
@@ -227,12 +237,11 @@ fact "added:$m" ''
 fact "suspended:$m" no
 """
     elif action == "status":
-        if maildir is None:
-            raise ValueError("mail: status needs the mailbox's maildir")
-        body = f"""
+        body = "" if maildir is None else f"""
 if [ -d {q(maildir)} ]; then fact "maildir:$m" present; else fact "maildir:$m" absent; fi
 if [ -e {q(deleted_path(state_dir, box))} ]; then fact "deleted:$m" yes; else fact "deleted:$m" no; fi
-""" + """
+"""
+        body += """
 fact "flags:$m" "$cur"
 if [ -f "$rec" ]; then
   _mf_record

@@ -35,7 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.archive import archive_ops, check_archive_dir, check_roots, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, mark_deleted, observe_mailboxes, op_id
+from connectors.mail import (
+    FlagShell,
+    command,
+    flag_script,
+    mark_deleted,
+    observe_mailboxes,
+    op_id,
+    status_maildir,
+)
 from connectors.mail.flags import FLAGS, difference
 from connectors.observed import Observed
 from connectors.probe import require_commands
@@ -287,7 +295,8 @@ class DovecotPostfixConnector:
             handlers = (DOVECOT_HANDLER, POSTFIX_HANDLER) if action != "status" else ()
             flag_action = "suspend" if action == "delete" else action  # a deleted mailbox stays suspended
             for box in res.mailboxes:
-                script = flag_script(flag_action, box, s.state_dir, requested, self._shell(box), self._maildir(box))
+                maildir = status_maildir(self._maildir, box) if action == "status" else None
+                script = flag_script(flag_action, box, s.state_dir, requested, self._shell(box), maildir)
                 if flag_action == "suspend" and unsupported:
                     script += f'\nfact "unsupported:$m" {q(unsupported)}\n'
                 ops.append(Operation(op_id(acct, action, box), acct, f"mail:{action}", script, handlers))

@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from connectors.archive import archive_ops, check_archive_dir, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, mark_deleted, observe_mailboxes, op_id
+from connectors.mail import (
+    FlagShell,
+    command,
+    flag_script,
+    mark_deleted,
+    observe_mailboxes,
+    op_id,
+    status_maildir,
+)
 from connectors.observed import Observed
 from connectors.probe import require_commands
 from connectors.resources import mail_resource
@@ -141,7 +149,8 @@ _vp_gid() {{
             flag_action = "suspend" if action == "delete" else action  # a deleted mailbox stays suspended
             ops = [
                 Operation(op_id(acct, action, box), acct, f"mail:{action}",
-                          flag_script(flag_action, box, s.state_dir, res.flags, shell, self._maildir(box)))
+                          flag_script(flag_action, box, s.state_dir, res.flags, shell,
+                                      status_maildir(self._maildir, box) if action == "status" else None))
                 for box in res.mailboxes
             ]
             if action != "delete":

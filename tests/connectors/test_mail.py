@@ -359,6 +359,8 @@ def test_a_mailbox_with_an_apostrophe_is_suspended_and_resumed(
     assert batch.handlers["handler:mail-dovecot"].facts["kicked"] == box
     assert access(mail_server, box, local_to="info@a.test") == SUSPENDED
     assert access(mail_server, "info@b.test", local_to="info@a.test") == OPEN  # the neighbour is untouched
+    (status,) = apply(transport, connector, "status", {B: [box]}).for_account(B)
+    assert connector.observe(status.facts).state == "suspended"
 
     again = apply(transport, connector, "suspend", {B: [box]})
     assert [r.changed for r in again.results.values()] == [False]
