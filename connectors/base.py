@@ -37,10 +37,11 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from connectors.observed import Observed
 from connectors.validate import path, q
 
 __all__ = [
@@ -164,6 +165,16 @@ class Connector(Protocol):
     def operations(self, action: Action, account: str, resource: dict[str, object]) -> list[Operation]: ...
 
     def handlers(self) -> list[Handler]: ...
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """What the host does for the account, read from the facts of this connector's ``status``
+        operations (see :mod:`connectors.observed`); the one place that decides what those facts mean."""
+        ...
+
+    def check_script(self) -> str:
+        """The ``arrears hosts check`` probe: fails when the backend's tools or folders are missing, and
+        may report a ``version`` fact."""
+        ...
 
 
 _PRELUDE = r"""

@@ -323,8 +323,8 @@ def reconcile_command(ctx: click.Context, fix: bool, actor: str | None, at: date
         echo(f"reconcile at {iso(now)}: {report.checked} placements read, {len(report.differences)} differ"
                    + (f", {len(report.busy)} accounts with work in flight skipped" if report.busy else ""))
         if report.differences:
-            table("differences", ["account", "service", "host", "recorded", "observed", "fix"],
-                   [[d.account, d.service, d.host, d.recorded, d.observed, d.fix or "admin (restore?)"]
+            table("differences", ["account", "service", "host", "recorded", "observed", "fix", "detail"],
+                   [[d.account, d.service, d.host, d.recorded, d.observed, d.fix or "admin (restore?)", d.detail]
                     for d in report.differences])
         for e in report.errors:
             echo(f"warning: {e['account']} {e['service']} on {e['host']}: {e['error']}", err=True)

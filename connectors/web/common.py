@@ -11,7 +11,8 @@ Operations (one per site; ids ``<account>:web:<backend>:<action>:<site>``):
 ``suspend``  fails that site's operation when the hook is missing from every file below ``vhost_dir``;
              otherwise writes the snippet, unless an identical one is already there (then: no change).
 ``resume``   removes the snippet (absent already: no change).
-``status``   facts ``<site>.hook`` (present|missing), ``<site>.suspended`` (yes|no).
+``status``   facts ``<site>.hook`` (present|missing), ``<site>.suspended`` (yes|no: the snippet exists),
+             ``<site>.vhost`` (present|absent); :meth:`WebConnector.observe` reads them.
 ``delete``   archives the account's vhost files (``<vhost_dir>/<vhost_name>``) with
              :func:`connectors.archive.archive_ops` (archive -> verify -> remove; facts ``archive``,
              ``sha256``, ``paths``...), then per site removes a dangling ``<enabled_dir>`` link and the
@@ -40,12 +41,15 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, restore_ops
+from connectors.archive import archive_ops, check_archive_dir, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
+from connectors.observed import Observed, combine
+from connectors.probe import require_commands
 from connectors.resources import web_sites
 from connectors.validate import UnsafeValue, account_id, path, path_under, q, url
 
@@ -346,6 +350,41 @@ if [ -f "$_w_snip" ]; then fact "$_w_site.suspended" yes; else fact "$_w_site.su
 if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else fact "$_w_site.vhost" absent; fi
 """
         return self._op(account, "status", site, script, notify=False)
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """Each site from its ``status`` facts: suspended while its snippet exists *and* a vhost carries
+        the hook that includes it; deleted once its vhost file and every hook are gone; active otherwise."""
+        sites = {k[: -len(".suspended")]: v for k, v in facts.items() if k.endswith(".suspended")}
+        return combine({site: self._observe_site(site, snippet, facts) for site, snippet in sites.items()},
+                       what="site")
+
+    @staticmethod
+    def _observe_site(site: str, snippet: str, facts: Mapping[str, str]) -> Observed:
+        hook, vhost = facts.get(f"{site}.hook"), facts.get(f"{site}.vhost")
+        if snippet not in ("yes", "no") or hook not in ("present", "missing") or vhost not in ("present", "absent"):
+            return Observed("unknown", f"incomplete facts: snippet {snippet}, hook {hook}, vhost {vhost}")
+        if hook == "present":
+            if snippet == "yes":
+                return Observed("suspended", "snippet in place")
+            return Observed("active", "no snippet" + ("" if vhost == "present" else "; served by a vhost elsewhere"))
+        if vhost == "absent":
+            return Observed("deleted", "vhost gone" + ("; a stale snippet is left" if snippet == "yes" else ""))
+        return Observed("active", "the vhost has no hook: its snippet is not included" if snippet == "yes"
+                        else "the vhost has no hook")
+
+    def check_script(self) -> str:
+        """The configured config test and reload commands exist, what deletions need
+        (:func:`connectors.archive.probe_lines`), and ``hook_dir`` is not a file."""
+        s = self.settings
+        lines = require_commands([("config_test", s.config_test), ("reload", s.reload)]) + probe_lines(s.archive_dir)
+        lines.append(f'[ ! -e {q(s.hook_dir)} ] || [ -d {q(s.hook_dir)} ] || '
+                     f'fail {q(f"hook_dir {s.hook_dir} is not a folder")}')
+        lines.append(self.version_script())
+        return "\n".join(lines)
+
+    def version_script(self) -> str:
+        """Script lines reporting the server's ``version`` fact."""
+        return ":"
 
     def _kind(self) -> str:
         return f"{self.backend}_vhost"

@@ -371,6 +371,7 @@ def test_a_site_without_the_hook_fails_alone_and_status_reports_facts(
     assert facts[f"{HOOKLESS_SITE}.hook"] == "missing"
     assert (facts[f"{a1}.suspended"], facts[f"{a2}.suspended"]) == ("yes", "no")
     assert status.handlers == {}
+    assert conn.observe(facts).state == "partial"  # one site redirects, the others serve
 
 
 def test_unsafe_values_are_refused_before_anything_runs(server: WebServer) -> None:
@@ -421,11 +422,21 @@ def test_a_download_in_flight_survives_the_reload_of_a_suspension(
     assert digest.hexdigest() == expected
 
 
+def observed(server: WebServer, transport: Transport, conn: WebConnector, account: str) -> str:
+    """What the connector reads from the real server's status facts for the account's sites."""
+    facts: dict[str, str] = {}
+    for r in apply(server, transport, conn, "status", account).results.values():
+        facts.update(r.facts)
+    return conn.observe(facts).state
+
+
 def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServer, transport: Transport) -> None:
     conn = connector(server)
     before = vhost_hashes(server)
+    assert observed(server, transport, conn, A) == "active"
     assert apply(server, transport, conn, "suspend", A).ok
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended")
+    assert observed(server, transport, conn, A) == "suspended"
 
     deleted = apply(server, transport, conn, "delete", A)
     assert deleted.ok, deleted.results
@@ -444,6 +455,7 @@ def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServ
 
     wait_for(lambda: all(gone(s) for s in SITES[A]), timeout=15, what="A's sites to be gone")
     assert all(serves_own_content(server, s) for s in SITES[B])
+    assert observed(server, transport, conn, A) == "deleted"
     assert not apply(server, transport, conn, "delete", A).results[f"{A}:web:{server.backend}:delete:_vhosts"].changed
 
     restored = apply(server, transport, conn, "restore", A, archive=archive["archive"], sha256=archive["sha256"],
@@ -451,5 +463,7 @@ def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServ
     assert restored.ok, restored.results
     assert vhost_hashes(server) == before
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="restored sites, suspended")
+    assert observed(server, transport, conn, A) == "suspended"
     assert apply(server, transport, conn, "resume", A).ok
     wait_for(lambda: all(serves_own_content(server, s) for s in SITES[A]), timeout=15, what="A's content back")
+    assert observed(server, transport, conn, A) == "active"
