@@ -182,7 +182,7 @@ def suspend(session: Session, account: str, *, actor: str, reason: str, now: dat
     result.holds_placed.append("admin")
     cancelled, resume_started = _cancel(session, acc.id, ("resume",), now)
     result.cancelled = cancelled
-    touch(acc)
+    touch(acc, now)
     entry = audit(session, at=now, actor=actor, action="manual.suspend", account=acc.id, reason=reason,
                   details={"state": acc.state})
     if acc.state == "suspended" and not resume_started and not cancelled:
@@ -231,7 +231,7 @@ def resume(session: Session, account: str, policy: PolicySet, *, actor: str, rea
             h.released_at = now
             result.holds_released.append(h.kind)
     remaining = [h.kind for h in holds if h.kind not in release]
-    touch(acc)
+    touch(acc, now)
     entry = audit(session, at=now, actor=actor, action="manual.resume", account=acc.id, reason=text,
                   details={"released": result.holds_released, "grace_days": grace_days,
                            "pause_until": result.overrides[0]["expires_at"] if result.overrides else None})
@@ -265,7 +265,7 @@ def delete(session: Session, account: str, *, actor: str, reason: str | None, no
         raise ActionRefused(f"a deletion of {acc.id} is in flight already; see arrears show {acc.id}")
     cancelled, _ = _cancel(session, acc.id, ("suspend", "resume"), now)
     result.cancelled = cancelled
-    touch(acc)
+    touch(acc, now)
     entry = audit(session, at=now, actor=actor, action="manual.delete", account=acc.id, reason=text,
                   details={"state": acc.state})
     result.notice = notice_template if acc.billing_email else None

@@ -43,11 +43,13 @@ def run_daemon(
     *,
     interval: float,
     metrics: Metrics,
+    clock: Callable[[], datetime],
     stop: threading.Event | None = None,
     max_ticks: int | None = None,
 ) -> int:
     """Run ``tick(stop)`` every ``interval`` seconds until SIGTERM/SIGINT (or ``max_ticks``); SIGUSR1
-    runs the next tick at once (a payment recorded with ``--now``).
+    runs the next tick at once (a payment recorded with ``--now``). ``clock`` (the CLI's) stamps the health
+    document and the last-tick metric; ``tick`` reads its own ``now`` from the same clock.
 
     A signal sets ``stop``: the tick in flight sees it, finishes the host batches it has started and
     claims nothing new; the loop then exits with status 0.
@@ -67,19 +69,20 @@ def run_daemon(
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_wake)
     ticks = 0
     try:
-        metrics.set_health(status="ok", pid=os.getpid())
+        metrics.set_health(clock(), status="ok", pid=os.getpid())
         while not stop.is_set():
             started = time.monotonic()
             try:
                 with metrics.tick_seconds.time():
                     summary = dict(tick(stop))
                 metrics.ticks.labels("ok").inc()
-                metrics.last_tick.set(time.time())
-                metrics.set_health(status="ok", last_tick=summary)
+                finished = clock()
+                metrics.last_tick.set(finished.timestamp())
+                metrics.set_health(finished, status="ok", last_tick=summary)
                 log.info("tick", extra={"fields": summary})
             except Exception as exc:  # one bad tick must not end the daemon; it is logged and retried
                 metrics.ticks.labels("error").inc()
-                metrics.set_health(status="degraded", last_error=str(exc))
+                metrics.set_health(clock(), status="degraded", last_error=str(exc))
                 log.exception("tick failed")
             ticks += 1
             if max_ticks is not None and ticks >= max_ticks:
@@ -91,6 +94,6 @@ def run_daemon(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        metrics.set_health(status="stopped")
+        metrics.set_health(clock(), status="stopped")
     log.info("stopped", extra={"fields": {"ticks": ticks}})
     return 0

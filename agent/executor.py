@@ -3,13 +3,16 @@
 1. Jobs claimed longer ago than the lease (their worker died) become pending again.
 2. Due pending jobs are claimed (``claimed`` with the worker and the time) in one transaction.
 3. Host jobs go to the fleet in one ``apply`` call (one batch per host, hosts in parallel). Jobs
-   whose host was unreachable are retried inside the run with tenacity, then on later ticks with a
-   durable back-off (``next_attempt_at``). Facts the connectors return are saved on the placement.
+   whose host was unreachable or whose connection was lost are retried inside the run with tenacity,
+   then on later ticks with a durable back-off (``next_attempt_at``); such a failure is not counted
+   as an attempt, so it never brings a job closer to ``max_attempts``. Facts the connectors return
+   are saved on the placement.
 4. Notices: the notice row (unique per account, episode and stage) is claimed before sending and
    marked ``sent`` (with its job done, in a transaction of its own) as soon as the mail server
    accepted that message, before the next message of the batch goes out; a failed send releases
    the claim. A notice whose row is ``sent`` is never sent again, so a crash in the middle of a
-   batch can send again only the one message that was in flight (same Message-ID). A notice the mail
+   batch can send again only the one message that was in flight: over SMTP it may arrive twice (same
+   Message-ID); into the spool it cannot (an existing file is not written again). A notice the mail
    server refused for good (5xx, or no usable address) is recorded as failed for good: its notice
    stage becomes ``undelivered`` (the evaluator decides what follows) and, when
    ``notices.staff_email`` is set, one message about it goes to staff in the same transaction.
@@ -39,7 +42,7 @@ from agent.config import AgentSettings
 from agent.outbox import event_job, notice_job, staff_notice_job
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
-from agent.tick import ACTOR
+from agent.tick import ACTOR, resolve_for
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 
@@ -106,7 +109,7 @@ class TemplateComposer:
         from policy import balance_at, evaluate
 
         snap = as_taken(load_snapshots(session, [account])[account.id], job.stage, now)
-        resolved = self.policy.resolve(account.id, account.plan, account.reseller, account.policy)
+        resolved = resolve_for(self.policy, account)
         decision = evaluate(snap, resolved, now)
         episode = session.get(m.Episode, job.episode) if job.episode is not None else None
         suspended = session.scalar(select(m.StageTaken.at).where(
@@ -270,8 +273,13 @@ def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
 
 
 def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
-          transient: bool, permanent: bool = False) -> None:
-    job.attempts += 1
+          transient: bool, permanent: bool = False, counted: bool = True) -> None:
+    """A failed try. ``counted=False`` (a host that could not be reached, a connection lost during the
+    batch): the try is not counted in ``attempts``, so it never brings the job closer to
+    ``max_attempts``, and the job waits about as long as it has waited so far (its back-off still
+    doubles, between ``backoff_seconds`` and ``backoff_max_seconds``)."""
+    if counted:
+        job.attempts += 1
     job.last_error = error
     job.claimed_by = None
     if permanent or (not transient and job.attempts >= settings.max_attempts):
@@ -280,7 +288,12 @@ def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summar
         summary.failed += 1
     else:
         job.status = "pending"
-        job.next_attempt_at = now + _backoff(settings, job.attempts)
+        if counted:
+            delay = _backoff(settings, job.attempts)
+        else:
+            waited = (now - job.created_at).total_seconds()
+            delay = timedelta(seconds=min(max(waited, settings.backoff_seconds), settings.backoff_max_seconds))
+        job.next_attempt_at = now + delay
         summary.retrying += 1
     summary.errors.append(f"{job.key}: {error}")
 
@@ -403,7 +416,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
             _done(j, now, summary, detail)
         else:
             j.result = detail
-            _fail(j, r.error or "failed", now, settings, summary, transient=r.transient)
+            _fail(j, r.error or "failed", now, settings, summary, transient=r.transient, counted=not r.transient)
     session.commit()
 
 

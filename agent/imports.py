@@ -18,12 +18,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -31,6 +31,7 @@ from agent.store.placements import OwnershipError, put_placement, remove_placeme
 from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
 from policy.errors import LocatedError
+from policy.money import DEFAULT_CURRENCY, check_currency, parse_amount
 
 if TYPE_CHECKING:
     from connectors.inventory import Inventory
@@ -38,14 +39,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASAP",
+    "EARLIEST",
+    "LATEST",
     "LEDGER_KINDS",
     "ImportFileError",
     "ImportSummary",
+    "check_instant",
     "import_accounts",
     "import_invoices",
     "import_ledger",
     "parse_amount",
     "parse_instant",
+    "parse_json",
     "read_records",
     "touch",
 ]
@@ -54,7 +59,6 @@ ASAP = datetime(1970, 1, 1, tzinfo=UTC)  # next_check_at for "look at it on the 
 LEDGER_KINDS = ("charge", "payment", "credit", "refund", "adjustment")
 _SERVICE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _METHOD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -77,8 +81,15 @@ class ImportSummary:
 # --- values --------------------------------------------------------------------------------------
 
 
+# instants arrears accepts: billing dates, the simulation clock and admins' dates; outside is a typo (and
+# near the ends of the calendar the policy's date arithmetic would overflow)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
 def parse_instant(text: str, *, what: str = "time") -> datetime:
-    """An ISO-8601 instant that carries a zone (``Z`` or ``+02:00``), as aware UTC."""
+    """An ISO-8601 instant that carries a zone (``Z`` or ``+02:00``), as aware UTC, within
+    [:data:`EARLIEST`, :data:`LATEST`)."""
     raw = text.strip()
     try:
         value = datetime.fromisoformat(raw)
@@ -87,25 +98,19 @@ def parse_instant(text: str, *, what: str = "time") -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         example = raw if "T" in raw or " " in raw else f"{raw}T00:00:00"
         raise ValueError(f"{what} {text!r} has no zone; add one, e.g. {example}Z or {example}+01:00")
-    return value.astimezone(UTC)
+    return check_instant(value, what=what, shown=text)
 
 
-def parse_amount(value: object, *, what: str = "amount") -> Decimal:
-    """An exact amount from a Decimal, an int or a decimal string; floats are refused."""
-    if isinstance(value, (bool, float)):
-        raise ValueError(f"{what} must be an exact decimal number, got {value!r}")
-    if isinstance(value, Decimal | int):
-        d = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            d = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"{what} {value!r} is not a number") from None
-    else:
-        raise ValueError(f"{what} must be a number, got {type(value).__name__}")
-    if not d.is_finite():
-        raise ValueError(f"{what} {value!r} is not a finite number")
-    return d
+def check_instant(value: datetime, *, what: str = "time", shown: str | None = None) -> datetime:
+    """``value`` (aware) as UTC when it lies within [:data:`EARLIEST`, :data:`LATEST`), else ValueError."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"{what} {shown if shown is not None else value.isoformat()!r} is out of range: "
+                         f"give a time from {EARLIEST.date()} to {(LATEST - timedelta(days=1)).date()} (UTC)")
+    return utc
 
 
 class _Row:
@@ -150,12 +155,21 @@ class _Row:
         except ValueError as exc:
             raise self.fail(name, str(exc)) from None
 
-    def amount(self, name: str) -> Decimal:
+    def amount(self, name: str, currency: str) -> Decimal:
         value = self.data.get(name)
         if value is None:
             raise self.fail(name, "is required")
         try:
-            return parse_amount(value, what=name)
+            return parse_amount(value, currency=currency, what=name)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
+    def currency(self, name: str = "currency") -> str | None:
+        value = self.text(name, max_len=3)
+        if value is None:
+            return None
+        try:
+            return check_currency(value)
         except ValueError as exc:
             raise self.fail(name, str(exc)) from None
 
@@ -185,13 +199,57 @@ def _kind(value: object) -> str:
 # --- reading files -------------------------------------------------------------------------------
 
 _JSON_COLUMNS = ("resources", "policy")
+MAX_JSON_DEPTH = 32  # levels of nesting in one record; a billing record needs three or four
+_MAX_NUMBER = 100  # characters of one JSON number
+
+
+class _BadJSON(ValueError):
+    pass
+
+
+def _json_number(text: str) -> str:
+    if len(text) > _MAX_NUMBER:
+        raise _BadJSON(f"has a number of {len(text)} characters; at most {_MAX_NUMBER} are accepted")
+    return text
+
+
+def _json_constant(text: str) -> object:
+    raise _BadJSON(f"has {text}, which is not a JSON value; write numbers as decimals or text")
+
+
+def _json_depth_ok(value: object) -> bool:
+    level: list[object] = [value]
+    for _ in range(MAX_JSON_DEPTH + 1):
+        level = [v for item in level if isinstance(item, dict | list)
+                 for v in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """One JSON value, numbers as Decimal/int (never float); ValueError (with what to do) for malformed
+    JSON, NaN/Infinity, numbers over 100 digits and nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        value = json.loads(text, parse_float=lambda t: Decimal(_json_number(t)),
+                           parse_int=lambda t: int(_json_number(t)), parse_constant=_json_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except _BadJSON as exc:
+        raise ValueError(str(exc)) from None
+    except RecursionError:
+        value = None
+    else:
+        if _json_depth_ok(value):
+            return value
+    raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
 
 
 def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The records of a JSON lines or CSV file (by the ``.csv`` suffix), each with its line number.
 
-    JSON numbers are read as Decimal (never float). In CSV, empty cells are absent and the
-    ``resources`` and ``policy`` columns hold JSON.
+    JSON numbers are read as Decimal or int (never float). In CSV, empty cells are absent and the
+    ``resources`` and ``policy`` columns hold JSON. A cell may hold up to 128 KiB (the csv module's limit).
     """
     name = str(path)
     try:
@@ -203,33 +261,38 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     records: list[tuple[int, dict[str, Any]]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames:
-            return records
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                raise ImportFileError(name, line, "line", "has more cells than the header")
-            rec: dict[str, Any] = {}
-            for key, cell in row.items():
-                key = (key or "").strip()
-                if cell is None or cell == "":
-                    continue
-                if key in _JSON_COLUMNS:
-                    try:
-                        rec[key] = json.loads(cell, parse_float=Decimal)
-                    except json.JSONDecodeError as exc:
-                        raise ImportFileError(name, line, key, f"is not valid JSON: {exc.msg}") from None
-                else:
-                    rec[key] = cell
-            records.append((line, rec))
+        try:
+            if not reader.fieldnames:
+                return records
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    raise ImportFileError(name, line, "line", "has more cells than the header")
+                rec: dict[str, Any] = {}
+                for key, cell in row.items():
+                    key = (key or "").strip()
+                    if cell is None or cell == "":
+                        continue
+                    if key in _JSON_COLUMNS:
+                        try:
+                            rec[key] = parse_json(cell)
+                        except ValueError as exc:
+                            raise ImportFileError(name, line, key, str(exc)) from None
+                    else:
+                        rec[key] = cell
+                records.append((line, rec))
+        except csv.Error as exc:
+            # line_num counts the lines of the records read completely; the bad one starts on the next
+            raise ImportFileError(name, reader.line_num + 1, "line",
+                                  f"is not valid CSV ({exc}); quote cells, keep each under 128 KiB") from None
         return records
     for n, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
         try:
-            value = json.loads(raw, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(name, n, "line", f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
+            value = parse_json(raw)
+        except ValueError as exc:
+            raise ImportFileError(name, n, "line", str(exc)) from None
         if not isinstance(value, dict):
             raise ImportFileError(name, n, "line", f"must be a JSON object, got {_kind(value)}")
         records.append((n, value))
@@ -243,26 +306,50 @@ def _check_fields(row: _Row, known: Iterable[str]) -> None:
             raise row.fail(str(key), f"unknown field; known fields: {', '.join(known)}")
 
 
-def _known_accounts(session: Session, ids: Iterable[str]) -> set[str]:
-    wanted = sorted(set(ids))
-    found: set[str] = set()
+def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
+    """The currency of every stored account the ``account`` fields of ``records`` name."""
+    wanted = sorted({d["account"] for _, d in records if isinstance(d.get("account"), str)})
+    found: dict[str, str] = {}
     for i in range(0, len(wanted), 500):
-        found.update(session.scalars(select(m.Account.id).where(m.Account.id.in_(wanted[i:i + 500]))))
+        found.update(tuple(r) for r in session.execute(select(m.Account.id, m.Account.currency)
+                                                      .where(m.Account.id.in_(wanted[i:i + 500]))))
     return found
 
 
-def touch(acc: m.Account) -> None:
-    """Something the decision reads changed: look at the account on the next tick (and let a tick that
-    evaluated it before this change know its decision is stale)."""
+def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]:
+    """The account a ledger or invoice line names, and its currency."""
+    aid = row.account()
+    if aid not in currencies:
+        raise row.fail("account", f"unknown account {aid!r}; import it with `arrears accounts import`")
+    return aid, currencies[aid]
+
+
+def touch(acc: m.Account, now: datetime) -> None:
+    """Something the decision reads changed at ``now`` (the command's clock): look at the account on the next
+    tick, and let a tick that evaluated it before this change know its decision is stale. ``changed_at`` only
+    ever moves forward, so a second change at the same ``--at`` still differs from what the tick saw."""
     acc.next_check_at = ASAP
-    acc.changed_at = datetime.now(UTC)
+    acc.changed_at = _after(acc.changed_at, now)
 
 
-def _mark_due(session: Session, ids: Iterable[str]) -> None:
+def _after(previous: datetime | None, now: datetime) -> datetime:
+    if previous is None or previous < now:
+        return now
+    return previous + timedelta(microseconds=1)
+
+
+def _mark_due(session: Session, ids: Iterable[str], now: datetime) -> None:
     wanted = sorted(set(ids))
     for i in range(0, len(wanted), 500):
-        session.execute(update(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))
-                        .values(next_check_at=ASAP, changed_at=datetime.now(UTC)))
+        chunk = wanted[i:i + 500]
+        # the rare account changed at or after ``now`` already (a second import at the same clock, a replay
+        # going back): one step past its stamp; then every other one at ``now``
+        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(chunk), m.Account.changed_at >= now)):
+            touch(acc, now)
+        session.flush()
+        session.execute(update(m.Account).where(m.Account.id.in_(chunk))
+                        .where(or_(m.Account.changed_at.is_(None), m.Account.changed_at < now))
+                        .values(next_check_at=ASAP, changed_at=now))
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -332,12 +419,28 @@ def _placements(row: _Row, inventory: Inventory | None) -> list[_Placement]:
 def _plain(value: Any) -> Any:
     """JSON-storable: Decimals from the parser become int or str."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
+        # a whole number of sane size as int; anything else (1e999999 would be a million digits) as text
+        return int(value) if value.adjusted() < 18 and value == value.to_integral_value() else str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def _account_currency(session: Session, row: _Row, aid: str) -> str | None:
+    """The currency of an account: billing's ``currency`` when the line has one, else the one it was first
+    imported with; ``None`` for a new account without one (the policy's default then applies). A currency
+    never changes under recorded money."""
+    currency = row.currency()
+    stored = session.get(m.Account, aid)
+    if stored is None or currency is None or currency == stored.currency:
+        return currency or (stored.currency if stored is not None else None)
+    if (session.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == aid).limit(1)) is not None
+            or session.scalar(select(m.Invoice.id).where(m.Invoice.account == aid).limit(1)) is not None):
+        raise row.fail("currency", f"account {aid} has ledger entries or invoices in {stored.currency}; "
+                       f"its currency cannot change to {currency}")
+    return currency
 
 
 def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None,
@@ -365,12 +468,15 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         plan = row.text("plan", max_len=100)
         reseller = row.text("reseller", max_len=100)
         layer = _plain(layer) if layer else None
+        currency = _account_currency(session, row, aid)
         if policy is not None:
             from policy import PolicyError
 
             try:
-                policy.resolve(aid, plan, reseller, layer)
+                currency = policy.resolve(aid, plan, reseller, layer, currency).currency
             except PolicyError as exc:
+                if exc.filename != f"account {aid}":  # the policy file's amount does not fit this currency
+                    raise row.fail("currency", f"{currency}: {exc}" if currency else str(exc)) from None
                 raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
         parsed.append((row, {
             "id": aid,
@@ -378,7 +484,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
             "billing_email": email,
             "plan": plan,
             "reseller": reseller,
-            "currency": row.text("currency", pattern=_CURRENCY, max_len=3) or "USD",
+            "currency": currency or DEFAULT_CURRENCY,
             "trial_ends_at": row.instant("trial_ends_at"),
             "has_billing_profile": row.boolean("has_billing_profile", True),
             "policy": layer,
@@ -390,7 +496,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         placements: list[_Placement] = rec.pop("placements")
         acc = session.get(m.Account, rec["id"])
         if acc is None:
-            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=datetime.now(UTC), created_at=now,
+            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=now, created_at=now,
                             updated_at=now)
             session.add(acc)
             summary.created += 1
@@ -400,7 +506,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
                 setattr(acc, k, v)
             if changed:
                 acc.updated_at = now
-                touch(acc)
+                touch(acc, now)
                 summary.updated += 1
             else:
                 summary.skipped += 1
@@ -437,14 +543,16 @@ def _auto_ref(aid: str, at: datetime, amount: Decimal, kind: str, method: str | 
 def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
     """Add the entries of ``path``; an entry whose ``(account, ref)`` is already known is skipped."""
     name = str(path)
+    records = read_records(path)
+    currencies = _account_currencies(session, records)
     rows: list[tuple[_Row, dict[str, Any]]] = []
-    for line, data in read_records(path):
+    for line, data in records:
         row = _Row(name, line, data)
         _check_fields(row, _LEDGER_FIELDS)
-        aid = row.account()
+        aid, currency = _stored_account(row, currencies)
         at = row.instant("at", required=True)
         assert at is not None
-        amount = row.amount("amount")
+        amount = row.amount("amount", currency)
         if amount == 0:
             raise row.fail("amount", "must not be zero")
         kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
@@ -457,13 +565,9 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
         method = row.text("method", pattern=_METHOD, max_len=32)
         ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
         rows.append((row, {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method, "ref": ref}))
-    known = _known_accounts(session, (r["account"] for _, r in rows))
-    for row, rec in rows:
-        if rec["account"] not in known:
-            raise row.fail("account", f"unknown account {rec['account']!r}; import it with `arrears accounts import`")
     summary = ImportSummary()
     existing: set[tuple[str, str]] = set()
-    accounts = sorted(known)
+    accounts = sorted({rec["account"] for _, rec in rows})
     for i in range(0, len(accounts), 500):
         existing.update((a, r) for a, r in session.execute(
             select(m.LedgerEntry.account, m.LedgerEntry.ref).where(m.LedgerEntry.account.in_(accounts[i:i + 500]))))
@@ -476,7 +580,7 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
         session.add(m.LedgerEntry(**rec, imported_at=now))
         summary.created += 1
         summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts)
+    _mark_due(session, summary.accounts, now)
     session.flush()
     return summary
 
@@ -489,12 +593,14 @@ _INVOICE_FIELDS = ("account", "id", "issued_at", "due_at", "amount", "paid_at")
 def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummary:
     """Create or update invoices by ``(account, id)`` (a later file may add ``paid_at``)."""
     name = str(path)
+    records = read_records(path)
+    currencies = _account_currencies(session, records)
     rows: list[tuple[_Row, dict[str, Any]]] = []
     seen: dict[tuple[str, str], int] = {}
-    for line, data in read_records(path):
+    for line, data in records:
         row = _Row(name, line, data)
         _check_fields(row, _INVOICE_FIELDS)
-        aid = row.account()
+        aid, currency = _stored_account(row, currencies)
         inv = row.text("id", required=True, max_len=200)
         assert inv is not None
         if (aid, inv) in seen:
@@ -505,15 +611,11 @@ def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummar
         assert issued is not None and due is not None
         if due < issued:
             raise row.fail("due_at", "is before issued_at")
-        amount = row.amount("amount")
+        amount = row.amount("amount", currency)
         if amount <= 0:
             raise row.fail("amount", f"an invoice amount is positive, got {amount}")
         rows.append((row, {"account": aid, "invoice_id": inv, "issued_at": issued, "due_at": due, "amount": amount,
                            "paid_at": row.instant("paid_at")}))
-    known = _known_accounts(session, (r["account"] for _, r in rows))
-    for row, rec in rows:
-        if rec["account"] not in known:
-            raise row.fail("account", f"unknown account {rec['account']!r}; import it with `arrears accounts import`")
     summary = ImportSummary()
     for _row, rec in rows:
         cur = session.scalars(select(m.Invoice).where(m.Invoice.account == rec["account"],
@@ -529,6 +631,6 @@ def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummar
             summary.skipped += 1
             continue
         summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts)
+    _mark_due(session, summary.accounts, now)
     session.flush()
     return summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,9 +29,10 @@ class Metrics:
         self.health: dict[str, object] = {"status": "starting"}
         self._lock = threading.Lock()
 
-    def set_health(self, **fields: object) -> None:
+    def set_health(self, at: datetime, **fields: object) -> None:
+        """Update the health document; ``at`` is the daemon's clock (handed down by the CLI)."""
         with self._lock:
-            self.health = {**self.health, **fields, "updated_at": datetime.now(UTC).isoformat()}
+            self.health = {**self.health, **fields, "updated_at": at.isoformat()}
 
     def health_json(self) -> bytes:
         with self._lock:

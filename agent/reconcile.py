@@ -1,9 +1,10 @@
 """Reconcile: compare what the hosts really do with what the store recorded, and repair on request.
 
 Every placement of every account is read with the connectors' ``status`` action, in one fleet call
-(the fleet runs one batch per host, hosts in parallel). Each connector's facts are mapped to what the
-host does for the account: ``active``, ``suspended``, ``deleted``, or ``present`` (the home connector
-only tells whether the home exists). An account whose work is still in flight is skipped: the
+(the fleet runs one batch per host, hosts in parallel). What the host does for the account is the
+result's ``observed``: the service's own connector reads its facts (``observe``, see
+:mod:`connectors.observed`); nothing here decodes facts. A placement whose facts do not tell is
+reported as an error, not guessed. An account whose work is still in flight is skipped: the
 executor is bringing it to its recorded state already. With ``fix``, the jobs that bring each
 differing host back to the recorded state are queued through the outbox (a manual transition named
 ``reconcile-<n>``), in the same transaction as their audit record.
@@ -23,10 +24,9 @@ from agent.actions import host_job, manual_job
 from agent.store import models as m
 from agent.store.repo import audit
 from connectors.fleet import Fleet, Job
+from connectors.observed import Observed
 
-__all__ = ["Difference", "ReconcileReport", "expected_state", "observed_state", "reconcile"]
-
-_STATES = ("active", "suspended", "deleted")
+__all__ = ["Difference", "ReconcileReport", "expected_state", "reconcile"]
 
 
 def expected_state(account_state: str) -> str:
@@ -34,65 +34,12 @@ def expected_state(account_state: str) -> str:
     return {"suspended": "suspended", "deleted": "deleted"}.get(account_state, "active")
 
 
-def observed_state(service: str, facts: Mapping[str, str]) -> str:
-    """What a ``status`` job's facts say: active, suspended, deleted, present (exists, no suspension
-    of its own: home), partial (some parts suspended), or n/a (nothing to look at)."""
-    state = facts.get("state")
-    if state in _STATES:
-        return state
-    if "exists" in facts:  # home: a home dir is either there or not
-        return "deleted" if facts["exists"] == "no" else "present"
-    vhosts = [v for k, v in facts.items() if k.endswith(".vhost")]
-    if vhosts and all(v == "absent" for v in vhosts):
-        return "deleted"
-    flags = [_effective(k, v, facts) for k, v in facts.items()
-             if k.endswith(".suspended") or k.startswith("suspended:") or k == "suspended"]
-    if not flags:
-        return "n/a"
-    if all(v == "yes" for v in flags):
-        return "suspended"
-    if all(v == "no" for v in flags):
-        return "active"
-    return "partial"
-
-
-def _effective(key: str, value: str, facts: Mapping[str, str]) -> str:
-    """Whether a part is really suspended: its record says so *and* the mechanism is still in place
-    (the vhost still carries the include hook, the mailbox still has every flag the agent added, the
-    login is still expired)."""
-    if value != "yes":
-        return value
-    if key.endswith(".suspended"):  # web: <site>.suspended, <site>.hook
-        return "no" if facts.get(key[: -len(".suspended")] + ".hook") == "missing" else "yes"
-    if key.startswith("suspended:"):  # mail: suspended:<box>, added:<box>, flags:<box>
-        box = key[len("suspended:"):]
-        added, current = facts.get(f"added:{box}"), facts.get(f"flags:{box}")
-        if added and current is not None and not set(added) <= set(current):
-            return "no"
-        return "yes"
-    if "expire" in facts:  # login: suspended, expire (field 8 of /etc/shadow; 1 while locked)
-        return "yes" if facts["expire"] == "1" else "no"
-    return "yes"
-
-
-def _agrees(expected: str, observed: str) -> bool:
-    if observed == "n/a":
-        return True
-    if observed == "present":
-        return expected != "deleted"
-    return observed == expected
-
-
-def _fix_action(expected: str, observed: str) -> str | None:
-    if observed == "deleted":
-        return None  # content is gone: only `arrears restore` can bring it back
+def _fix_action(expected: str, observed: Observed) -> str | None:
     if expected == "deleted":
-        return "delete"  # archive -> verify -> remove, as always
-    if expected == "suspended" and observed in ("active", "partial"):
-        return "suspend"
-    if expected == "active" and observed in ("suspended", "partial"):
-        return "resume"
-    return None
+        return "delete"  # archive -> verify -> remove, as always; a repeat finds the content gone
+    if observed.gone:
+        return None  # content is gone: only `arrears restore` can bring it back
+    return {"suspended": "suspend", "active": "resume"}[expected]
 
 
 @dataclass
@@ -102,13 +49,15 @@ class Difference:
     host: str
     recorded: str  # the account's state in the store
     expected: str  # what the host should do
-    observed: str
+    observed: str  # what the host does, as the service's connector reads its facts
+    detail: str  # what the connector saw
     fix: str | None  # the action that repairs it (None: needs an admin)
     facts: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"account": self.account, "service": self.service, "host": self.host, "recorded": self.recorded,
-                "expected": self.expected, "observed": self.observed, "fix": self.fix, "facts": self.facts}
+                "expected": self.expected, "observed": self.observed, "detail": self.detail, "fix": self.fix,
+                "facts": self.facts}
 
 
 @dataclass
@@ -166,15 +115,20 @@ def reconcile(session: Session, fleet: Fleet, now: datetime, *, fix: bool = Fals
             report.errors.append({"account": p.account, "service": p.service, "host": p.host,
                                   "error": (r.error if r is not None else None) or "no result from the fleet"})
             continue
+        observed = r.observed
+        if observed is None or observed.state == "unknown":
+            report.errors.append({"account": p.account, "service": p.service, "host": p.host,
+                                  "error": "the status facts do not tell the state"
+                                  + (f": {observed.detail}" if observed is not None and observed.detail else "")})
+            continue
         report.checked += 1
         acc = accounts[p.account]
         expected = expected_state(acc.state)
-        observed = observed_state(p.service, r.facts)
-        if _agrees(expected, observed):
+        if observed.agrees(expected):
             continue
         action = _fix_action(expected, observed)
-        report.differences.append(Difference(p.account, p.service, p.host, acc.state, expected, observed, action,
-                                             dict(r.facts)))
+        report.differences.append(Difference(p.account, p.service, p.host, acc.state, expected, observed.state,
+                                             observed.detail, action, dict(r.facts)))
         if action is not None:
             fixes.setdefault(p.account, []).append((p, action))
     if fix:

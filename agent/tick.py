@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings
@@ -68,7 +69,8 @@ def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
 
 
 def resolve_for(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
-    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy)
+    """The policy of ``acc``, in the account's own currency (the one place that layers it)."""
+    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy, acc.currency)
 
 
 @dataclass
@@ -164,13 +166,19 @@ def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSett
     """Evaluate the due accounts and record their transitions and jobs, one transaction per chunk of
     ``settings.tick_chunk`` accounts (and one savepoint per account when writing a chunk at once fails).
 
-    ``session`` must not be inside a transaction block: this commits after each chunk.
+    ``session`` must not be inside a transaction block: this commits after each chunk. A failure of the
+    database itself (``OperationalError``: locked, disk full) is raised at once, after rolling back the
+    chunk in hand: it is not an account's fault, and every other account would fail the same way.
     """
     settings = settings or AgentSettings()
     summary = TickSummary(now=now)
     for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk):
         summary.accounts += len(chunk)
-        _record_chunk(session, chunk, now, settings, summary)
+        try:
+            _record_chunk(session, chunk, now, settings, summary)
+        except OperationalError:
+            session.rollback()
+            raise
         session.commit()
         # the chunk was written with Core statements: the rows loaded to evaluate it are stale now
         session.expire_all()
@@ -215,6 +223,8 @@ def _record_chunk(session: Session, chunk: Sequence[Evaluated], now: datetime, s
     try:
         with session.begin_nested():
             part = _write(session, due, now, settings)
+    except OperationalError:
+        raise  # the database itself failed (locked, disk full, I/O): the tick stops (see tick)
     except Exception as exc:
         if len(due) == 1:
             log.exception("recording the decision for %s failed", due[0].account)
@@ -225,6 +235,8 @@ def _record_chunk(session: Session, chunk: Sequence[Evaluated], now: datetime, s
             try:
                 with session.begin_nested():
                     part = _write(session, [one], now, settings)
+            except OperationalError:
+                raise
             except Exception as exc_one:
                 log.exception("recording the decision for %s failed", one.account)
                 summary.errors.append(f"{one.account}: {exc_one}")

@@ -58,9 +58,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from connectors.probe import require_commands
 from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
-__all__ = ["archive_ops", "check_archive_dir", "check_roots", "prune_ops", "restore_ops"]
+__all__ = ["archive_ops", "check_archive_dir", "check_roots", "probe_lines", "prune_ops", "restore_ops"]
 
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,15}$")  # no '-': archive names read back one way (module doc)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -382,3 +383,16 @@ _av_n=$(wc -l < "$_ar_tmp/pruned")
 fact pruned "$_av_n"
 fact files "$(tr '\\n' ' ' < "$_ar_tmp/pruned")"
 """
+
+
+def probe_lines(archive_dir: str) -> list[str]:
+    """``arrears hosts check`` lines for a connector that deletes through this module: its tools are there,
+    the mount table is readable (deletions are refused without it), the archive dir (when it exists) is
+    writable."""
+    a = q(path(archive_dir))
+    return [
+        *require_commands([("", c) for c in ("tar", "gzip", "sha256sum", "awk")]),
+        "[ -r /proc/self/mountinfo ] || fail 'cannot read the mount table /proc/self/mountinfo: deletions would be "
+        "refused'",
+        f"if [ -d {a} ]; then [ -w {a} ] || fail {q(f'archive dir {archive_dir} is not writable')}; fi",
+    ]

@@ -18,21 +18,30 @@ something (reload nginx once for 200 sites). A handler sees the ids of those ope
 failure after the fact (a config test failed and that operation's change was rolled back).
 
 Given the host's ``state_dir``, batches on one host never overlap (``flock`` on
-``<state_dir>/batch.lock``), and a handler that was notified is also remembered on the host
-(``<state_dir>/pending/<handler>``) until it succeeds: when the agent dies after an operation changed a
-file but before the reload, the next batch that carries that handler runs it even though its
-operations now find nothing to change.
+``<state_dir>/batch.lock``), and every handler an operation names is recorded on the host as pending
+(``<state_dir>/pending/<handler>``, created and fsynced) *before* that operation runs. The record is
+removed once the handler succeeded, or once every operation naming it reported no change. So when the
+batch dies, or the agent or its connection does, after a change reached the disk but before the reload,
+the next batch that carries that handler runs it even though its operations now find nothing to change.
+An operation whose handler cannot be recorded is not run.
+
+A batch runs whole or not at all: the script is one function definition, called by its last line with
+the script's sha256 (:func:`whole_script`). ``sh -s`` parses a function definition completely before it
+runs any of it, so a script cut short (a lost connection during the upload) is a syntax error or a call
+with the wrong seal, and nothing of it runs.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from connectors.observed import Observed
 from connectors.validate import path, q
 
 __all__ = [
@@ -49,6 +58,7 @@ __all__ = [
     "build_script",
     "parse_output",
     "run_batch",
+    "whole_script",
 ]
 
 Action = Literal["suspend", "resume", "delete", "restore", "status"]
@@ -156,6 +166,16 @@ class Connector(Protocol):
 
     def handlers(self) -> list[Handler]: ...
 
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """What the host does for the account, read from the facts of this connector's ``status``
+        operations (see :mod:`connectors.observed`); the one place that decides what those facts mean."""
+        ...
+
+    def check_script(self) -> str:
+        """The ``arrears hosts check`` probe: fails when the backend's tools or folders are missing, and
+        may report a ``version`` fact."""
+        ...
+
 
 _PRELUDE = r"""
 set -u
@@ -173,17 +193,30 @@ _ar_emit() {
   printf '@@arrears {"id":"%s","rc":%d,"changed":%s,"out":"%s","err":"%s","facts":"%s"}\n' \
     "$1" "$2" "$_ar_ch" "$(_ar_b64 "$_ar_tmp/o")" "$(_ar_b64 "$_ar_tmp/e")" "$(_ar_b64 "$_ar_tmp/f")"
 }
+_ar_mark() {
+  for _ar_h in $1; do
+    [ ! -e "$_ar_tmp/m.$_ar_h" ] || continue
+    if [ -n "$_ar_pending" ]; then
+      true 2> "$_ar_tmp/e" > "$_ar_pending/$_ar_h" || return 1  # not ':', whose failed redirection ends sh
+      sync -- "$_ar_pending/$_ar_h" "$_ar_pending" 2>/dev/null || sync
+    fi
+    : > "$_ar_tmp/m.$_ar_h"
+  done
+}
 _ar_do() {
-  : > "$_ar_tmp/c"; : > "$_ar_tmp/f"
+  : > "$_ar_tmp/c"; : > "$_ar_tmp/f"; : > "$_ar_tmp/o"; : > "$_ar_tmp/e"
+  if ! _ar_mark "$3"; then
+    printf 'cannot record the pending handlers (%s) in %s; nothing was changed\n' "$3" "$_ar_pending" >> "$_ar_tmp/e"
+    _ar_rc=1
+    _ar_emit "$1" "$_ar_rc"
+    return 0
+  fi
   ( set -e; "$2" ) > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" 4> "$_ar_tmp/f" < /dev/null
   _ar_rc=$?
-  _ar_emit "$1" "$_ar_rc"
   if [ -s "$_ar_tmp/c" ] && [ "$_ar_rc" -eq 0 ]; then
-    for _ar_h in $3; do
-      printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"
-      [ -z "$_ar_pending" ] || : > "$_ar_pending/$_ar_h" || true
-    done
+    for _ar_h in $3; do printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"; done
   fi
+  _ar_emit "$1" "$_ar_rc"
 }
 override() {
   printf '%s\n' "$3" > "$_ar_tmp/ov"
@@ -213,7 +246,7 @@ def build_script(
         parts.append("_ar_pending=''\n")
     else:
         pending = q(path(state_dir) + "/pending")
-        parts.append(f"_ar_pending={pending}\nmkdir -p \"$_ar_pending\" 2>/dev/null || _ar_pending=''\n")
+        parts.append(f"_ar_pending={pending}\nmkdir -p \"$_ar_pending\" 2>/dev/null || true\n")
         parts.append(_HOST_LOCK.format(lock=q(path(state_dir) + "/batch.lock")))
         for handler in handlers:
             if _ID.match(handler.name):
@@ -235,9 +268,25 @@ def build_script(
             f"  ARREARS_CHANGED=$(tr '\\n' ' ' < \"$_ar_tmp/h.{handler.name}\"); export ARREARS_CHANGED\n"
             f"  _ar_do 'handler:{handler.name}' _ar_h_{n} '' 5>&1\n"
             f"  [ \"$_ar_rc\" -ne 0 ] || [ -z \"$_ar_pending\" ] || rm -f \"$_ar_pending/{handler.name}\"\n"
+            # recorded by this batch, and no operation naming it changed anything: nothing to load
+            f"elif [ -e \"$_ar_tmp/m.{handler.name}\" ] && [ -n \"$_ar_pending\" ]; then\n"
+            f"  rm -f \"$_ar_pending/{handler.name}\"\n"
             f"fi\n"
         )
-    return "".join(parts)
+    return whole_script("".join(parts))
+
+
+def whole_script(body: str) -> str:
+    """``body`` as a script that runs whole or not at all on ``sh -s``: one function definition, called
+    by the last line with the body's sha256, which the function checks before anything else. A script
+    cut anywhere is an unfinished definition (a syntax error), an uncalled function or a wrong seal."""
+    seal = hashlib.sha256(body.encode()).hexdigest()
+    return (
+        "_ar_batch() {\n"
+        f"[ \"${{1-}}\" = {seal} ] || {{ echo '@@arrears-fatal the script arrived incomplete; nothing was run'; "
+        "exit 96; }\n"
+        f"{body}\n}}\n_ar_batch {seal}\n"
+    )
 
 
 def _b64(text: str) -> str:

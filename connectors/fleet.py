@@ -2,7 +2,8 @@
 
 The agent hands a list of :class:`Job` to a :class:`Fleet`; the fleet groups them per host, opens one
 connection per host, runs one batch per host (hosts in parallel, bounded) and answers one
-:class:`JobResult` per job. One failing host never stops the others.
+:class:`JobResult` per job. One failing host never stops the others. A ``status`` job's result also
+carries ``observed``: what the job's own connector reads from its facts (:mod:`connectors.observed`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connectors.base import Action
+from connectors.observed import Observed
 
 __all__ = ["Fleet", "Job", "JobResult", "Progress"]
 
@@ -39,6 +41,7 @@ class JobResult:
     transient: bool = False  # the host could not be reached: try again later
     facts: dict[str, str] = field(default_factory=dict)
     operations: list[dict[str, Any]] = field(default_factory=list)  # per operation: id, rc, changed, error
+    observed: Observed | None = None  # a status job that ran: its connector's reading of the facts
 
 
 Progress = Callable[[str, int, int], None]  # (host, done, total)

@@ -16,12 +16,14 @@ removes archives older than ``retention_days`` from ``archive_dir``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, check_roots, prune_ops, restore_ops
+from connectors.archive import archive_ops, check_archive_dir, check_roots, probe_lines, prune_ops, restore_ops
 from connectors.base import Action, Handler, Operation
+from connectors.observed import Observed
 from connectors.resources import home_path
 from connectors.validate import UnsafeValue, account_id, path, q
 
@@ -95,6 +97,24 @@ class HomeConnector:
         else:
             raise ValueError(f"home connector: unknown action {action!r}")
         return [Operation(_op_id(acct, action, home), acct, f"{SERVICE}:{action}", script)]
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """Deleted once the home dir is gone; present otherwise, which is right for an active and for a
+        suspended account alike (the home connector does not suspend)."""
+        exists = facts.get("exists")
+        if exists == "yes":
+            return Observed("active", "home dir present", also=frozenset({"suspended"}))
+        if exists == "no":
+            return Observed("deleted", "home dir gone")
+        return Observed("unknown", f"incomplete facts: exists {exists}")
+
+    def check_script(self) -> str:
+        """What deletions need (:func:`connectors.archive.probe_lines`) and every root exists."""
+        s = self.settings
+        lines = probe_lines(s.archive_dir)
+        lines += [f"[ -d {q(root)} ] || fail {q(f'home root {root} does not exist')}" for root in s.roots]
+        lines.append('fact version "$(tar --version | head -n1)"')
+        return "\n".join(lines)
 
     def prune_operations(self, *, dry_run: bool = False) -> list[Operation]:
         """One operation removing archives older than ``retention_days`` from ``archive_dir``

@@ -1,8 +1,8 @@
 """``arrears hosts check``: connect to every host and report reachability, host-key status and backends.
 
-Each host gets one connection and one batch holding a probe per configured service (the connector's
-own ``check_script()`` when it has one, otherwise a built-in probe for the backend's commands). The
-report is plain JSON-able data; :mod:`agent.cli.hosts` renders it.
+Each host gets one connection and one batch holding a probe per configured service: its connector's own
+``check_script()`` (the backend knows which tools and folders it needs). The report is plain JSON-able
+data; :mod:`agent.cli.hosts` renders it.
 """
 
 from __future__ import annotations
@@ -19,54 +19,12 @@ from connectors.ssh import HostKeyError
 
 __all__ = ["check_host", "check_hosts", "probe_script"]
 
-_PROBES: dict[str, str] = {
-    "nginx": 'command -v nginx >/dev/null || fail "nginx not found"\nfact version "$(nginx -v 2>&1)"',
-    "apache": (
-        'c=$(command -v apache2ctl || command -v apachectl) || fail "apachectl not found"\n'
-        'fact version "$("$c" -v 2>&1 | head -n1)"'
-    ),
-    "dovecot-postfix": (
-        'command -v doveadm >/dev/null || fail "doveadm not found"\n'
-        'command -v postconf >/dev/null || fail "postconf not found"\n'
-        'command -v postmap >/dev/null || fail "postmap not found"\n'
-        'fact version "dovecot $(dovecot --version 2>/dev/null | cut -d" " -f1), postfix $(postconf -h mail_version)"'
-    ),
-    "vpopmail": (
-        'for d in /home/vpopmail/bin /var/vpopmail/bin /usr/local/vpopmail/bin; do PATH="$PATH:$d"; done\n'
-        'command -v vuserinfo >/dev/null || fail "vuserinfo not found"\n'
-        'command -v vmoduser >/dev/null || fail "vmoduser not found"\n'
-        'fact version "vpopmail tools in $(dirname "$(command -v vuserinfo)")"'
-    ),
-    "unix": (
-        'for c in usermod chage pkill crontab; do command -v "$c" >/dev/null || fail "$c not found"; done'
-    ),
-    "archive": (
-        'for c in tar gzip sha256sum awk; do command -v "$c" >/dev/null || fail "$c not found"; done\n'
-        '[ -r /proc/self/mountinfo ] || fail "cannot read the mount table /proc/self/mountinfo: deletions would be '
-        'refused"\n'
-        'fact version "$(tar --version | head -n1)"'
-    ),
-}
-
-
-def probe_script(svc: ServiceConfig, connector: object | None = None) -> str:
-    """The shell probe for one service: the connector's ``check_script()`` or the built-in one."""
-    custom = getattr(connector, "check_script", None)
-    if callable(custom):
-        script = custom()
-        if isinstance(script, str):
-            return script
-    script = _PROBES.get(svc.backend, "true")
-    if svc.backend == "archive":
-        roots = getattr(svc.settings, "roots", [])
-        archive_dir = getattr(svc.settings, "archive_dir", None)
-        for root in roots:
-            r = validate.q(validate.path(root))
-            script += f'\n[ -d {r} ] || fail "home root {root} does not exist"'
-        if archive_dir:
-            a = validate.q(validate.path(archive_dir))
-            script += f'\nif [ -d {a} ]; then [ -w {a} ] || fail "archive dir {archive_dir} is not writable"; fi'
-    return script
+def probe_script(inventory: Inventory, host: str, svc: ServiceConfig) -> str:
+    """The shell probe for one service: its connector's own ``check_script()``."""
+    try:
+        return inventory.connector(host, svc.service).check_script()
+    except Exception as exc:  # reported against the service; the other services are still checked
+        return f"fail {validate.q(f'cannot build the {svc.backend} connector: {exc}')}"
 
 
 def _service_report(svc: ServiceConfig, ok: bool, detail: str) -> dict[str, Any]:
@@ -98,11 +56,7 @@ def check_host(inventory: Inventory, name: str, transport: Transport) -> dict[st
     ops: list[Operation] = []
     services = list(host.services.values())
     for svc in services:
-        try:
-            connector: object | None = inventory.connector(name, svc.service)
-        except Exception:  # the probe still says whether the backend's tools are there
-            connector = None
-        ops.append(Operation(f"check:{svc.service}", "", f"{svc.service}:check", probe_script(svc, connector)))
+        ops.append(Operation(f"check:{svc.service}", "", f"{svc.service}:check", probe_script(inventory, name, svc)))
     started = time.perf_counter()
     try:
         connect = getattr(transport, "connect", None)

@@ -36,6 +36,7 @@ from connectors import registry
 from connectors.base import Connector, Transport
 from connectors.local import LocalTransport
 from connectors.ssh import SshSettings, SshTransport, key_permission_problem
+from policy import safe_yaml
 
 __all__ = [
     "SERVICES",
@@ -342,8 +343,8 @@ def _resolve(path: str | None, base: Path) -> str | None:
 def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
     """Parse and validate inventory YAML. Relative key/known_hosts paths are relative to ``filename``'s folder."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = safe_yaml.compose(text)
+        data = safe_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -16,7 +16,8 @@ Resource: ``{"user": "alice"}`` (a unix user on the host). One operation per use
              ``crontab`` (``restored`` or ``none``).
 ``delete``   removes nothing and keeps the account locked (the same steps as ``suspend``).
 ``restore``  keeps the account locked as well: access comes back with ``resume``.
-``status``   reports ``suspended`` (yes/no), ``expire`` (current field 8) and ``crontab_saved``.
+``status``   reports ``suspended`` (yes/no: the record exists), ``expire`` (current field 8) and
+             ``crontab_saved``; :meth:`UnixLoginConnector.observe` reads them.
 
 Each step checks first and changes only what differs: repeating a measure reports no change. Users
 with a uid below ``min_uid`` (root, system accounts) are refused.
@@ -28,11 +29,14 @@ Commands used on the host (for a sudoers list): ``getent``, ``id``, ``usermod``,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.base import Action, Handler, Operation
+from connectors.observed import Observed
+from connectors.probe import require_commands
 from connectors.resources import login_user
 from connectors.validate import account_id, path, q
 
@@ -196,6 +200,28 @@ if [ -e "$_lg_sd/crontab" ]; then fact crontab_saved yes; else fact crontab_save
         else:
             raise ValueError(f"login connector: unknown action {action!r}")
         return [Operation(f"{acct}:{SERVICE}:{action}:{user}", acct, f"{SERVICE}:{action}", script)]
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """Locked while the account is expired (``/etc/shadow`` field 8 is 1): suspended, which is also
+        what a deleted account looks like here (delete keeps it locked and removes nothing)."""
+        record, expire = facts.get("suspended"), facts.get("expire")
+        if record not in ("yes", "no") or expire is None:
+            return Observed("unknown", f"incomplete facts: suspended {record}, expire {expire}")
+        crontab = "; crontab saved" if facts.get("crontab_saved") == "yes" else ""
+        if expire == "1":
+            detail = "expired" + crontab + ("" if record == "yes" else "; expired by someone else (no saved expiry)")
+            return Observed("suspended", detail, also=frozenset({"deleted"}))
+        if record == "yes":
+            return Observed("active", f"the lock is recorded but the expiry is {expire or 'none'}: unlocked by hand"
+                            + crontab)
+        return Observed("active", f"expiry {expire or 'none'}")
+
+    def check_script(self) -> str:
+        """The configured usermod and kill commands, and the tools the lock uses, exist."""
+        s = self.settings
+        tools = [("usermod_command", s.usermod_command), ("kill_command", s.kill_command)]
+        tools += [("", c) for c in ("getent", "id", "ps", "stat")]
+        return "\n".join(require_commands(tools))
 
     def handlers(self) -> list[Handler]:
         return []

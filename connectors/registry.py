@@ -1,7 +1,9 @@
 """Which connector class serves a (service, backend) pair; classes are imported only when first asked for.
 
 Every connector class has ``service: str``, a pydantic model ``Settings`` (its backend settings from the
-inventory), ``__init__(settings, host)``, ``operations(action, account, resource)`` and ``handlers()``.
+inventory), ``__init__(settings, host)``, ``operations(action, account, resource)``, ``handlers()``,
+``observe(facts)`` (what the facts of its ``status`` operations say the host does for the account, see
+:mod:`connectors.observed`) and ``check_script()`` (its ``arrears hosts check`` probe).
 """
 
 from __future__ import annotations

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors import validate
-from connectors.base import BatchResult, Handler, Operation, OpResult, Transport, TransportError, run_batch
+from connectors.base import (
+    BatchResult,
+    Connector,
+    Handler,
+    Operation,
+    OpResult,
+    Transport,
+    TransportError,
+    run_batch,
+)
 from connectors.fleet import Job, JobResult, Progress
 from connectors.inventory import Inventory
 
@@ -42,6 +51,7 @@ class _HostWork:
     ops: list[Operation] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
     ops_of: dict[str, list[Operation]] = field(default_factory=dict)  # job key -> its operations
+    connector_of: dict[str, Connector] = field(default_factory=dict)  # job key -> the connector that made them
 
 
 def _op_dict(op: Operation, result: OpResult) -> dict[str, Any]:
@@ -137,13 +147,14 @@ class InventoryFleet:
         w.jobs.append(job)
         w.ops.extend(ops)
         w.ops_of[job.key] = ops
+        w.connector_of[job.key] = connector
         for handler in handlers:
             w.handlers.setdefault(handler.name, handler)
         return None
 
     def _run_host(self, w: _HostWork) -> dict[str, JobResult]:
         if not w.ops:
-            return {job.key: JobResult(job.key, w.host, ok=True) for job in w.jobs}
+            return {job.key: self._job_result(job, w, BatchResult(w.host)) for job in w.jobs}
         try:
             transport = self.transport(w.host)
             batch = run_batch(transport, w.ops, list(w.handlers.values()),
@@ -178,6 +189,8 @@ class InventoryFleet:
         if errors:
             result.ok = False
             result.error = "; ".join(errors)
+        elif job.action == "status":
+            result.observed = w.connector_of[job.key].observe(result.facts)
         return result
 
     def apply(self, jobs: Sequence[Job], *, progress: Progress | None = None) -> dict[str, JobResult]:

@@ -2,7 +2,10 @@
 
 The connection is opened lazily on the first call and kept until :meth:`SshTransport.close`. Each batch
 runs as ``sh -s`` (``sudo -n /bin/sh -s`` for a non-root user with ``sudo: true``) with the script on
-stdin. The TCP socket is created here with ``TCP_NODELAY`` (and ``TCP_QUICKACK`` where the platform has
+stdin. A channel that closes without an exit status, or a script that could not be sent whole, is the
+transient :class:`TransportError` "connection lost during the batch": the scripts are sealed
+(:func:`connectors.base.whole_script`), so nothing of an upload cut short has run, and the caller retries.
+The TCP socket is created here with ``TCP_NODELAY`` (and ``TCP_QUICKACK`` where the platform has
 it): without it every exchange on an open connection stalls ~40 ms on Nagle + delayed ACK.
 
 Host keys are checked against the ``known_hosts`` file named in the host's settings and never added: a
@@ -50,11 +53,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors.base import ScriptOutput, TransportError
+from connectors.base import ScriptOutput, TransportError, whole_script
 from connectors.validate import path as safe_path
 from connectors.validate import q
 
-__all__ = ["HostKeyError", "SshSettings", "SshTransport", "key_fingerprint", "key_permission_problem"]
+__all__ = ["LOST", "HostKeyError", "SshSettings", "SshTransport", "key_fingerprint", "key_permission_problem"]
+
+LOST = "connection lost during the batch"
 
 _TRANSIENT_ERRNOS = {
     errno.ECONNREFUSED,
@@ -175,6 +180,11 @@ def _quickack(sock: socket.socket | None) -> None:
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+
+
+def _transport_active(chan: paramiko.Channel) -> bool:
+    transport = chan.get_transport()
+    return transport is not None and transport.is_active()
 
 
 def _quiet_paramiko() -> None:
@@ -356,8 +366,7 @@ class SshTransport:
                 raise
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._drop()
-                raise TransportError(self.host, f"connection broke while running the batch: {exc}",
-                                     transient=True) from exc
+                raise TransportError(self.host, f"{LOST}: {exc or type(exc).__name__}", transient=True) from exc
             finally:
                 chan.close()
 
@@ -385,8 +394,6 @@ class SshTransport:
                 err.append(chan.recv_stderr(65536))
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 break
-            if chan.closed and not chan.exit_status_ready():
-                raise TransportError(self.host, "channel closed before the batch finished", transient=True)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TransportError(self.host, f"batch timed out after {timeout}s", transient=True)
@@ -396,10 +403,20 @@ class SshTransport:
             else:
                 select.select([chan], [], [], wait)
         feeder.join(timeout=1.0)
-        status = chan.recv_exit_status()
+        status = chan.exit_status  # paramiko's -1: the channel closed without an exit status
         stderr = b"".join(err).decode("utf-8", "replace")
+        if status == -1:
+            if send_error:
+                why = f"{LOST} (sending the script failed: {send_error[0] or type(send_error[0]).__name__})"
+            elif chan.eof_received and _transport_active(chan):
+                why = "the batch ended without an exit status (killed by a signal on the host?)"
+            else:
+                why = LOST
+            raise TransportError(self.host, why, transient=True)
         if send_error and status != 0:
-            stderr += f"\n(sending the script failed: {send_error[0]})"
+            # the script is sealed (connectors.base.whole_script): an upload cut short ran nothing
+            raise TransportError(self.host, f"{LOST}: sending the script failed: "
+                                 f"{send_error[0] or type(send_error[0]).__name__}", transient=True)
         if self.use_sudo and status == 1 and "sudo:" in stderr and "password" in stderr:
             raise TransportError(
                 self.host,
@@ -457,12 +474,12 @@ class SshTransport:
             f"set -e\numask 077\nbase64 -d > {q(tmp)} <<'ARREARS_EOF'\n{encoded}\nARREARS_EOF\n"
             f"chmod {mode:o} {q(tmp)}\nmv -f {q(tmp)} {q(target)}\n"
         )
-        result = self.run_script(script)
+        result = self.run_script(whole_script(script))
         if result.exit_status != 0:
             raise TransportError(self.host, f"cannot write {target}: {result.stderr.strip()}", transient=False)
 
     def _get_via_shell(self, target: str) -> bytes:
-        result = self.run_script(f"set -e\nbase64 -w0 < {q(target)}\n")
+        result = self.run_script(whole_script(f"set -e\nbase64 -w0 < {q(target)}\n"))
         if result.exit_status != 0:
             raise TransportError(self.host, f"cannot read {target}: {result.stderr.strip()}", transient=False)
         return base64.b64decode(result.stdout.strip())

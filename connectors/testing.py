@@ -33,6 +33,7 @@ from connectors import validate
 from connectors.base import Action, Handler, Operation
 from connectors.fleet import Job, JobResult, Progress
 from connectors.inventory import Inventory
+from connectors.observed import Observed
 
 __all__ = [
     "FLAG_BACKEND",
@@ -41,6 +42,7 @@ __all__ = [
     "JobMatch",
     "flag_backends",
     "flag_inventory_yaml",
+    "observe_flags",
 ]
 
 JobMatch = str | Callable[[Job], bool]
@@ -200,7 +202,8 @@ class FakeFleet:
                 facts.setdefault("sha256", hashlib.sha256(archive.encode()).hexdigest())
         op = {"id": op_id, "kind": f"{job.service}:{job.action}", "rc": 0, "changed": changed, "error": None,
               "facts": dict(facts)}
-        return JobResult(job.key, job.host, ok=True, changed=changed, facts=facts, operations=[op])
+        return JobResult(job.key, job.host, ok=True, changed=changed, facts=facts, operations=[op],
+                         observed=observe_flags(facts) if job.action == "status" else None)
 
     def apply(self, jobs: Sequence[Job], *, progress: Progress | None = None) -> dict[str, JobResult]:
         if self.closed:
@@ -228,6 +231,15 @@ class FakeFleet:
 
 FLAG_BACKEND = "flag"
 _MESSAGE = re.compile(r"^[A-Za-z0-9 _.,:-]{1,200}$")
+
+
+def observe_flags(facts: Mapping[str, str]) -> Observed:
+    """The flag connector's (and the FakeFleet's) ``state`` fact, as it says."""
+    state = facts.get("state")
+    for known in ("active", "suspended", "deleted"):
+        if state == known:
+            return Observed(known, f"state {state}")
+    return Observed("unknown", f"state {state}")
 
 
 class FlagSettings(BaseModel):
@@ -288,6 +300,9 @@ class FlagConnector:
         handlers = (self._handler_name(),) if action != "status" else ()
         return [Operation(f"{acct}:{self.service}:{action}", acct, f"{self.service}:{action}", "\n".join(lines),
                           handlers)]
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        return observe_flags(facts)
 
     def check_script(self) -> str:
         """The ``hosts check`` probe: the flag folder's parent must exist."""

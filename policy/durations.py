@@ -10,7 +10,9 @@ from policy.model import After
 
 __all__ = ["DURATION_HELP", "after_due", "local_midnight", "parse_duration", "require_aware"]
 
-_DURATION = re.compile(r"^(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+# at most 12 digits per unit: longer counts are typos (and int() refuses thousands of digits)
+_DURATION = re.compile(r"^(?:(?P<w>\d{1,12})w)?(?:(?P<d>\d{1,12})d)?(?:(?P<h>\d{1,12})h)?(?:(?P<m>\d{1,12})m)?"
+                       r"(?:(?P<s>\d{1,12})s)?$")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 DURATION_HELP = "write a whole number of days (5) or a duration with units such as 36h, 90m, 2592000s or 2d12h"

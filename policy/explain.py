@@ -48,7 +48,7 @@ def _policy(policy: ResolvedPolicy) -> dict[str, Any]:
         "timezone": policy.timezone,
         "currency": policy.currency,
         "credit_limit": policy.credit_limit,
-        "financial_threshold": policy.financial_threshold,
+        "financial_threshold": policy.spend_threshold,
         "resume_on_payment": policy.resume_on_payment,
         "pay_with_negative": policy.pay_with_negative,
         **{f"triggers.{k}": v for k, v in asdict(policy.triggers).items()},
@@ -56,6 +56,8 @@ def _policy(policy: ResolvedPolicy) -> dict[str, Any]:
         "guaranteed_payment.days": policy.guaranteed_payment.days,
     }
     fields = {k: {"value": _plain(v), "source": policy.sources.get(k, "builtin")} for k, v in values.items()}
+    if policy.financial_threshold is None:
+        fields["financial_threshold"]["source"] = f"credit_limit ({fields['credit_limit']['source']})"
     fields["stages"] = {"value": [_stage(s) for s in policy.stages], "source": policy.sources.get("stages", "builtin")}
     return fields
 

@@ -20,6 +20,8 @@ from policy.durations import DURATION_HELP, parse_duration
 from policy.engine import DEBT_RESUSPEND, TRIAL_RESUSPEND, is_resuspension
 from policy.errors import PolicyError
 from policy.model import Action, After, GuaranteeLimit, ResolvedPolicy, Stage, Triggers
+from policy.money import DEFAULT_CURRENCY, check_currency, parse_amount
+from policy.safe_yaml import compose
 
 __all__ = ["EXTRA_SECTIONS", "PolicySet", "load_policy"]
 
@@ -48,14 +50,13 @@ _STAGE_KEYS = ("name", "action", "after", "template", "enabled", "hook")
 _GUARANTEE_KEYS = ("limit", "days")
 _ACTIONS = ("notice", "suspend", "delete", "hook")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _RESERVED = (DEBT_RESUSPEND, TRIAL_RESUSPEND, "resume")  # stage records made by the engine and the agent
 
 # The value of every field before any layer sets it.
 _BUILTIN: dict[str, object] = {
-    "currency": "USD",
+    "currency": DEFAULT_CURRENCY,
     "credit_limit": Decimal(0),
-    "financial_threshold": Decimal(0),
+    "financial_threshold": None,  # unset: the credit limit (ResolvedPolicy.spend_threshold)
     "triggers.over_limit": True,
     "triggers.subzero_period": -1,
     "triggers.max_delay": None,
@@ -131,6 +132,8 @@ def _from_node(node: yaml.Node, ctx: _Ctx, path: str) -> _V:
     if tag == "tag:yaml.org,2002:bool":
         return _V(text.lower() in _BOOL_TRUE, line)
     if tag == "tag:yaml.org,2002:int":
+        if len(text) > 30:
+            raise ctx.fail(_V(None, line), path, f"a number of {len(text)} characters is out of range")
         return _V(yaml.constructor.SafeConstructor().construct_yaml_int(node), line)
     if tag == "tag:yaml.org,2002:float":
         try:
@@ -139,6 +142,8 @@ def _from_node(node: yaml.Node, ctx: _Ctx, path: str) -> _V:
             number = None
         if number is None or not number.is_finite():
             raise ctx.fail(_V(None, line), path, f"{text!r} is not a finite number")
+        if number and not -30 <= number.adjusted() <= 30:  # 1e999999 would become a million-digit int
+            raise ctx.fail(_V(None, line), path, f"{text!r} is out of range")
         return _V(number, line)
     return _V(text, line)
 
@@ -211,19 +216,14 @@ def _int(v: _V, ctx: _Ctx, path: str, minimum: int, maximum: int = _MAX_DAYS) ->
 
 
 def _money(v: _V, ctx: _Ctx, path: str) -> Decimal:
+    """An amount >= 0 (its precision is checked against the currency once the layers are resolved)."""
     raw = v.value
-    number: Decimal | None = None
-    if isinstance(raw, Decimal):
-        number = raw
-    elif isinstance(raw, int) and not isinstance(raw, bool):
-        number = Decimal(raw)
-    elif isinstance(raw, str):
-        try:
-            number = Decimal(raw.strip())
-        except InvalidOperation:
-            number = None
-    if number is None or not number.is_finite():
+    if not isinstance(raw, Decimal | int | str) or isinstance(raw, bool):
         raise ctx.fail(v, path, f"expected an amount of money such as 20 or 12.50, got {_kind(raw)}")
+    try:
+        number = parse_amount(raw, what=_kind(raw))
+    except ValueError as exc:
+        raise ctx.fail(v, path, f"expected an amount of money: {exc}") from None
     if number < 0:
         raise ctx.fail(v, path, f"expected an amount >= 0, got {number}")
     return number
@@ -368,8 +368,10 @@ def _layer(v: _V, ctx: _Ctx, path: str) -> _Layer:
         p = f"{path}.{key}" if path else key
         if key == "currency":
             currency = _text(sub, ctx, p)
-            if not _CURRENCY.match(currency):
-                raise ctx.fail(sub, p, f"{currency!r}: use a three-letter ISO 4217 code such as USD or EUR")
+            try:
+                check_currency(currency)
+            except ValueError as exc:
+                raise ctx.fail(sub, p, str(exc)) from None
             out[key] = (currency, sub.line)
         elif key in ("credit_limit", "financial_threshold"):
             out[key] = (_money(sub, ctx, p), sub.line)
@@ -427,27 +429,58 @@ class PolicySet:
         plan: str | None,
         reseller: str | None,
         account_layer: Mapping[str, Any] | None = None,
+        currency: str | None = None,
     ) -> ResolvedPolicy:
         """The policy of one account: defaults -> reseller -> plan -> the account's own settings,
-        each field from the nearest layer that sets it. ``sources`` says which layer that was."""
-        layers: list[tuple[str, _Layer]] = [("defaults", self.defaults)]
+        each field from the nearest layer that sets it. ``sources`` says which layer that was.
+
+        ``currency`` is the account's own currency (billing's); without it the layers' ``currency`` (the
+        default for accounts billing names none for) applies. Every amount of the result is checked
+        against that currency's minor unit, located at the layer that set it."""
+        layers: list[tuple[str, _Ctx, str, _Layer]] = [("defaults", _Ctx(self.filename), "defaults.", self.defaults)]
         if reseller is not None and reseller in self.resellers:
-            layers.append((f"reseller:{reseller}", self.resellers[reseller]))
+            layers.append((f"reseller:{reseller}", _Ctx(self.filename), f"resellers.{reseller}.",
+                           self.resellers[reseller]))
         if plan is not None and plan in self.plans:
-            layers.append((f"plan:{plan}", self.plans[plan]))
+            layers.append((f"plan:{plan}", _Ctx(self.filename), f"plans.{plan}.", self.plans[plan]))
         if account_layer:
             ctx = _Ctx(f"account {account}")
-            layers.append((f"account:{account}", _layer(_from_python(dict(account_layer), ctx, ""), ctx, "")))
+            node = _from_python(dict(account_layer), ctx, "")
+            if isinstance(node.value, dict) and "currency" in node.value:
+                raise ctx.fail(node.value["currency"], "currency",
+                               "an account's currency is its own `currency` field, not a policy setting")
+            layers.append((f"account:{account}", ctx, "", _layer(node, ctx, "")))
         values = dict(_BUILTIN)
         sources = {key: "builtin" for key in _BUILTIN}
-        for source, layer in layers:
-            for key, (value, _line) in layer.items():
+        origin: dict[str, tuple[_Ctx, str, int | None]] = {}
+        for source, ctx, prefix, layer in layers:
+            for key, (value, line) in layer.items():
                 values[key] = value
                 sources[key] = source
+                origin[key] = (ctx, prefix + key, line)
+        if currency is not None:
+            values["currency"] = currency
+            sources["currency"] = "account"
         sources["timezone"] = "policy"
+        code = str(values["currency"])
+        for key in _MONEY_KEYS:
+            amount = values[key]
+            if key in origin and isinstance(amount, Decimal):
+                ctx, path, line = origin[key]
+                try:
+                    parse_amount(amount, currency=code, what="the amount")
+                except ValueError as exc:
+                    raise ctx.fail(_V(None, line), path, f"{exc} (the {code} of {_whose(account)})") from None
         sources["proceed_after_failed_notice"] = "policy"
         return replace(_build(self.timezone, values, sources),
                        proceed_after_failed_notice=self.proceed_after_failed_notice)
+
+
+_MONEY_KEYS = ("credit_limit", "financial_threshold", "triggers.unpaid_total_over", "guaranteed_payment.limit")
+
+
+def _whose(account: str) -> str:
+    return "these settings" if account == "-" else f"account {account}"
 
 
 def _build(timezone: str, values: dict[str, object], sources: dict[str, str]) -> ResolvedPolicy:
@@ -484,7 +517,7 @@ def load_policy(text: str, filename: str) -> PolicySet:
     """
     ctx = _Ctx(filename)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -507,8 +540,15 @@ def load_policy(text: str, filename: str) -> PolicySet:
     resellers = _named_layers(top.get("resellers"), ctx, "resellers")
     plans = _named_layers(top.get("plans"), ctx, "plans")
     extra = {key: _plain(top[key]) for key in EXTRA_SECTIONS if key in top}
-    return PolicySet(filename=filename, timezone=timezone, defaults=defaults, resellers=resellers, plans=plans,
-                     extra=extra, proceed_after_failed_notice=_proceed_after_failed_notice(top.get("notices"), ctx))
+    ps = PolicySet(filename=filename, timezone=timezone, defaults=defaults, resellers=resellers, plans=plans,
+                   extra=extra, proceed_after_failed_notice=_proceed_after_failed_notice(top.get("notices"), ctx))
+    # every amount fits the currency its layer resolves to (an account's own currency is checked at import)
+    ps.resolve("-", None, None)
+    for reseller in resellers:
+        ps.resolve("-", None, reseller)
+    for plan in plans:
+        ps.resolve("-", plan, None)
+    return ps
 
 
 def _proceed_after_failed_notice(notices: _V | None, ctx: _Ctx) -> bool:

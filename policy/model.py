@@ -94,13 +94,20 @@ class ResolvedPolicy:
     stages: tuple[Stage, ...]
     resume_on_payment: bool | frozenset[str] = True
     pay_with_negative: bool = False
-    financial_threshold: Decimal = Decimal(0)
+    financial_threshold: Decimal | None = None  # None: the credit limit (see spend_threshold)
     guaranteed_payment: GuaranteeLimit = GuaranteeLimit()
     # a notice stage whose notice failed for good (the mail server refused it permanently) counts as
     # taken, so the stages after it go ahead (notices.proceed_after_failed_notice); a deletion still
     # needs a delivered deletion warning
     proceed_after_failed_notice: bool = True
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def spend_threshold(self) -> Decimal:
+        """How far below zero ``pay_with_negative`` lets an order take the balance: ``financial_threshold``
+        when a layer sets it, else the credit limit (CloudBlue's "financial blocking threshold" is the
+        number H-Sphere calls the credit limit)."""
+        return self.credit_limit if self.financial_threshold is None else self.financial_threshold
 
 
 # --- the account snapshot ------------------------------------------------------------------------
@@ -239,3 +246,13 @@ class Decision:
     next: UpcomingMeasure | None = None  # the first measure not yet due
     next_check: datetime | None = None  # when the account must be evaluated again
     held_back: Reason | None = None  # exempt or paused: why measures that are due wait
+
+    @property
+    def upcoming(self) -> UpcomingMeasure | None:
+        """What comes next for the account, as an operator reads it: the first measure due now (the next run
+        takes it; shown with its own due time), else the first one not yet due. ``show`` and ``debtors`` print
+        this; ``forecast`` lists the same measure first."""
+        if self.measures:
+            first = self.measures[0]
+            return UpcomingMeasure(first.stage, first.action, first.due_at)
+        return self.next

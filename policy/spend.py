@@ -25,8 +25,8 @@ def can_spend(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
     """Whether an order of ``amount`` may be paid from the balance at ``now``.
 
     A debtor (any trigger holding, or a debt hold) may not buy. With ``pay_with_negative`` an order up
-    to ``financial_threshold + balance`` may be paid; without it the balance may not go negative. An
-    active guaranteed payment adds its (capped) amount.
+    to ``spend_threshold + balance`` may be paid (``financial_threshold``, by default the credit limit);
+    without it the balance may not go negative. An active guaranteed payment adds its (capped) amount.
     """
     require_aware(now, "now")
     if not isinstance(amount, Decimal) or not amount.is_finite():
@@ -45,8 +45,8 @@ def can_spend(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
     balance = decision.balance
     guarantee = guarantee_at(snapshot, policy, now)
     if policy.pay_with_negative:
-        available = max(policy.financial_threshold + balance + guarantee, Decimal(0))
-        rule = f"pay_with_negative: threshold {policy.financial_threshold} + balance {balance}"
+        available = max(policy.spend_threshold + balance + guarantee, Decimal(0))
+        rule = f"pay_with_negative: threshold {policy.spend_threshold} + balance {balance}"
     else:
         available = max(balance + guarantee, Decimal(0))
         rule = f"the balance may not go negative: balance {balance}"

@@ -7,20 +7,22 @@ from datetime import datetime
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.cli.app import (
     CliError,
     CliState,
+    InertTable,
     actor_name,
     actor_option,
     at_option,
     console,
+    echo,
     emit_json,
     get_state,
+    inert,
     iso,
     json_option,
     resolve,
@@ -90,7 +92,7 @@ def _show(s: Session, state: CliState, acc: m.Account, now: datetime) -> dict[st
         "episode": ({"id": ep.id, "started_at": iso(ep.started_at), "trigger": ep.trigger} if ep else None),
         "stages_taken": stages,
         "in_flight": in_flight,
-        "next": ({"stage": d.next.stage, "action": d.next.action, "due_at": iso(d.next.due_at)} if d.next else None),
+        "next": ({"stage": up.stage, "action": up.action, "due_at": iso(up.due_at)} if (up := d.upcoming) else None),
         "held_back": d.held_back.text if d.held_back else None,
         "next_check_at": iso(acc.next_check_at),
         "jobs": jobs,
@@ -117,33 +119,30 @@ def show(ctx: click.Context, account: str, at: datetime | None, as_json: bool) -
     if as_json:
         emit_json(info)
         return
-    con = console()
-    con.print(f"[bold]{info['id']}[/bold] ({info['username'] or '-'}) state [bold]{info['state']}[/bold], "
-              f"balance {info['balance']} {info['currency']}, credit limit {info['credit_limit']}")
-    con.print(f"holds: {', '.join(info['holds']) or 'none'}")
+    echo(inert(info["id"], "bold"), f" ({info['username'] or '-'}) state ", inert(info["state"], "bold"),
+         f", balance {info['balance']} {info['currency']}, credit limit {info['credit_limit']}")
+    echo(f"holds: {', '.join(info['holds']) or 'none'}")
     ep = info["episode"]
-    con.print(f"episode: since {ep['started_at']} ({ep['trigger']})" if ep else "episode: none")
+    echo(f"episode: since {ep['started_at']} ({ep['trigger']})" if ep else "episode: none")
     for st in info["stages_taken"]:
         undelivered = " (its notice failed for good)" if st.get("undelivered") else ""
-        con.print(f"  taken {st['stage']} at {st['at']}{undelivered}")
+        echo(f"  taken {st['stage']} at {st['at']}{undelivered}")
     for st in info["in_flight"]:
-        con.print(f"  in flight: {st}")
+        echo(f"  in flight: {st}")
     nxt = info["next"]
-    con.print(f"next: {nxt['stage']} ({nxt['action']}) due {nxt['due_at']}" if nxt else "next: nothing scheduled")
+    echo(f"next: {nxt['stage']} ({nxt['action']}) due {nxt['due_at']}" if nxt else "next: nothing scheduled")
     if info["held_back"]:
-        con.print(f"held back: {info['held_back']}")
+        echo(f"held back: {info['held_back']}")
     if info["manual_actions"]:
-        admin = Table(title="admin actions in progress", title_justify="left")
-        for column in ("action", "since", "reason"):
-            admin.add_column(column, overflow="fold")
+        admin = InertTable("admin actions in progress", ["action", "since", "reason"], title_justify="left")
         for a in info["manual_actions"]:
-            admin.add_row(a["action"], a["since"], escape(a["reason"] or ""))
-        con.print(admin)
+            admin.add_row(a["action"], a["since"], a["reason"])
+        console().print(admin)
     for where, jobs in info["jobs"].items():
-        con.print(f"waiting work on {where}: {jobs['pending']} pending, {jobs['claimed']} running, "
-                  f"{jobs['failed']} failed" + (f"; last error: {jobs['last_error']}" if jobs["last_error"] else ""))
+        echo(f"waiting work on {where}: {jobs['pending']} pending, {jobs['claimed']} running, "
+             f"{jobs['failed']} failed" + (f"; last error: {jobs['last_error']}" if jobs["last_error"] else ""))
     for n in info["failed_notices"]:
-        con.print(f"[red]notice {n['stage']} failed[/red]: {n['error']}")
+        echo(inert(f"notice {n['stage']} failed", "red"), f": {n['error']}")
 
 
 @click.command()
@@ -189,9 +188,8 @@ def history(ctx: click.Context, account: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    con = console()
-    con.print(f"[bold]{info['account']}[/bold] state {info['state']}")
-    events: list[tuple[str, str]] = []
+    echo(inert(info["account"], "bold"), f" state {info['state']}")
+    events: list[tuple[str, Text | str]] = []
     for e in info["episodes"]:
         events.append((e["started_at"], f"episode {e['id']} starts ({e['trigger']})"))
         for st in e["stages"]:
@@ -206,7 +204,8 @@ def history(ctx: click.Context, account: str, as_json: bool) -> None:
         events.append((le["at"], f"{le['kind']} {le['amount']}" + (f" by {le['method']}" if le["method"] else "")
                        + f" ref {le['ref']}"))
     for a in info["audit"]:
-        events.append((a["at"], f"[dim]audit[/dim] {a['actor']}: {a['action']} {a['reason'] or ''}"))
+        events.append((a["at"], Text.assemble(inert("audit", "dim"), inert(f" {a['actor']}: {a['action']} "
+                                                                            f"{a['reason'] or ''}"))))
     for n in info["notices"]:
         events.append((n["sent_at"] or "", f"notice {n['stage']} to {n['to']}: {n['status']}"
                        + (f" ({n['error']})" if n["error"] else "")))
@@ -258,4 +257,4 @@ def move_resource(ctx: click.Context, source: str, target: str, service: str, ho
         return
     what = ", ".join(moved["keys"]) or service
     verb = "would move" if dry_run else "moved"
-    console().print(escape(f"{verb} {service} on {host} ({what}) from {source} to {target}, by {who} ({reason})"))
+    echo(f"{verb} {service} on {host} ({what}) from {source} to {target}, by {who} ({reason})")

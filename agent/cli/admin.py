@@ -19,6 +19,7 @@ from agent.cli.app import (
     actor_option,
     all_resolved,
     at_option,
+    echo,
     emit_json,
     get_state,
     iso,
@@ -50,10 +51,13 @@ def _admin_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any]) -> Any:
-    """Runs ``action`` in one transaction: committed, or rolled back for a dry run or a refusal."""
+def _manual(state: CliState, dry_run: bool, action: Callable[[Session], Any], *, hosts: bool = True) -> Any:
+    """Runs ``action`` in one transaction: committed, or rolled back for a dry run or a refusal.
+    ``hosts``: the action works on hosts, so inventory.yaml is checked first (an invalid one refuses it)."""
     from agent.actions import ActionRefused
 
+    if hosts:
+        _ = state.inventory
     s = state.store.sessions()
     try:
         s.begin()
@@ -117,34 +121,34 @@ def _say_manual(info: dict[str, Any], as_json: bool, what: str) -> None:
         emit_json(info)
         return
     prefix = "dry run: would " if info["dry_run"] else ""
-    click.echo(f"{info['account']}: {prefix}{what}")
+    echo(f"{info['account']}: {prefix}{what}")
     for kind in info.get("holds_placed", []):
-        click.echo(f"  {'would place' if info['dry_run'] else 'placed'} hold {kind}")
+        echo(f"  {'would place' if info['dry_run'] else 'placed'} hold {kind}")
     for kind in info.get("holds_released", []):
-        click.echo(f"  {'would release' if info['dry_run'] else 'released'} hold {kind}")
+        echo(f"  {'would release' if info['dry_run'] else 'released'} hold {kind}")
     for o in info.get("overrides", []):
-        click.echo(f"  {'would record' if info['dry_run'] else 'recorded'} {o['kind']} until {o['expires_at']} "
+        echo(f"  {'would record' if info['dry_run'] else 'recorded'} {o['kind']} until {o['expires_at']} "
                    f"({o['actor']}: {o['reason']})")
     for j in info.get("jobs", []):
-        click.echo(f"  {'would queue' if info['dry_run'] else 'queued'} {j['action']} of {j['service']} on {j['host']}")
+        echo(f"  {'would queue' if info['dry_run'] else 'queued'} {j['action']} of {j['service']} on {j['host']}")
     if info.get("notice"):
-        click.echo(f"  notice {info['notice']} to the billing address once it took effect")
+        echo(f"  notice {info['notice']} to the billing address once it took effect")
     for note in info.get("notes", []):
-        click.echo(f"  {note}")
+        echo(f"  {note}")
     if info["dry_run"]:
-        click.echo("nothing was written")
+        echo("nothing was written")
     elif "run" in info:
-        click.echo(f"applied: state {info['state_after']}"
+        echo(f"applied: state {info['state_after']}"
                    + (f", {info['waiting']} jobs still waiting (see arrears show {info['account']})"
                       if info["waiting"] else ""))
         for e in info.get("errors", []):
-            click.echo(f"warning: {e}", err=True)
+            echo(f"warning: {e}", err=True)
     elif "applied" in info:
-        click.echo(f"{info['applied']}; state {info['state_after']}")
+        echo(f"{info['applied']}; state {info['state_after']}")
     elif info.get("waiting"):
-        click.echo(f"state {info['state_after']}; it takes effect on the next run (arrears run)")
+        echo(f"state {info['state_after']}; it takes effect on the next run (arrears run)")
     else:
-        click.echo(f"state {info['state_after']}")
+        echo(f"state {info['state_after']}")
 
 
 @click.command()
@@ -174,7 +178,7 @@ def suspend(ctx: click.Context, account: str, reason: str, actor: str | None, at
 @click.command()
 @click.argument("account")
 @click.option("--reason", default=None, help="why (audited)")
-@click.option("--grace", "grace", type=int, default=None, metavar="DAYS",
+@click.option("--grace", "grace", type=click.IntRange(1, 3650), default=None, metavar="DAYS",
               help="the account is still in debt: record a promise to pay within DAYS days (measures wait)")
 @_admin_options
 def resume(ctx: click.Context, account: str, reason: str | None, grace: int | None, actor: str | None,
@@ -270,25 +274,25 @@ def mail(ctx: click.Context, debtors: bool, stage: str | None, template: str, ac
     def act(s: Session) -> dict[str, Any]:
         return actions.mass_mail(s, state.policy, template=template, now=now, actor=who, stage=stage).as_dict()
 
-    info: dict[str, Any] = {**_manual(state, dry_run, act), "dry_run": dry_run}
+    info: dict[str, Any] = {**_manual(state, dry_run, act, hosts=run_now), "dry_run": dry_run}
     if run_now and not dry_run:
         _apply_now(state, now, info)
     if as_json:
         emit_json(info)
         return
     verb = "would queue" if dry_run else "queued"
-    click.echo(f"mass mail {template} ({info['date']}): {verb} {len(info['queued'])}, "
+    echo(f"mass mail {template} ({info['date']}): {verb} {len(info['queued'])}, "
                f"{len(info['already'])} already queued today, {len(info['no_address'])} without a billing address")
     for q in info["queued"]:
-        click.echo(f"  {q['account']} -> {q['to']}")
+        echo(f"  {q['account']} -> {q['to']}")
     if dry_run:
-        click.echo("nothing was written")
+        echo("nothing was written")
     elif "run" in info:
-        click.echo(f"{info['run']['notices_sent']} sent")
+        echo(f"{info['run']['notices_sent']} sent")
     elif "applied" in info:
-        click.echo(info["applied"])
+        echo(info["applied"])
     else:
-        click.echo("they are sent on the next run (arrears run)")
+        echo("they are sent on the next run (arrears run)")
 
 
 @click.command("reconcile")
@@ -316,21 +320,21 @@ def reconcile_command(ctx: click.Context, fix: bool, actor: str | None, at: date
     if as_json:
         emit_json(info)
     else:
-        click.echo(f"reconcile at {iso(now)}: {report.checked} placements read, {len(report.differences)} differ"
+        echo(f"reconcile at {iso(now)}: {report.checked} placements read, {len(report.differences)} differ"
                    + (f", {len(report.busy)} accounts with work in flight skipped" if report.busy else ""))
         if report.differences:
-            table("differences", ["account", "service", "host", "recorded", "observed", "fix"],
-                   [[d.account, d.service, d.host, d.recorded, d.observed, d.fix or "admin (restore?)"]
+            table("differences", ["account", "service", "host", "recorded", "observed", "fix", "detail"],
+                   [[d.account, d.service, d.host, d.recorded, d.observed, d.fix or "admin (restore?)", d.detail]
                     for d in report.differences])
         for e in report.errors:
-            click.echo(f"warning: {e['account']} {e['service']} on {e['host']}: {e['error']}", err=True)
+            echo(f"warning: {e['account']} {e['service']} on {e['host']}: {e['error']}", err=True)
         if report.queued:
             verb = "would queue" if dry_run else "queued"
-            click.echo(f"{verb} {len(report.queued)} repair jobs"
+            echo(f"{verb} {len(report.queued)} repair jobs"
                        + ("" if dry_run else f"; {info['applied']}" if "applied" in info
                           else "; they run on the next run (arrears run)"))
         if dry_run:
-            click.echo("nothing was written")
+            echo("nothing was written")
     if unrepaired:
         ctx.exit(1)
 

@@ -9,9 +9,12 @@ nothing. The commands live in the sibling modules; :mod:`agent.cli` registers th
 
 from __future__ import annotations
 
+import csv
 import getpass
+import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,31 +28,38 @@ from zoneinfo import ZoneInfo
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
-from agent.imports import ImportFileError, parse_amount, parse_instant
+from agent.imports import ImportFileError, check_instant, parse_amount, parse_instant
 from agent.store import models as m
 from agent.store.db import Store, StoreError, open_store
 from agent.store.repo import UnknownAccount, load_snapshots
 
 if TYPE_CHECKING:
     from agent.notices import NoticeSettings
+    from connectors.inventory import Inventory
     from policy.loader import PolicySet
     from policy.model import ResolvedPolicy
 
 __all__ = [
     "CliError",
     "CliState",
+    "InertTable",
     "actor_name",
     "actor_option",
     "all_resolved",
     "at_option",
     "cli",
     "console",
+    "csv_cell",
+    "echo",
+    "emit_csv",
     "emit_json",
     "get_state",
+    "inert",
     "iso",
     "json_default",
     "json_option",
@@ -59,6 +69,7 @@ __all__ = [
     "session",
     "set_now",
     "table",
+    "wall_clock",
 ]
 
 
@@ -68,7 +79,10 @@ class CliError(click.ClickException):
     exit_code = 2
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        first, *more = self.format_message().split("\n")
+        echo(f"error: {first}", err=True, file=file)
+        for line in more:
+            echo(line, err=True, file=file)
 
 
 class _Internal(CliError):
@@ -91,17 +105,40 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except _known_errors() as exc:
-            raise CliError(str(exc)) from None
-        except SQLAlchemyError as exc:
-            raise CliError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
         except Exception as exc:
-            if os.environ.get("ARREARS_DEBUG"):
-                raise
-            raise _Internal(f"internal error: {type(exc).__name__}: {exc} (set ARREARS_DEBUG=1 for details)") from None
+            error = _cli_error(ctx, exc)
+            if error is None:
+                if os.environ.get("ARREARS_DEBUG"):
+                    raise
+                error = _Internal(f"internal error: {type(exc).__name__}: {exc} (set ARREARS_DEBUG=1 for details)")
+            raise error from None
+
+
+def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
+    """The message for an error that is not a bug: the machine's (database locked, disk full), the
+    input's or the configuration's; None for anything else."""
+    from agent.cli.failures import describe
+
+    config = getattr(ctx.obj, "config", None)
+    message = describe(exc, getattr(config, "db_url", None))
+    if message is not None:
+        return CliError(message)
+    if isinstance(exc, _known_errors()):
+        return CliError(str(exc))
+    if isinstance(exc, SQLAlchemyError):
+        return CliError(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    return None
 
 
 # --- shared state --------------------------------------------------------------------------------
+
+
+def wall_clock() -> datetime:
+    """The real clock, read here and nowhere else: a command's ``now`` when it has no ``--at``, the daemon's
+    at each tick. Everything below the CLI (agent/, connectors/, policy/) is handed that ``now``
+    (tests/suite/test_clock.py holds it so), which is what makes ``--at`` a faithful simulation."""
+    return datetime.now(UTC)
+
 
 
 @dataclass
@@ -109,9 +146,10 @@ class CliState:
     """What every command needs, opened lazily: the config, the database, the policy."""
 
     config: Config
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = field(default_factory=wall_clock)
     _store: Store | None = None
     _policy: PolicySet | None = None
+    _inventory: tuple[Inventory | None] | None = None
 
     # names other command groups (templates, hosts) look for
     @property
@@ -133,6 +171,19 @@ class CliState:
         if self._policy is None:
             self._policy = load_policy_file(self.config)
         return self._policy
+
+    @property
+    def inventory(self) -> Inventory | None:
+        """inventory.yaml of the configuration folder, loaded and checked once; None when there is none.
+
+        Every command that works on hosts reads it before it changes anything, so an invalid inventory
+        stops the command with the located error (``file:line: field: ...``) before a job is claimed."""
+        if self._inventory is None:
+            from connectors.inventory import load_inventory_file
+
+            path = self.config.inventory_path
+            self._inventory = (load_inventory_file(path) if path.is_file() else None,)
+        return self._inventory[0]
 
     @property
     def settings(self) -> AgentSettings:
@@ -205,7 +256,9 @@ def session(state: CliState, *, write: bool = True) -> Iterator[Session]:
 
 
 def resolve(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
-    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy)
+    from agent.tick import resolve_for
+
+    return resolve_for(policy, acc)
 
 
 def all_resolved(state: CliState) -> list[ResolvedPolicy]:
@@ -258,9 +311,10 @@ def actor_name(actor: str | None) -> str:
         return "unknown"
 
 
-def parse_money(text: str, what: str) -> Decimal:
+def parse_money(text: str, what: str, currency: str) -> Decimal:
+    """An amount typed on the command line, in ``currency`` (the account's)."""
     try:
-        return parse_amount(text, what=what)
+        return parse_amount(text, currency=currency, what=what)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -273,7 +327,11 @@ def parse_moment(text: str, policy: PolicySet, what: str) -> datetime:
             day = date.fromisoformat(raw)
         except ValueError:
             raise CliError(f"{what} {text!r} is not a date (YYYY-MM-DD) or a time with a zone") from None
-        return datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)).astimezone(UTC)
+        try:
+            return check_instant(datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)), what=what,
+                                 shown=text)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     try:
         return parse_instant(raw, what=what)
     except ValueError as exc:
@@ -287,8 +345,9 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
 
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=json_default, ensure_ascii=False))
+def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Print ``value`` as JSON, exactly (JSON escapes control characters itself)."""
+    click.echo(json.dumps(value, indent=indent, default=json_default, ensure_ascii=False, sort_keys=sort_keys))
 
 
 def json_default(value: Any) -> Any:
@@ -303,18 +362,89 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def console() -> Console:
-    return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False)
+# Human output. Whatever a command prints for a person comes from billing or from hosts in part
+# (usernames, plans, refs, job errors) and goes through inert(): control characters are shown as
+# escapes (ESC as the four characters \x1b) and nothing in it is ever read as Rich markup or emoji.
+# echo() and table() apply it to every value they are given; styled pieces are inert(value, style).
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print a table of ``rows`` (None shows as an empty cell)."""
-    out = Table(title=title, show_lines=False)
-    for c in columns:
-        out.add_column(c, overflow="fold")
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert(value: object, style: str = "") -> Text:
+    """``value`` as text that prints literally: C0/C1 control characters, DEL, line separators and
+    bidirectional overrides shown as ``\\xNN`` / ``\\uNNNN``; a :class:`rich.text.Text`, which Rich
+    never parses for markup or emoji. ``None`` is the empty text. The only way data reaches a person."""
+    text = "" if value is None else str(value)
+    return Text(_UNSAFE.sub(_escape_char, text), style=style)
+
+
+def _inert_part(part: object) -> Text:
+    return part if isinstance(part, Text) else inert(part)
+
+
+def console(*, err: bool = False, file: IO[str] | None = None) -> Console:
+    """The console every human output is printed on: it never reads markup, emoji codes or highlights in
+    a plain string (data goes through :func:`inert` all the same)."""
+    return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False, stderr=err,
+                   file=file, highlight=False, emoji=False, markup=False)
+
+
+def echo(*parts: object, err: bool = False, file: IO[str] | None = None) -> None:
+    """Print one line made of ``parts``: each a :class:`Text` made with :func:`inert` (styled), or any
+    value, made inert here. Never wrapped (like ``click.echo``)."""
+    line = Text()
+    for part in parts:
+        line.append_text(_inert_part(part))
+    console(err=err, file=file).print(line, soft_wrap=True)
+
+
+class InertTable(Table):
+    """A Rich table whose title and cells are made inert (a cell that is a :class:`Text` is kept)."""
+
+    def __init__(self, title: object = None, columns: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(title=None if title is None else _inert_part(title), **kwargs)
+        for c in columns or []:
+            self.add_column(c, overflow="fold")
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(_inert_part(c) for c in cells), **kwargs)
+
+
+def table(title: object, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a table of ``rows`` (None shows as an empty cell); every cell is made inert."""
+    out = InertTable(title, columns, show_lines=False)
     for r in rows:
-        out.add_row(*["" if v is None else str(v) for v in r])
+        out.add_row(*r)
     console().print(out)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def csv_cell(value: object, *, numeric: bool = False) -> str:
+    """One CSV cell that a spreadsheet will not run (OWASP's rule for CSV injection): a cell starting
+    with ``=``, ``+``, ``-``, ``@``, tab or CR gets a leading single quote. A number in a ``numeric``
+    column (``-12.50``) is left as it is: a plain number is no formula, and it stays a number."""
+    text = "" if value is None else str(value)
+    if numeric and _NUMBER.match(text):
+        return text
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def emit_csv(columns: list[str], rows: list[list[Any]], *, numeric: frozenset[str] = frozenset()) -> None:
+    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([csv_cell(v, numeric=c in numeric) for c, v in zip(columns, r, strict=True)])
+    click.echo(buf.getvalue(), nl=False, color=True)  # data, kept exact: click would strip "ESC [...m" from it
 
 
 # --- the group -----------------------------------------------------------------------------------

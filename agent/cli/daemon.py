@@ -8,12 +8,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from agent.cli.app import CliError, CliState, get_state
+from agent.cli.app import CliError, CliState, get_state, wall_clock
 from agent.cli.run import agent_lock, check_config, run_once
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
@@ -84,16 +83,13 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
     """
-    from connectors.inventory import load_inventory
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
     state = get_state(ctx)
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
-    inventory_path = state.config.inventory_path
-    inventory = (load_inventory(inventory_path.read_text(encoding="utf-8"), str(inventory_path))
-                 if inventory_path.is_file() else None)
+    inventory = state.inventory
     fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
@@ -114,7 +110,7 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             def tick(stop: threading.Event) -> Mapping[str, Any]:
                 if lock is not None:
                     lock.verify()  # a lock lost with its database session is taken again, or no work is done
-                summary = run_once(state, datetime.now(UTC), fleet=fleet, sole_worker=True, stop=stop)
+                summary = run_once(state, wall_clock(), fleet=fleet, sole_worker=True, stop=stop)
                 metrics.pending_jobs.set(_pending_jobs(state))
                 metrics.notices_failed.set(_failed_notices(state))
                 line = _count(metrics, summary)
@@ -126,7 +122,7 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                     line["errors"] += [f"prune on {h['host']}: {h['error']}" for h in report["hosts"] if not h["ok"]]
                 return line
 
-            run_daemon(tick, interval=interval, metrics=metrics, max_ticks=max_ticks)
+            run_daemon(tick, interval=interval, metrics=metrics, clock=wall_clock, max_ticks=max_ticks)
     finally:
         if server is not None:
             server.shutdown()

@@ -12,9 +12,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
-from agent.cli.app import CliError, CliState
+from agent.cli.app import CliError, CliState, InertTable, emit_json, inert
+from agent.cli.app import console as app_console
 from agent.cli.run import agent_lock, run_once
 from agent.config import discover
 from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
@@ -64,7 +65,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
         raise CliError(str(exc)) from None
     folder = folder.resolve()
     state = CliState(config=discover(folder))
-    console = Console(stderr=False, highlight=False)
+    console = app_console()
     with state.store.session() as s:
         import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy,
                         load_inventory_file(folder / "inventory.yaml"))
@@ -98,26 +99,27 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
                 summary = run_day(day, now)
                 bar.advance(task)
                 if as_json:
-                    click.echo(json.dumps({"day": day, **summary}, default=str))
+                    emit_json({"day": day, **summary}, indent=None)
                     continue
                 events = [(t["account"], t["stage"], t["action"]) for t in summary["executor"]["taken"]]
                 for _account, _stage, action in events:
                     totals[action] += 1
                 if events:
-                    bar.console.print(f"[bold]day {day:2d}[/] {now:%a %d %b}  " + "; ".join(
-                        f"{_ICON.get(action, '•')} {account} {_stage_name(stage)}"
-                        for account, stage, action in events))
+                    what = "; ".join(f"{_ICON.get(action, '•')} {account} {_stage_name(stage)}"
+                                     for account, stage, action in events)
+                    bar.console.print(Text.assemble(inert(f"day {day:2d}", "bold"), inert(f" {now:%a %d %b}  {what}")))
                 for error in summary["errors"] + summary["executor"]["errors"]:
-                    bar.console.print(f"[yellow]day {day:2d} warning:[/] {error}")
+                    bar.console.print(Text.assemble(inert(f"day {day:2d} warning:", "yellow"), inert(f" {error}")))
     finally:
         state.close()
     if as_json:
         return
     _final_table(console, folder, cast)
     notices = len(list((folder / "outbox").glob("*.eml"))) if (folder / "outbox").exists() else 0
-    console.print(f"{sum(totals.values())} measures over {days} days ({dict(totals)}); "
-                  f"{notices} notices in {folder / 'outbox'}")
-    console.print(f"explore: arrears --config {folder} show acme-01   ·   arrears --config {folder} history bravo-02")
+    console.print(inert(f"{sum(totals.values())} measures over {days} days ({dict(totals)}); "
+                        f"{notices} notices in {folder / 'outbox'}"))
+    console.print(inert(f"explore: arrears --config {folder} show acme-01   ·   arrears --config {folder} history "
+                        "bravo-02"))
 
 
 def _final_table(console: Console, folder: Path, cast: list[DemoAccount]) -> None:
@@ -127,7 +129,7 @@ def _final_table(console: Console, folder: Path, cast: list[DemoAccount]) -> Non
             from agent.store import models as m
 
             rows = {a.id: a for a in s.query(m.Account).all()}
-            table = Table(title="after the replay", show_lines=False)
+            table = InertTable("after the replay", show_lines=False)
             for col in ("account", "story", "state", "site", "mailbox", "home"):
                 table.add_column(col)
             for acc in cast:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from agent.cli.app import emit_json
 
 __all__ = ["hosts"]
 
@@ -23,39 +24,41 @@ def _inventory_path(ctx: click.Context, inventory: str | None, config: str | Non
 
 
 def _render(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    from agent.cli.app import InertTable, console, echo, inert
+
     if not report["hosts"]:
-        console.print(f"no hosts in {escape(report['inventory'])}")
+        echo(f"no hosts in {report['inventory']}")
         return
-    table = Table(title=f"hosts in {escape(report['inventory'])}")
-    for column in ("host", "address", "reachable", "host key", "services"):
-        table.add_column(column)
+    table = InertTable(f"hosts in {report['inventory']}", ["host", "address", "reachable", "host key", "services"])
     problems: list[str] = []
     for h in report["hosts"]:
         where = f"{h.get('user')}@{h['address']}:{h['port']}" if h.get("address") else h.get("transport", "")
-        services = " ".join(
-            f"[{'green' if s['ok'] else 'red'}]{escape(s['service'])}/{escape(s['backend'])}[/]"
-            for s in h.get("services", [])
-        )
+        services = Text(" ").join(inert(f"{s['service']}/{s['backend']}", "green" if s["ok"] else "red")
+                                  for s in h.get("services", []))
         key = h.get("host_key", "")
-        key_style = "green" if key in ("ok", "not applicable") else "red"
-        reach = "[green]yes[/]" if h.get("reachable") else "[red]no[/]"
+        reach = inert("yes", "green") if h.get("reachable") else inert("no", "red")
         if h.get("connect_ms") is not None and h.get("reachable"):
-            reach += f" ({h['connect_ms']:.0f} ms)"
-        table.add_row(escape(h["host"]), escape(where or ""), reach, f"[{key_style}]{escape(key)}[/]", services)
+            reach.append(f" ({h['connect_ms']:.0f} ms)")
+        table.add_row(h["host"], where or "", reach, inert(key, "green" if key in ("ok", "not applicable") else "red"),
+                      services)
         if h.get("error"):
             problems.append(f"{h['host']}: {h['error']}" + (" (transient: retry later)" if h.get("transient") else ""))
         for s in h.get("services", []):
             if not s["ok"] and s.get("detail") not in (None, "", "not checked"):
                 problems.append(f"{h['host']}: {s['service']}/{s['backend']}: {s['detail']}")
-    console.print(table)
+    console().print(table)
     for line in problems:
-        console.print(f"[red]-[/] {escape(line)}", soft_wrap=True)
-    console.print("[green]all hosts ok[/]" if report["ok"] else "[red]some hosts have problems[/]")
+        echo(inert("-", "red"), " ", line)
+    echo(inert("all hosts ok", "green") if report["ok"] else inert("some hosts have problems", "red"))
+
+
+def _say_error(exc: Exception) -> None:
+    from agent.cli.app import echo
+
+    for line in str(exc).split("\n"):
+        echo(line, err=True)
 
 
 @click.group("hosts")
@@ -84,11 +87,11 @@ def check(ctx: click.Context, inventory: str | None, config: str | None, only: t
     try:
         inv = load_inventory_file(path)
     except InventoryError as exc:
-        click.echo(str(exc), err=True)
+        _say_error(exc)
         ctx.exit(2)
     report = check_hosts(inv, hosts=list(only) or None)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        emit_json(report, sort_keys=True)
     else:
         _render(report)
     ctx.exit(0 if report["ok"] else 1)
@@ -116,14 +119,16 @@ def prune(ctx: click.Context, inventory: str | None, config: str | None, only: t
     try:
         inv = load_inventory_file(path)
     except InventoryError as exc:
-        click.echo(str(exc), err=True)
+        _say_error(exc)
         ctx.exit(2)
     report = prune_archives(inv, hosts=list(only) or None, dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        emit_json(report, sort_keys=True)
     else:
         verb = "would remove" if dry_run else "removed"
+        from agent.cli.app import echo
+
         for h in report["hosts"]:
             what = f"{verb} {h['pruned']} files" + (f": {' '.join(h['files'])}" if h["files"] else "")
-            click.echo(f"{h['host']}: {what if h['ok'] else 'failed: ' + str(h['error'])}")
+            echo(f"{h['host']}: {what if h['ok'] else 'failed: ' + str(h['error'])}")
     ctx.exit(0 if report["ok"] else 1)

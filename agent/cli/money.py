@@ -16,6 +16,7 @@ from agent.cli.app import (
     actor_name,
     actor_option,
     at_option,
+    echo,
     emit_json,
     get_state,
     iso,
@@ -52,19 +53,21 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
 
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value <= 0:
-        raise CliError(f"amount must be positive, got {value}")
     if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", method):
         raise CliError(f"method {method!r} is not valid (lower-case letters, digits, - and _)")
     ref = ref or f"payment:{uuid.uuid4().hex}"
+    if apply_now:
+        _ = state.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with session(state) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value <= 0:
+            raise CliError(f"amount must be positive, got {value}")
         if s.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == acc.id, m.LedgerEntry.ref == ref)):
             raise CliError(f"account {acc.id} already has a ledger entry with ref {ref!r}; nothing recorded")
         s.add(m.LedgerEntry(account=acc.id, at=now, amount=value, kind="payment", method=method, ref=ref,
                             imported_at=now))
-        touch(acc)
+        touch(acc, now)
         audit(s, at=now, actor=actor_name(actor), action="payment", account=acc.id, reason=f"{method} payment",
               details={"amount": str(value), "method": method, "ref": ref})
     result: dict[str, Any] = {"account": account, "amount": str(value), "method": method, "ref": ref,
@@ -74,9 +77,9 @@ def payment(ctx: click.Context, account: str, amount: str, method: str, ref: str
     if as_json:
         emit_json(result)
     elif apply_now:
-        click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); {result['applied']['message']}")
+        echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); {result['applied']['message']}")
     else:
-        click.echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); it takes effect on the next run")
+        echo(f"{account}: payment of {value} by {method} recorded (ref {ref}); it takes effect on the next run")
 
 
 def _add_override(state: CliState, account: str, *, kind: str, actor: str | None, reason: str, now: datetime,
@@ -92,7 +95,7 @@ def _add_override(state: CliState, account: str, *, kind: str, actor: str | None
         o = m.Override(account=acc.id, kind=kind, actor=actor_name(actor), reason=reason, created_at=now,
                        expires_at=expires_at, amount=amount, at=at)
         s.add(o)
-        touch(acc)
+        touch(acc, now)
         details = {"expires_at": iso(expires_at), "amount": str(amount) if amount is not None else None,
                    "at": iso(at)}
         audit(s, at=now, actor=o.actor, action=f"override.{kind}", account=acc.id, reason=reason, details=details)
@@ -114,7 +117,7 @@ def set_debt_date(ctx: click.Context, account: str, when: str, reason: str, at: 
     now = set_now(state, at)
     moment = parse_moment(when, state.policy, "DATE")
     result = _add_override(state, account, kind="debt_date", actor=actor, reason=reason, now=now, at=moment)
-    emit_json(result) if as_json else click.echo(f"{account}: outstanding balance date set to {iso(moment)}")
+    emit_json(result) if as_json else echo(f"{account}: outstanding balance date set to {iso(moment)}")
 
 
 @click.command()
@@ -134,13 +137,13 @@ def exempt(ctx: click.Context, account: str, until: str, reason: str, at: dateti
     if end <= now:
         raise CliError(f"--until {until} is not in the future (now is {iso(now)})")
     result = _add_override(state, account, kind="exempt", actor=actor, reason=reason, now=now, expires_at=end)
-    emit_json(result) if as_json else click.echo(f"{account}: exempt from automatic measures until {iso(end)}")
+    emit_json(result) if as_json else echo(f"{account}: exempt from automatic measures until {iso(end)}")
 
 
 @click.command()
 @click.argument("account")
 @click.argument("amount")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="how long (default: the policy's maximum)")
+@click.option("--days", type=click.IntRange(1, 36500), default=None, help="how long (default: the policy's maximum)")
 @click.option("--reason", default="guaranteed payment", show_default=True)
 @at_option
 @actor_option
@@ -151,11 +154,11 @@ def guarantee(ctx: click.Context, account: str, amount: str, days: int | None, r
     """Grant a guaranteed payment: temporary credit of AMOUNT for some days, within the policy's limits."""
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value <= 0:
-        raise CliError(f"amount must be positive, got {value}")
     with session(state, write=False) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value <= 0:
+            raise CliError(f"amount must be positive, got {value}")
         limit = resolve(state.policy, acc).guaranteed_payment
     if value > limit.limit:
         raise CliError(f"amount {value} is over the policy's guaranteed payment limit {limit.limit} for {account}")
@@ -164,7 +167,7 @@ def guarantee(ctx: click.Context, account: str, amount: str, days: int | None, r
         raise CliError(f"--days must be between 1 and the policy's {limit.days} days for {account}")
     result = _add_override(state, account, kind="guarantee", actor=actor, reason=reason, now=now,
                            expires_at=now + timedelta(days=days), amount=value)
-    emit_json(result) if as_json else click.echo(f"{account}: guaranteed payment of {value} for {days} days")
+    emit_json(result) if as_json else echo(f"{account}: guaranteed payment of {value} for {days} days")
 
 
 @click.command("can-spend")
@@ -179,16 +182,16 @@ def can_spend_command(ctx: click.Context, account: str, amount: str, at: datetim
 
     state = get_state(ctx)
     now = set_now(state, at)
-    value = parse_money(amount, "amount")
-    if value < 0:
-        raise CliError(f"amount must not be negative, got {value}")
     with session(state, write=False) as s:
         acc = get_account(s, account)
+        value = parse_money(amount, "amount", acc.currency)
+        if value < 0:
+            raise CliError(f"amount must not be negative, got {value}")
         snap = load_snapshots(s, [acc])[acc.id]
         verdict = can_spend(snap, resolve(state.policy, acc), now, value)
     if as_json:
         emit_json({"allowed": verdict.allowed, "available": str(verdict.available), "reason": verdict.reason})
     else:
-        click.echo(f"{verdict.reason} (available {verdict.available})")
+        echo(f"{verdict.reason} (available {verdict.available})")
     ctx.exit(0 if verdict.allowed else 1)
 

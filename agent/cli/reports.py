@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,6 +15,8 @@ from sqlalchemy.orm import Session
 from agent.cli.app import (
     CliState,
     at_option,
+    echo,
+    emit_csv,
     emit_json,
     get_state,
     iso,
@@ -80,7 +80,7 @@ def forecast_command(ctx: click.Context, account: str | None, days: int, at: dat
         emit_json(items)
         return
     if not items:
-        click.echo(f"nothing due until {iso(until)}")
+        echo(f"nothing due until {iso(until)}")
         return
     table(f"forecast {iso(now)} .. {iso(until)}", ["due at", "account", "stage", "action", "reason"],
            [[i["due_at"], i["account"], i["stage"], i["action"], i["reason"]] for i in items])
@@ -112,11 +112,14 @@ def _debtors(s: Session, state: CliState, now: datetime) -> list[dict[str, Any]]
                 "days_in_debt": ((now.astimezone(tz).date() - ep.started_at.astimezone(tz).date()).days
                                  if ep else None),
                 "last_stage": ep.stages_taken[-1].stage if ep and ep.stages_taken else None,
-                "next_stage": d.next.stage if d.next else None,
-                "next_due": iso(d.next.due_at) if d.next else None,
+                "next_stage": d.upcoming.stage if d.upcoming else None,
+                "next_due": iso(d.upcoming.due_at) if d.upcoming else None,
             })
     rows.sort(key=lambda r: (Decimal(r["balance"]), r["account"]))
     return rows
+
+
+_NUMERIC = frozenset({"balance", "credit_limit", "days_in_debt"})  # CSV columns whose numbers stay numbers
 
 
 @click.command()
@@ -136,12 +139,8 @@ def debtors(ctx: click.Context, fmt: str, at: datetime | None, as_json: bool) ->
     columns = ["account", "username", "billing_email", "plan", "reseller", "currency", "balance", "credit_limit",
                "state", "in_debt", "holds", "debt_since", "days_in_debt", "last_stage", "next_stage", "next_due"]
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([" ".join(r[c]) if c == "holds" else ("" if r[c] is None else r[c]) for c in columns])
-        click.echo(buf.getvalue(), nl=False)
+        emit_csv(columns, [[" ".join(r[c]) if c == "holds" else r[c] for c in columns] for r in rows],
+                 numeric=_NUMERIC)
         return
     table(f"debtors at {iso(now)}", ["account", "balance", "limit", "state", "holds", "since", "days", "next", "due"],
            [[r["account"], f"{r['balance']} {r['currency']}", r["credit_limit"], r["state"], ",".join(r["holds"]),
@@ -170,8 +169,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"accounts: {states}; jobs: {jobs}")
+    echo(f"accounts: {states}; jobs: {jobs}")
     if failed:
-        click.echo(f"notices failed for good: {len(failed)}")
+        echo(f"notices failed for good: {len(failed)}")
         for f in failed:
-            click.echo(f"  {f['account']} {f['stage']} {f['notice']} {f['to']}: {f['reply']}")
+            echo(f"  {f['account']} {f['stage']} {f['notice']} {f['to']}: {f['reply']}")

@@ -15,6 +15,7 @@ from agent.cli.app import (
     CliState,
     all_resolved,
     at_option,
+    echo,
     emit_json,
     get_state,
     iso,
@@ -57,12 +58,12 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
     with session(state, write=False) as s:
         items, errors = plan(s, state.policy, now)
     for e in errors:
-        click.echo(f"warning: {e}", err=True)
+        echo(f"warning: {e}", err=True)
     if as_json:
         emit_json([i.as_dict() for i in items])
         return
     if not items:
-        click.echo(f"nothing to do at {iso(now)}")
+        echo(f"nothing to do at {iso(now)}")
         return
     table(f"plan at {iso(now)}", ["account", "stage", "action", "due at", "reason"],
            [[i.account, i.stage, i.action, iso(i.due_at), i.reason] for i in items])
@@ -70,21 +71,22 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
 
 
 class LazyFleet:
-    """Loads inventory.yaml and builds the fleet only when host jobs exist."""
+    """The fleet of inventory.yaml, built (connections and all) only when host jobs exist; the inventory
+    itself is read and checked at once, so an invalid one stops the command before it changes anything."""
 
     def __init__(self, state: CliState) -> None:
         self.state = state
+        self.inventory = state.inventory
         self._fleet: Fleet | None = None
 
     def _get(self) -> Fleet:
         if self._fleet is None:
-            from connectors.inventory import load_inventory
             from connectors.runner import InventoryFleet
 
-            path = self.state.config.inventory_path
-            if not path.is_file():
+            if self.inventory is None:
+                path = self.state.config.inventory_path
                 raise ConfigError(f"{path}: no inventory; host jobs cannot run without it")
-            self._fleet = InventoryFleet(load_inventory(path.read_text(encoding="utf-8"), str(path)))
+            self._fleet = InventoryFleet(self.inventory)
         return self._fleet
 
     def apply(self, jobs: list[Job], *, progress: Progress | None = None) -> dict[str, JobResult]:
@@ -130,7 +132,7 @@ def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
             raise ConfigError(f"{state.config.policy_path}: events.{where}: {err['msg']}") from None
         events = event_sink(sink) if sink is not None else None
     own_fleet = fleet is None
-    active_fleet: Any = fleet if fleet is not None else LazyFleet(state)
+    active_fleet: Any = fleet if fleet is not None else LazyFleet(state)  # checks inventory.yaml up front
     try:
         with state.store.sessions() as s:
             t = tick(s, policy, now, settings)
@@ -161,13 +163,9 @@ def checked_templates(state: CliState) -> Templates | None:
 
 def check_config(state: CliState) -> None:
     """Load and check policy.yaml, the notice templates and inventory.yaml; raise on the first mistake."""
-    from connectors.inventory import load_inventory
-
     _ = state.policy, state.settings
     checked_templates(state)
-    path = state.config.inventory_path
-    if path.is_file():
-        load_inventory(path.read_text(encoding="utf-8"), str(path))
+    _ = state.inventory
 
 
 @contextmanager
@@ -225,15 +223,15 @@ def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
         emit_json(result)
         return
     x = result["executor"]
-    click.echo(f"run at {result['now']}: {result['accounts']} accounts due, {result['episodes_started']} episodes "
+    echo(f"run at {result['now']}: {result['accounts']} accounts due, {result['episodes_started']} episodes "
                f"started, {result['episodes_ended']} ended, {len(result['measures'])} measures queued, "
                f"{len(result['resumes'])} resumes")
     if x["taken"]:
         table("taken", ["account", "stage", "action", "at"],
                [[t["account"], t["stage"], t["action"], t["at"]] for t in x["taken"]])
-    click.echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
-               f"{x['notices_sent']} notices sent"
-               + (f", {x['notices_failed']} failed for good (see arrears status)" if x["notices_failed"] else ""))
+    echo(f"jobs: {x['done']} done, {x['retrying']} to retry, {x['failed']} failed; "
+         f"{x['notices_sent']} notices sent"
+         + (f", {x['notices_failed']} failed for good (see arrears status)" if x["notices_failed"] else ""))
     for e in [*result["errors"], *x["errors"]]:
-        click.echo(f"warning: {e}", err=True)
+        echo(f"warning: {e}", err=True)
 

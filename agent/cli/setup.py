@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.cli.app import actor_name, emit_json, get_state, json_option, session
+from agent.cli.app import actor_name, echo, emit_json, get_state, json_option, session
 from agent.cli.run import apply_at_once
 from agent.config import Config, discover, load_policy_file
 from agent.store.repo import audit
@@ -58,10 +57,10 @@ def init(ctx: click.Context, directory: str | None, force: bool, as_json: bool) 
     if as_json:
         emit_json(result)
         return
-    click.echo(f"configuration in {folder}: wrote {', '.join(written) or 'nothing'}"
+    echo(f"configuration in {folder}: wrote {', '.join(written) or 'nothing'}"
                + (f"; kept existing {', '.join(kept)}" if kept else ""))
-    click.echo(f"database ready: {db_url}")
-    click.echo(f"next: arrears --config {folder} accounts import {folder / 'accounts.jsonl'}")
+    echo(f"database ready: {db_url}")
+    echo(f"next: arrears --config {folder} accounts import {folder / 'accounts.jsonl'}")
 
 
 def _inventory(config: Config) -> Inventory | None:
@@ -80,8 +79,10 @@ def _import_command(kind: str) -> Callable[..., None]:
         from agent import imports
 
         state = get_state(ctx)
-        now = datetime.now(UTC)
+        now = state.now
         path = Path(file)
+        if apply_now:
+            _ = state.inventory  # applying it works on hosts: an invalid inventory refuses the import first
         with session(state) as s:
             if kind == "accounts":
                 policy = state.policy if state.config.policy_path.is_file() else None
@@ -98,9 +99,9 @@ def _import_command(kind: str) -> Callable[..., None]:
         if as_json:
             emit_json(result)
         else:
-            click.echo(f"{path}: {summary.created} new, {summary.updated} updated, {summary.skipped} already known")
+            echo(f"{path}: {summary.created} new, {summary.updated} updated, {summary.skipped} already known")
             if apply_now:
-                click.echo(result["applied"]["message"])
+                echo(result["applied"]["message"])
 
     return command
 

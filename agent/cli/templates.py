@@ -3,18 +3,19 @@
 The CLI's context object (a mapping or an object with attributes) may carry: ``templates`` (a loaded
 :class:`~agent.notices.Templates`), else ``templates_dir`` or ``config.templates_dir`` (the operator's
 folder, used when it exists; otherwise the defaults alone); and what :func:`agent.notices.preview_context`
-reads (``account_fields``, ``notice_settings``, ``now``).
+reads (``account_fields``, ``notice_settings``, ``now``; ``--at`` sets ``now``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from agent.cli.app import at_option, echo, emit_json, inert
 from agent.notices import (
     VARIABLES,
     TemplateError,
@@ -35,7 +36,14 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-def _context_mapping(obj: Any) -> dict[str, Any]:
+def _context_mapping(obj: Any, at: datetime | None) -> dict[str, Any]:
+    """What :func:`preview_context` reads; ``--at`` becomes the clock of the state, so the account's own
+    fields (its balance, its next measure) are computed for the same moment the dates are rendered at."""
+    if at is not None:
+        if isinstance(obj, Mapping):
+            obj = {**obj, "now": at}
+        elif obj is not None:
+            obj.now = at
     return {key: _get(obj, key) for key in ("account_fields", "notice_settings", "now")}
 
 
@@ -51,7 +59,18 @@ def _load(obj: Any) -> Templates:
     try:
         return Templates.load(directory)
     except TemplateError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _error(exc) from exc
+
+
+def _error(message: object) -> click.ClickException:
+    """An error whose text (it may quote a template, an account) prints literally."""
+    return click.ClickException(inert(message).plain)
+
+
+def _print(text: str) -> None:
+    """A rendered notice or page, line by line, each made inert (billing's data is in it)."""
+    for line in text.split("\n"):
+        echo(line)
 
 
 @click.group("templates")
@@ -65,12 +84,12 @@ def vars_command(as_json: bool) -> None:
     """List the variables (AutoInserts) templates can use, with an example value each."""
     example = sample_context()
     if as_json:
-        click.echo(json.dumps([{"name": name, "description": text, "example": str(example[name])}
-                               for name, text in VARIABLES.items()], indent=2, ensure_ascii=False))
+        emit_json([{"name": name, "description": text, "example": str(example[name])}
+                   for name, text in VARIABLES.items()])
         return
     width = max(len(name) for name in VARIABLES) + len("{{  }}")
     for name, text in VARIABLES.items():
-        click.echo(f"{'{{ ' + name + ' }}':<{width}}  {text} (e.g. {example[name]})")
+        echo(f"{'{{ ' + name + ' }}':<{width}}  {text} (e.g. {example[name]})")
 
 
 @templates.command("preview")
@@ -78,31 +97,39 @@ def vars_command(as_json: bool) -> None:
 @click.argument("account")
 @click.option("--html", "show_html", is_flag=True, help="Print the HTML part instead of the text.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@at_option
 @click.pass_context
-def preview_command(ctx: click.Context, name: str, account: str, show_html: bool, as_json: bool) -> None:
-    """Render template NAME for ACCOUNT (nothing is sent)."""
+def preview_command(ctx: click.Context, name: str, account: str, show_html: bool, as_json: bool,
+                    at: datetime | None) -> None:
+    """Render template NAME for ACCOUNT as it would be sent at --at (default: now); nothing is sent."""
     loaded = _load(ctx.obj)
     try:
-        context = preview_context(_context_mapping(ctx.obj), account)
+        context = preview_context(_context_mapping(ctx.obj, at), account)
     except LookupError as exc:
-        raise click.ClickException(str(exc.args[0] if exc.args else exc)) from exc
+        raise _error(exc.args[0] if exc.args else exc) from exc
     except ValueError as exc:
-        raise click.ClickException(f"account {account}: {exc}") from exc
+        raise _error(f"account {account}: {exc}") from exc
     try:
         if name in loaded.pages():
             page = render_page(loaded, context, name)
-            click.echo(json.dumps({"name": name, "html": page}, indent=2) if as_json else page)
+            if as_json:
+                emit_json({"name": name, "html": page})
+            else:
+                _print(page)
             return
         rendered = loaded.render(name, context)
     except TemplateError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _error(exc) from exc
     if as_json:
-        click.echo(json.dumps({"name": name, "to": context["billing_email"], "subject": rendered.subject,
-                               "text": rendered.text, "html": rendered.html}, indent=2, ensure_ascii=False))
+        emit_json({"name": name, "to": context["billing_email"], "subject": rendered.subject,
+                   "text": rendered.text, "html": rendered.html})
         return
     if show_html:
         if rendered.html is None:
-            raise click.ClickException(f"template {name!r} has no HTML part")
-        click.echo(rendered.html)
+            raise _error(f"template {name!r} has no HTML part")
+        _print(rendered.html)
         return
-    click.echo(f"To: {context['billing_email']}\nSubject: {rendered.subject}\n\n{rendered.text}", nl=False)
+    echo(f"To: {context['billing_email']}")
+    echo(f"Subject: {rendered.subject}")
+    echo("")
+    _print(rendered.text.removesuffix("\n"))

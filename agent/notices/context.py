@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import format_currency, get_currency_precision
+
 from agent.notices.settings import NoticeSettings
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "context_from_fields",
     "format_money",
     "message_id",
+    "money_locale",
     "preview_context",
     "sample_context",
 ]
@@ -70,48 +74,25 @@ _MEASURE_TEXT = {
 
 # --- money ---------------------------------------------------------------------------------------
 
-# code -> (symbol, decimal places); an unknown code is written after the amount with two places
-_CURRENCIES: dict[str, tuple[str, int]] = {
-    "USD": ("$", 2), "EUR": ("€", 2), "GBP": ("£", 2), "JPY": ("¥", 0), "CHF": ("CHF", 2),
-    "CAD": ("CA$", 2), "AUD": ("A$", 2), "NZD": ("NZ$", 2), "CNY": ("CN¥", 2), "INR": ("₹", 2),
-    "RUB": ("₽", 2), "UAH": ("₴", 2), "PLN": ("zł", 2), "CZK": ("Kč", 2), "SEK": ("kr", 2),
-    "NOK": ("kr", 2), "DKK": ("kr", 2), "BRL": ("R$", 2), "MXN": ("MX$", 2), "TRY": ("₺", 2),
-    "ILS": ("₪", 2), "KRW": ("₩", 0), "IRR": ("IRR", 0), "ZAR": ("R", 2), "HUF": ("Ft", 2),
-}
 
-# language -> (group separator, decimal separator, symbol before the number)
-_LOCALES: dict[str, tuple[str, str, bool]] = {
-    "en": (",", ".", True),
-    "de": (".", ",", False),
-    "nl": (".", ",", True),
-    "es": (".", ",", False),
-    "it": (".", ",", False),
-    "pt": (".", ",", False),
-    "fr": ("\u202f", ",", False),
-    "ru": ("\u00a0", ",", False),
-    "pl": ("\u00a0", ",", False),
-    "sv": ("\u00a0", ",", False),
-    "cs": ("\u00a0", ",", False),
-}
+def money_locale(name: str) -> Locale:
+    """The Babel locale of a language code such as ``en``, ``de_DE`` or ``pt-BR``; ValueError if unknown."""
+    try:
+        return Locale.parse(name.replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError) as exc:
+        raise ValueError(f"unknown locale {name!r}; use a language code such as en, de or pt_BR") from exc
 
 
 def format_money(amount: Decimal | int | str, currency: str, locale: str = "en") -> str:
-    """``amount`` written in ``currency`` for ``locale`` (a language code such as ``en`` or ``de_DE``):
-    ``-$1,234.50`` (en), ``-1.234,50 €`` (de), ``1,234.50 XYZ`` for a currency without a known symbol."""
+    """``amount`` written in ``currency`` for ``locale`` (a language code such as ``en`` or ``de_DE``) by
+    Babel (CLDR): ``-$1,234.50`` (en), ``-1.234,50 €`` (de), ``¥1,234`` (JPY has no minor unit). The
+    amount is rounded half up to the currency's minor unit; a rounded zero has no sign."""
     value = Decimal(str(amount)) if not isinstance(amount, Decimal) else amount
     code = currency.upper()
-    symbol, places = _CURRENCIES.get(code, (code, 2))
-    known = code in _CURRENCIES
-    group, point, before = _LOCALES.get(locale.replace("-", "_").split("_")[0].lower(), _LOCALES["en"])
-    quantum = Decimal(1).scaleb(-places)
-    rounded = abs(value).quantize(quantum, rounding=ROUND_HALF_UP)
-    whole, _, frac = f"{rounded:f}".partition(".")
-    digits = f"{int(whole):,}".replace(",", group)
-    number = digits + (point + frac if places else "")
-    sign = "-" if value < 0 and rounded != 0 else ""
-    if known and before:
-        return f"{sign}{symbol}{number}"
-    return f"{sign}{number}\u00a0{symbol}" if known else f"{sign}{number} {symbol}"
+    rounded = value.quantize(Decimal(1).scaleb(-get_currency_precision(code)), rounding=ROUND_HALF_UP)
+    if rounded == 0:
+        rounded = abs(rounded)
+    return str(format_currency(rounded, code, locale=money_locale(locale)))
 
 
 # --- the context ---------------------------------------------------------------------------------
@@ -256,15 +237,18 @@ def preview_context(ctx_obj: Mapping[str, Any] | None, account_id: str) -> dict[
 
     ``ctx_obj`` (the CLI's context object) may hold ``account_fields``: a callable ``account_id -> dict``
     of the fields :func:`context_from_fields` reads (``None`` when the account is unknown, raised as
-    :class:`LookupError`); ``notice_settings``: a :class:`NoticeSettings`; ``now``: the clock. Without
-    ``account_fields`` the example account is used under ``account_id``.
+    :class:`LookupError`); ``notice_settings``: a :class:`NoticeSettings`; ``now``: the clock (the CLI's
+    ``--at``, else its start time), required with ``account_fields``. Without ``account_fields`` the example
+    account is used under ``account_id``, at ``now`` or the example's own moment.
     """
     obj = ctx_obj or {}
     settings = obj.get("notice_settings") or _sample_settings()
-    now = obj.get("now") or datetime.now(UTC)
+    now: datetime | None = obj.get("now")
     loader: Callable[[str], Mapping[str, Any] | None] | None = obj.get("account_fields")
     if loader is None:
-        return context_from_fields(_sample_fields(account_id), settings, now)
+        return context_from_fields(_sample_fields(account_id), settings, now or _SAMPLE_NOW)
+    if now is None:
+        raise ValueError("preview_context needs the clock (now) to render an account's dates")
     fields = loader(account_id)
     if fields is None:
         raise LookupError(f"no account {account_id!r}")

@@ -3,7 +3,9 @@
 :func:`make_notifier` returns an :class:`SmtpNotifier` (one connection per batch; 5xx answers are
 permanent failures, 4xx and connection errors temporary) or a :class:`SpoolNotifier` (one ``.eml`` file
 per notice, written atomically, never twice). Both report each notice's result as soon as it is known
-(``on_result``), so the caller records it before the next one.
+(``on_result``), so the caller records it before the next one. Over SMTP that leaves one message that can
+arrive twice: the one in flight when the agent dies after the server accepted it and before its result
+was recorded; the next run sends it again with the same Message-ID. A spool file cannot be written twice.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ class Notifier(Protocol):
     ``on_result`` (when given) is called in the caller's thread with each notice and its result as soon as
     that result is known: right after the mail server accepted or refused the message (or the spool file
     is in place), before the next message is sent. The caller can record each notice at once, so a crash
-    in the middle of a batch leaves only the message in flight unrecorded. An exception it raises stops
-    the batch (nothing more is sent) and propagates."""
+    in the middle of a batch leaves only the message in flight unrecorded: over SMTP the next run sends that
+    one again (same Message-ID), so it may arrive twice; a spool file that exists is not written again. An
+    exception it raises stops the batch (nothing more is sent) and propagates."""
 
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]: ...
@@ -97,10 +100,6 @@ def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: dateti
     return msg
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _reply(code: int, message: bytes | str) -> str:
     """The server's reply on one line, as it sent it; a control character is written as its escape
     (``\\x1b``), so the reply can be printed and mailed as it is."""
@@ -117,7 +116,7 @@ def _failure(code: int, message: bytes | str, what: str) -> SendResult:
 class SmtpNotifier:
     """Sends a batch over one SMTP connection (TLS and login when configured)."""
 
-    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow,
+    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime],
                  environ: Mapping[str, str] | None = None) -> None:
         if settings.smtp is None:
             raise ValueError("SmtpNotifier needs notices.smtp")
@@ -242,7 +241,7 @@ class SpoolNotifier:
     whose file exists already is not written again. Characters of the key other than letters, digits and
     ``_-.@+:`` are written as ``=XX``, so a key never leaves the folder."""
 
-    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, settings: NoticeSettings, *, clock: Callable[[], datetime]) -> None:
         if settings.spool_dir is None:
             raise ValueError("SpoolNotifier needs notices.spool_dir")
         self.settings = settings
@@ -292,7 +291,7 @@ class SpoolNotifier:
             return SendResult(False, False, f"cannot write {target}: {exc}")
 
 
-def make_notifier(settings: NoticeSettings, *, clock: Callable[[], datetime] = _utcnow) -> Notifier:
+def make_notifier(settings: NoticeSettings, *, clock: Callable[[], datetime]) -> Notifier:
     """The notifier ``settings`` ask for: SMTP, or the spool folder."""
     if settings.smtp is not None:
         return SmtpNotifier(settings, clock=clock)

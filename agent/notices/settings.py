@@ -91,6 +91,14 @@ class NoticeSettings(BaseModel):
             raise ValueError(f"{value!r} is not an e-mail address")
         return value
 
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        from agent.notices.context import money_locale
+
+        money_locale(value)
+        return value
+
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str | None) -> str | None:

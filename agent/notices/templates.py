@@ -243,10 +243,10 @@ class Templates:
     def _render(self, part: str, path: Path, context: Mapping[str, Any]) -> str:
         try:
             return self._env.get_template(part).render(dict(context))
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # the template's own code failed (range(10**9) is an OverflowError)
             line = _template_line(exc, path)
             where = f"{path}:{line}" if line is not None else str(path)
-            raise TemplateError([f"{where}: {type(exc).__name__}: {exc}"]) from exc
+            raise TemplateError([f"{where}: {type(exc).__name__}: {str(exc).rstrip('.')}; fix the template"]) from exc
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedNotice:
         tpl = self._get(name)

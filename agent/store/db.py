@@ -3,11 +3,15 @@
 Nothing happens at import time: :func:`open_store` creates the engine, sets the SQLite pragmas (WAL,
 foreign keys, a busy timeout) on every connection and runs the Alembic migrations when the database
 is not at the newest revision yet.
+
+The busy timeout is how long a write waits for another process's write lock before it fails with
+"database is locked": 30 seconds, or ``ARREARS_BUSY_TIMEOUT`` seconds (the environment variable).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,25 +21,43 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["MIGRATIONS", "Store", "StoreError", "current_revision", "head_revision", "make_engine", "migrate",
-           "open_store"]
+__all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Store", "StoreError", "busy_timeout", "current_revision", "head_revision",
+           "make_engine", "migrate", "open_store"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's lock (ARREARS_BUSY_TIMEOUT)
 
 
 class StoreError(Exception):
     """The database cannot be opened or migrated."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
+def busy_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds an SQLite write waits for another process's lock: ``ARREARS_BUSY_TIMEOUT``, else 30."""
+    raw = (os.environ if environ is None else environ).get("ARREARS_BUSY_TIMEOUT", "").strip()
+    if not raw:
+        return BUSY_TIMEOUT
     try:
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise StoreError(f"ARREARS_BUSY_TIMEOUT: {raw!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
+def _sqlite_pragmas(timeout: float) -> Any:
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    return on_connect
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -50,8 +72,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             folder = Path(database).expanduser().resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"database folder {folder} does not exist")
-        engine = create_engine(url, echo=echo)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        timeout = busy_timeout()
+        engine = create_engine(url, echo=echo, connect_args={"timeout": timeout})
+        event.listen(engine, "connect", _sqlite_pragmas(timeout))
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
 

@@ -12,7 +12,13 @@ the record: a flag the owner or an admin had set before the suspension stays set
 
 Facts (per mailbox, keyed so that several mailboxes of one job do not collide):
 ``flags:<mailbox>`` the flags now, ``before:<mailbox>`` the flags before the suspension,
-``added:<mailbox>`` what the suspension set, ``suspended:<mailbox>`` yes/no.
+``added:<mailbox>`` what the suspension set, ``suspended:<mailbox>`` yes/no (the record exists);
+``status`` adds ``maildir:<mailbox>`` (present/absent) and ``deleted:<mailbox>`` (yes/no: a delete left
+its record ``<state_dir>/mail/<mailbox>.deleted``, removed by restore), and :func:`observe_mailboxes`
+reads them all.
+
+Delete keeps the mailbox suspended (the same operation as a suspend first) and then archives and removes
+its maildir: a deleted mailbox bounces its mail instead of delivering it into a new, empty maildir.
 
 A backend supplies the shell that reads the flags into ``$cur``, sets the flags listed in ``$new`` and
 clears the flags listed in ``$drop`` (see :class:`FlagShell`).
@@ -23,22 +29,27 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import OP_ID
-from connectors.mail.flags import ALL, parse_flags
+from connectors.mail.flags import ALL, difference, parse_flags
+from connectors.observed import Observed, combine
 from connectors.validate import UnsafeValue, mailbox, q
 
 __all__ = [
     "FlagShell",
     "MailResource",
     "command",
+    "deleted_path",
     "flag_script",
+    "mark_deleted",
+    "observe_mailboxes",
     "op_id",
     "parse_resource",
     "record_path",
+    "status_maildir",
 ]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_./:=@+,%-]{1,200}$")
@@ -118,6 +129,32 @@ def record_path(state_dir: str, box: str) -> str:
     return f"{state_dir}/mail/{box}.flags"
 
 
+def status_maildir(maildir: Callable[[str], str], box: str) -> str | None:
+    """The maildir ``status`` looks at: ``maildir(box)``, or None when the mailbox's name cannot be a path
+    (``o'neil@``): such a mailbox is suspended and resumed, but never deleted, so there is nothing to see."""
+    try:
+        return maildir(box)
+    except UnsafeValue:
+        return None
+
+
+def deleted_path(state_dir: str, box: str) -> str:
+    """The host's record that a delete archived and removed the mailbox's maildir."""
+    return f"{state_dir}/mail/{box}.deleted"
+
+
+def mark_deleted(script: str, state_dir: str, boxes: Sequence[str], *, deleted: bool) -> str:
+    """A delete's (``deleted``) or a restore's archive script, followed, once it succeeded, by writing or
+    removing each mailbox's :func:`deleted_path` record. The archive script runs in a subshell: it may end
+    early with ``exit 0`` (nothing left to do) and the record is still brought up to date."""
+    paths = " ".join(q(deleted_path(state_dir, box)) for box in boxes)
+    if deleted:
+        mark = f'mkdir -p -- {q(state_dir + "/mail")}\nfor _md in {paths}; do [ -e "$_md" ] || : > "$_md"; done'
+    else:
+        mark = f"rm -f -- {paths}"
+    return f"_md_archive() {{\n{script}\n}}\n( _md_archive ) || exit $?\n{mark}\n"
+
+
 @dataclass(frozen=True)
 class FlagShell:
     """A backend's shell for one mailbox (``$m`` holds it): ``read`` sets ``$cur`` to the flags now;
@@ -132,8 +169,10 @@ class FlagShell:
     clear: str
 
 
-def flag_script(action: str, box: str, state_dir: str, requested: str, backend: FlagShell) -> str:
-    """The script of one suspend/resume/status operation on one mailbox."""
+def flag_script(action: str, box: str, state_dir: str, requested: str, backend: FlagShell,
+                maildir: str | None = None) -> str:
+    """The script of one suspend/resume/status operation on one mailbox (``maildir``: its folder, whose
+    presence ``status`` reports; None for a mailbox no maildir path can name, which no delete removes)."""
     rec = record_path(state_dir, box)
     head = f"""{_SETS}
 m={q(box)}
@@ -198,7 +237,11 @@ fact "added:$m" ''
 fact "suspended:$m" no
 """
     elif action == "status":
-        body = """
+        body = "" if maildir is None else f"""
+if [ -d {q(maildir)} ]; then fact "maildir:$m" present; else fact "maildir:$m" absent; fi
+if [ -e {q(deleted_path(state_dir, box))} ]; then fact "deleted:$m" yes; else fact "deleted:$m" no; fi
+"""
+        body += """
 fact "flags:$m" "$cur"
 if [ -f "$rec" ]; then
   _mf_record
@@ -212,3 +255,29 @@ fi
     else:
         raise ValueError(f"mail: no flag script for action {action!r}")
     return head + body
+
+
+def observe_mailboxes(facts: Mapping[str, str]) -> Observed:
+    """Each mailbox from its ``status`` facts: suspended while the record of its suspension exists and
+    every flag that suspension set is still set; deleted when, suspended so, a delete removed its maildir
+    (the host's record of the delete is there and the maildir is not: a mailbox that never received mail
+    has no maildir either); active otherwise (flags cleared by hand count as active: a suspend sets them again)."""
+    boxes = [k[len("suspended:"):] for k in facts if k.startswith("suspended:")]
+    return combine({box: _observe_box(box, facts) for box in boxes}, what="mailbox")
+
+
+def _observe_box(box: str, facts: Mapping[str, str]) -> Observed:
+    record, now = facts[f"suspended:{box}"], facts.get(f"flags:{box}")
+    gone = facts.get(f"deleted:{box}") == "yes" and facts.get(f"maildir:{box}") == "absent"
+    if record not in ("yes", "no") or now is None:
+        return Observed("unknown", f"incomplete facts: suspended {record}, flags {now}")
+    try:
+        cleared = difference(facts.get(f"added:{box}", ""), now) if record == "yes" else ""
+    except UnsafeValue:
+        return Observed("unknown", f"unreadable flags: {now!r}")
+    if record == "yes" and not cleared:
+        return Observed("deleted", "maildir deleted, flags " + now) if gone else Observed("suspended", "flags " + now)
+    detail = f"flags {now or 'none'}"
+    if cleared:
+        detail = f"flags {cleared} of the suspension were cleared by hand; " + detail
+    return Observed("active", detail + ("; its maildir was deleted" if gone else ""))

@@ -28,14 +28,25 @@ the configured ``postmap``, ``postfix reload``, ``doveadm reload``,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, check_roots, restore_ops
+from connectors.archive import archive_ops, check_archive_dir, check_roots, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, op_id
+from connectors.mail import (
+    FlagShell,
+    command,
+    flag_script,
+    mark_deleted,
+    observe_mailboxes,
+    op_id,
+    status_maildir,
+)
 from connectors.mail.flags import FLAGS, difference
+from connectors.observed import Observed
+from connectors.probe import require_commands
 from connectors.resources import mail_resource
 from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
@@ -115,14 +126,16 @@ _DP_SPEC_
   chmod 0644 $_dp_tmp || fail "cannot set the mode of$_dp_tmp"
   for _dp_x in $_dp_todo; do
     _dp_f=${_dp_x#*:}
-    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
-    changed
+    # what the handler must do is written before the change it stands for: a batch that dies between
+    # the two leaves a reload to do, never a change that is on disk but not loaded
     [ -d "$st" ] || mkdir -p "$st"
     case ${_dp_x%%:*} in
       dovecot) : > "$st/dovecot.reload" ;;
       kick) : > "$st/dovecot.reload"; printf '%s\n' "$m" >> "$st/dovecot.kick" ;;
       postfix) : > "$st/postfix.rebuild" ;;
-    esac
+    esac || fail "cannot record the reload for $_dp_f in $st"
+    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
+    changed
   done
 }
 """
@@ -276,32 +289,51 @@ class DovecotPostfixConnector:
         acct = account_id(account)
         res = mail_resource(resource)
         s = self.settings
-        if action in ("suspend", "resume", "status"):
+        ops = []
+        if action in ("suspend", "resume", "status", "delete"):
             supported = self.supported()
             requested = "".join(c for c in res.flags if c in supported)
             unsupported = difference(res.flags, supported)
             handlers = (DOVECOT_HANDLER, POSTFIX_HANDLER) if action != "status" else ()
-            ops = []
+            flag_action = "suspend" if action == "delete" else action  # a deleted mailbox stays suspended
             for box in res.mailboxes:
-                script = flag_script(action, box, s.state_dir, requested, self._shell(box))
-                if action == "suspend" and unsupported:
+                maildir = status_maildir(self._maildir, box) if action == "status" else None
+                script = flag_script(flag_action, box, s.state_dir, requested, self._shell(box), maildir)
+                if flag_action == "suspend" and unsupported:
                     script += f'\nfact "unsupported:$m" {q(unsupported)}\n'
                 ops.append(Operation(op_id(acct, action, box), acct, f"mail:{action}", script, handlers))
-            return ops
+            if action != "delete":
+                return ops
         if not res.mailboxes:
             return []
         dirs = [self._maildir(box) for box in res.mailboxes]
         if action == "delete":
             script = archive_ops(acct, dirs, s.mail_roots, s.archive_dir, "mail")
+            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=True)
         elif action == "restore":
             for key in ("archive", "sha256"):
                 if not resource.get(key):
                     raise UnsafeValue("mail restore", resource,
                                       f"needs {key!r} (a fact of the delete that archived it)")
             script = restore_ops(acct, dirs, s.mail_roots, s.archive_dir, resource["archive"], resource["sha256"])
+            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=False)
         else:
             raise ValueError(f"mail connector: unknown action {action!r}")
-        return [Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+        return [*ops, Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        return observe_mailboxes(facts)
+
+    def check_script(self) -> str:
+        """The configured dovecot and postfix commands and what deletions need exist; the version of both."""
+        s = self.settings
+        lines = require_commands([("postmap_command", s.postmap_command),
+                                  ("postfix_reload_command", s.postfix_reload_command),
+                                  ("dovecot_reload_command", s.dovecot_reload_command),
+                                  ("kick_command", s.kick_command)]) + probe_lines(s.archive_dir)
+        lines.append('fact version "dovecot $(dovecot --version 2>/dev/null | cut -d" " -f1), '
+                     'postfix $(postconf -h mail_version 2>/dev/null)"')
+        return "\n".join(lines)
 
     def handlers(self) -> list[Handler]:
         s = self.settings

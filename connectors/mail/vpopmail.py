@@ -14,15 +14,26 @@ add those of :mod:`connectors.archive`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, restore_ops
+from connectors.archive import archive_ops, check_archive_dir, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
-from connectors.mail import FlagShell, command, flag_script, op_id
+from connectors.mail import (
+    FlagShell,
+    command,
+    flag_script,
+    mark_deleted,
+    observe_mailboxes,
+    op_id,
+    status_maildir,
+)
+from connectors.observed import Observed
+from connectors.probe import require_commands
 from connectors.resources import mail_resource
-from connectors.validate import UnsafeValue, account_id, path, path_under
+from connectors.validate import UnsafeValue, account_id, path, path_under, q
 
 __all__ = ["VMODUSER_BITS", "VpopmailConnector", "VpopmailSettings"]
 
@@ -132,27 +143,45 @@ _vp_gid() {{
         acct = account_id(account)
         res = mail_resource(resource)
         s = self.settings
-        if action in ("suspend", "resume", "status"):
+        ops = []
+        if action in ("suspend", "resume", "status", "delete"):
             shell = self._shell()
-            return [
+            flag_action = "suspend" if action == "delete" else action  # a deleted mailbox stays suspended
+            ops = [
                 Operation(op_id(acct, action, box), acct, f"mail:{action}",
-                          flag_script(action, box, s.state_dir, res.flags, shell))
+                          flag_script(flag_action, box, s.state_dir, res.flags, shell,
+                                      status_maildir(self._maildir, box) if action == "status" else None))
                 for box in res.mailboxes
             ]
+            if action != "delete":
+                return ops
         if not res.mailboxes:
             return []
         dirs = [self._maildir(box) for box in res.mailboxes]
         if action == "delete":
             script = archive_ops(acct, dirs, [s.domains_dir], s.archive_dir, "mail")
+            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=True)
         elif action == "restore":
             for key in ("archive", "sha256"):
                 if not resource.get(key):
                     raise UnsafeValue("mail restore", resource,
                                       f"needs {key!r} (a fact of the delete that archived it)")
             script = restore_ops(acct, dirs, [s.domains_dir], s.archive_dir, resource["archive"], resource["sha256"])
+            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=False)
         else:
             raise ValueError(f"mail connector: unknown action {action!r}")
-        return [Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+        return [*ops, Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        return observe_mailboxes(facts)
+
+    def check_script(self) -> str:
+        """The configured vuserinfo and vmoduser and what deletions need exist."""
+        s = self.settings
+        lines = require_commands([("vuserinfo_command", s.vuserinfo_command),
+                                  ("vmoduser_command", s.vmoduser_command)]) + probe_lines(s.archive_dir)
+        lines.append(f'fact version {q(f"vpopmail tools: {s.vuserinfo_command}, {s.vmoduser_command}")}')
+        return "\n".join(lines)
 
     def handlers(self) -> list[Handler]:
         return []

@@ -48,6 +48,10 @@ class ApacheConnector(WebConnector):
         return (f"^[[:space:]]*IncludeOptional[[:space:]]+[\"']?{ere(self.settings.hook_dir)}/{ere(site)}"
                 r"\.conf[\"']?[[:space:]]*$")
 
+    def version_script(self) -> str:
+        return ('if _c=$(command -v apache2ctl || command -v apachectl); then '
+                'fact version "$("$_c" -v 2>&1 | head -n1)"; fi')
+
     def redirect_snippet(self, site: str, target: str) -> list[str]:
         # '%' would start a back-reference in a substitution; NE keeps the URL as written
         return ["RewriteEngine On", f"RewriteRule ^ {target.replace('%', chr(92) + '%')} [R=302,L,QSD,NE]"]

@@ -11,7 +11,8 @@ Operations (one per site; ids ``<account>:web:<backend>:<action>:<site>``):
 ``suspend``  fails that site's operation when the hook is missing from every file below ``vhost_dir``;
              otherwise writes the snippet, unless an identical one is already there (then: no change).
 ``resume``   removes the snippet (absent already: no change).
-``status``   facts ``<site>.hook`` (present|missing), ``<site>.suspended`` (yes|no).
+``status``   facts ``<site>.hook`` (present|missing), ``<site>.suspended`` (yes|no: the snippet exists),
+             ``<site>.vhost`` (present|absent); :meth:`WebConnector.observe` reads them.
 ``delete``   archives the account's vhost files (``<vhost_dir>/<vhost_name>``) with
              :func:`connectors.archive.archive_ops` (archive -> verify -> remove; facts ``archive``,
              ``sha256``, ``paths``...), then per site removes a dangling ``<enabled_dir>`` link and the
@@ -26,7 +27,8 @@ new one under ``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>
 it runs the config test; when it passes, one graceful reload. When it fails, every change of the batch
 is rolled back to its previous state, then each is re-applied alone with a config test: those that pass
 stay, those that fail are rolled back and their operation is reported failed with ``config test failed:
-<first line of the test's output>``. One reload follows if anything stayed. A reload that fails rolls
+<the cause>``, the lines of the test's output that name it (nginx's ``[emerg]``/``[error]`` lines,
+apache's syntax error; else its last line). One reload follows if anything stayed. A reload that fails rolls
 back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
 
 Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
@@ -39,12 +41,15 @@ from __future__ import annotations
 import base64
 import re
 import shlex
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, restore_ops
+from connectors.archive import archive_ops, check_archive_dir, probe_lines, restore_ops
 from connectors.base import Action, Handler, Operation
+from connectors.observed import Observed, combine
+from connectors.probe import require_commands
 from connectors.resources import web_sites
 from connectors.validate import UnsafeValue, account_id, path, path_under, q, url
 
@@ -148,9 +153,21 @@ class WebSettings(BaseModel):
         return self
 
 
-_FIRST_LINE = (
-    "awk 'NF && !d { if (p != \"\") { print p \" \" $0; d=1; exit } "
-    "if ($0 ~ /:$/) { p=$0; next } print; d=1; exit } END { if (!d && p != \"\") print p }' "
+# What a failed config test or reload said, in one line of at most 300 characters: the lines that name
+# the cause, i.e. nginx's "[emerg]" / "[alert]" / "[crit]" / "[error]" lines (a reload's first line is
+# "[notice] signal process started", the cause comes after it) and apache's error-log levels and
+# "Syntax error on line N of FILE:" (joined with the line after it), up to three joined by " / ";
+# without any, the last non-empty line that is not apache's boilerplate ("Action '...' failed.").
+_CAUSE = (
+    "awk 'function keep(s) { if (n < 3) { out = out (n ? \" / \" : \"\") s; n++ } } "
+    "{ sub(/\\r$/, \"\") } NF == 0 { next } "
+    "join != \"\" { keep(join \" \" $0); join = \"\"; next } "
+    "/\\[([a-z_]+:)?(emerg|alert|crit|error)\\]/ || /Syntax error on line/ { "
+    "if ($0 ~ /:$/) { join = $0; next } keep($0); next } "
+    "{ any = $0 } "
+    "!/^Action .* failed\\.$/ && !/^The Apache error log may have more information\\.$/ { last = $0 } "
+    "END { if (join != \"\") keep(join); if (n) print out; else if (last != \"\") print last; "
+    "else if (any != \"\") print any; else print \"no output\" }' "
     "\"$_ar_tmp/web.out\" | cut -c1-300"
 )
 
@@ -334,6 +351,41 @@ if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else f
 """
         return self._op(account, "status", site, script, notify=False)
 
+    def observe(self, facts: Mapping[str, str]) -> Observed:
+        """Each site from its ``status`` facts: suspended while its snippet exists *and* a vhost carries
+        the hook that includes it; deleted once its vhost file and every hook are gone; active otherwise."""
+        sites = {k[: -len(".suspended")]: v for k, v in facts.items() if k.endswith(".suspended")}
+        return combine({site: self._observe_site(site, snippet, facts) for site, snippet in sites.items()},
+                       what="site")
+
+    @staticmethod
+    def _observe_site(site: str, snippet: str, facts: Mapping[str, str]) -> Observed:
+        hook, vhost = facts.get(f"{site}.hook"), facts.get(f"{site}.vhost")
+        if snippet not in ("yes", "no") or hook not in ("present", "missing") or vhost not in ("present", "absent"):
+            return Observed("unknown", f"incomplete facts: snippet {snippet}, hook {hook}, vhost {vhost}")
+        if hook == "present":
+            if snippet == "yes":
+                return Observed("suspended", "snippet in place")
+            return Observed("active", "no snippet" + ("" if vhost == "present" else "; served by a vhost elsewhere"))
+        if vhost == "absent":
+            return Observed("deleted", "vhost gone" + ("; a stale snippet is left" if snippet == "yes" else ""))
+        return Observed("active", "the vhost has no hook: its snippet is not included" if snippet == "yes"
+                        else "the vhost has no hook")
+
+    def check_script(self) -> str:
+        """The configured config test and reload commands exist, what deletions need
+        (:func:`connectors.archive.probe_lines`), and ``hook_dir`` is not a file."""
+        s = self.settings
+        lines = require_commands([("config_test", s.config_test), ("reload", s.reload)]) + probe_lines(s.archive_dir)
+        lines.append(f'[ ! -e {q(s.hook_dir)} ] || [ -d {q(s.hook_dir)} ] || '
+                     f'fail {q(f"hook_dir {s.hook_dir} is not a folder")}')
+        lines.append(self.version_script())
+        return "\n".join(lines)
+
+    def version_script(self) -> str:
+        """Script lines reporting the server's ``version`` fact."""
+        return ":"
+
     def _kind(self) -> str:
         return f"{self.backend}_vhost"
 
@@ -406,7 +458,7 @@ _w_pend={q(self.pending_dir)}
 _w_hooks={q(s.hook_dir)}
 _w_test() {{ {test} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
 _w_reload() {{ {reload} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
-_w_first() {{ {_FIRST_LINE}; }}
+_w_first() {{ {_CAUSE}; }}
 _w_put() {{  # site file: install file as the site's snippet
   cp -- "$2" "$_w_hooks/$1.conf.arrears-tmp" && chmod 644 -- "$_w_hooks/$1.conf.arrears-tmp" &&
     mv -f -- "$_w_hooks/$1.conf.arrears-tmp" "$_w_hooks/$1.conf"

@@ -47,6 +47,9 @@ class NginxConnector(WebConnector):
     def redirect_snippet(self, site: str, target: str) -> list[str]:
         return [f"return 302 {target};"]
 
+    def version_script(self) -> str:
+        return 'if command -v nginx >/dev/null; then fact version "$(nginx -v 2>&1)"; fi'
+
     def page_snippet(self, site: str, page: str) -> list[str]:
         s = self.settings
         return [

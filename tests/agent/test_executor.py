@@ -144,15 +144,21 @@ def test_unreachable_host_waits_while_other_hosts_finish(world: World) -> None:
     assert world.state("b2") == "suspended"
     assert world.state("a1") == "debtor"  # not every host applied it: the state is not written
     [mail_job] = world.jobs(host="mail1")
-    assert (mail_job.status, mail_job.attempts) == ("pending", 1)
+    assert (mail_job.status, mail_job.attempts) == ("pending", 0)  # an unreachable host is not an attempt
     assert mail_job.next_attempt_at == day(8) + timedelta(seconds=60)
     assert "connection refused" in (mail_job.last_error or "")
     # no suspension notice before the suspension took effect
     assert [n.rendered.subject for n in world.notifier.sent if n.to == "a1@example.net"][-1] == "pre_suspension"
-    # still unreachable later: it keeps waiting, with back-off, never given up
-    for _ in range(4):
-        world.run(8.5)
-    assert world.jobs(host="mail1")[0].status == "pending"
+    # still unreachable later: it keeps waiting, with a growing back-off, never given up; more tries than
+    # max_attempts leave it pending with no attempt counted
+    waits = []
+    for _ in range(SETTINGS.max_attempts + 5):
+        at = mail_job.next_attempt_at  # each run when the job is due again
+        world.run((at - DAY0) / timedelta(days=1))
+        [mail_job] = world.jobs(host="mail1")
+        waits.append(mail_job.next_attempt_at - at)
+    assert (mail_job.status, mail_job.attempts) == ("pending", 0)
+    assert waits == sorted(waits) and waits[-1] == timedelta(seconds=SETTINGS.backoff_max_seconds)
     world.fleet.heal_host("mail1")
     _, x = world.run(9)
     assert world.state("a1") == "suspended"
@@ -284,12 +290,18 @@ def test_tick_reads_only_due_accounts_and_sets_the_next_check(world: World) -> N
             datetime(2026, 3, 6, 23, tzinfo=UTC)
 
 
-def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("changed_at_the_same_instant", [False, True])
+def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                                changed_at_the_same_instant: bool) -> None:
     import agent.tick
     from agent.imports import touch
 
     suspend_day(world)
+    if changed_at_the_same_instant:  # an earlier change carries the tick's own clock already (same --at)
+        with world.store.session() as s:
+            acc = s.get(m.Account, "a1")
+            assert acc is not None
+            touch(acc, day(8))
     original = agent.tick.evaluate_chunks
 
     def racing(session, policy, now, **kw):  # type: ignore[no-untyped-def]
@@ -299,7 +311,7 @@ def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World,
             assert acc is not None
             other.add(m.LedgerEntry(account="a1", at=day(8), amount=Decimal(10), kind="payment", method="card",
                                     ref="racing"))
-            touch(acc)
+            touch(acc, day(8))
         yield from items
 
     monkeypatch.setattr(agent.tick, "evaluate_chunks", racing)

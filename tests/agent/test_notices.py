@@ -227,7 +227,8 @@ def test_context_amounts_days_and_next_measure() -> None:
     ("-1234.5", "EUR", "de", "-1.234,50\u00a0€"),
     ("-0.004", "USD", "en", "$0.00"),
     ("1234567", "JPY", "en", "¥1,234,567"),
-    ("12.345", "XTS", "en", "12.35 XTS"),
+    ("5", "BHD", "en", "BHD5.000"),
+    ("1234.5", "EUR", "fr", "1\u202f234,50\u00a0€"),
 ])
 def test_format_money(amount: str, currency: str, locale: str, expected: str) -> None:
     assert format_money(Decimal(amount), currency, locale) == expected
@@ -273,7 +274,8 @@ def test_the_staff_message_about_a_notice_has_its_own_message_id() -> None:
 def test_5xx_at_the_end_of_data_is_a_permanent_failure(templates: Templates, smtp: SmtpServer) -> None:
     settings = settings_for(smtp)
     smtp.reject_data.add("billing1@customer.example")
-    results = SmtpNotifier(settings).send([notice_for(templates, settings, 1), notice_for(templates, settings, 2)])
+    batch = [notice_for(templates, settings, 1), notice_for(templates, settings, 2)]
+    results = SmtpNotifier(settings, clock=lambda: NOW).send(batch)
     bounced = results["acct-1:7:pre_suspension"]
     assert not bounced.ok and bounced.permanent and bounced.error is not None
     assert bounced.error.startswith("message refused: 550 5.7.1 <billing1@customer.example>")
@@ -287,7 +289,7 @@ def test_5xx_at_the_end_of_data_is_a_permanent_failure(templates: Templates, smt
 def test_batch_goes_over_one_connection_to_the_billing_addresses(templates: Templates, smtp: SmtpServer) -> None:
     settings = settings_for(smtp)
     batch = [notice_for(templates, settings, n) for n in (1, 2, 3)]
-    results = make_notifier(settings).send(batch)
+    results = make_notifier(settings, clock=lambda: NOW).send(batch)
     assert results == {n.key: results[n.key] for n in batch}
     assert all(r.ok and r.error is None for r in results.values())
     received = smtp.wait_messages(3)
@@ -313,7 +315,7 @@ def test_text_only_notice_is_a_single_part(templates: Templates, smtp: SmtpServe
     settings = settings_for(smtp)
     notice = notice_for(templates, settings, 4, stage="deleted", currency="USD", locale="en")
     assert notice.rendered.html is None
-    assert make_notifier(settings).send([notice])[notice.key].ok
+    assert make_notifier(settings, clock=lambda: NOW).send([notice])[notice.key].ok
     msg = smtp.wait_messages(1)[0].message
     assert msg.get_content_type() == "text/plain"
     assert "-$1,234.50" in msg.get_content()
@@ -324,7 +326,7 @@ def test_starttls_and_login(templates: Templates, tls_smtp: SmtpServer, monkeypa
     settings = settings_for(tls_smtp, starttls=True, username=SMTP_USER, password_env="ARREARS_TEST_SMTP_PASSWORD",
                             ca_file=str(tls_smtp.ca_file))
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
-    results = make_notifier(settings).send(batch)
+    results = make_notifier(settings, clock=lambda: NOW).send(batch)
     assert all(r.ok for r in results.values()), results
     received = tls_smtp.wait_messages(2)
     assert all(m.tls and m.authenticated for m in received)
@@ -337,7 +339,7 @@ def test_tls_server_not_trusted_is_not_sent_to(templates: Templates, tls_smtp: S
     monkeypatch.setenv("ARREARS_TEST_SMTP_PASSWORD", SMTP_PASSWORD)
     settings = settings_for(tls_smtp, starttls=True, username=SMTP_USER, password_env="ARREARS_TEST_SMTP_PASSWORD")
     notice = notice_for(templates, settings, 1)
-    result = make_notifier(settings).send([notice])[notice.key]
+    result = make_notifier(settings, clock=lambda: NOW).send([notice])[notice.key]
     assert not result.ok and not result.permanent
     assert "CERTIFICATE_VERIFY_FAILED" in (result.error or "")
     assert tls_smtp.messages == [] and tls_smtp.logins == []
@@ -347,11 +349,12 @@ def test_wrong_or_missing_password_is_a_temporary_failure(templates: Templates, 
     settings = settings_for(tls_smtp, starttls=True, username=SMTP_USER, password_env="ARREARS_TEST_SMTP_PASSWORD",
                             ca_file=str(tls_smtp.ca_file))
     notice = notice_for(templates, settings, 1)
-    wrong = SmtpNotifier(settings, environ={"ARREARS_TEST_SMTP_PASSWORD": "not-it"}).send([notice])[notice.key]
+    wrong = SmtpNotifier(settings, clock=lambda: NOW,
+                         environ={"ARREARS_TEST_SMTP_PASSWORD": "not-it"}).send([notice])[notice.key]
     assert not wrong.ok and not wrong.permanent
     assert "login" in (wrong.error or "") and "535" in (wrong.error or "")
     assert "not-it" not in (wrong.error or "")
-    missing = SmtpNotifier(settings, environ={}).send([notice])[notice.key]
+    missing = SmtpNotifier(settings, clock=lambda: NOW, environ={}).send([notice])[notice.key]
     assert not missing.ok and not missing.permanent
     assert "ARREARS_TEST_SMTP_PASSWORD" in (missing.error or "")
     assert tls_smtp.messages == []
@@ -362,7 +365,7 @@ def test_5xx_for_one_recipient_fails_only_that_notice(templates: Templates, smtp
     batch = [notice_for(templates, settings, n) for n in (1, 2, 3, 4)]
     smtp.reject.add("billing2@customer.example")
     smtp.defer.add("billing3@customer.example")
-    results = make_notifier(settings).send(batch)
+    results = make_notifier(settings, clock=lambda: NOW).send(batch)
     assert results[batch[0].key].ok and results[batch[3].key].ok
     bounced, deferred = results[batch[1].key], results[batch[2].key]
     assert not bounced.ok and bounced.permanent and "550" in (bounced.error or "")
@@ -384,7 +387,7 @@ def test_each_result_is_reported_before_the_next_message_goes_out(templates: Tem
         with smtp.lock:
             reported.append((notice.key, result.ok, len(smtp.messages)))
 
-    results = make_notifier(settings).send([*batch, bad], on_result=on_result)
+    results = make_notifier(settings, clock=lambda: NOW).send([*batch, bad], on_result=on_result)
     assert reported == [("k-bad", False, 0), (batch[0].key, True, 1), (batch[1].key, False, 1),
                         (batch[2].key, True, 2)]
     assert {k: r.ok for k, r in results.items()} == {k: ok for k, ok, _ in reported}
@@ -398,7 +401,7 @@ def test_a_failing_report_stops_the_batch(templates: Templates, smtp: SmtpServer
         raise RuntimeError("cannot record")
 
     with pytest.raises(RuntimeError, match="cannot record"):
-        make_notifier(settings).send(batch, on_result=on_result)
+        make_notifier(settings, clock=lambda: NOW).send(batch, on_result=on_result)
     assert [m.rcpt_tos for m in smtp.wait_messages(1)] == [("billing1@customer.example",)]
     with smtp.lock:
         assert len(smtp.messages) == 1  # what cannot be recorded is not followed by more
@@ -409,7 +412,8 @@ def test_connection_failure_is_reported_for_every_notice(templates: Templates) -
                                                                       "timeout": 2})
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
     reported: dict[str, Any] = {}
-    results = make_notifier(settings).send(batch, on_result=lambda n, r: reported.__setitem__(n.key, r))
+    results = make_notifier(settings, clock=lambda: NOW).send(
+        batch, on_result=lambda n, r: reported.__setitem__(n.key, r))
     assert reported == results and len(results) == 2
 
 
@@ -417,7 +421,7 @@ def test_server_down_is_a_temporary_failure_for_all(templates: Templates) -> Non
     settings = notice_settings(from_addr="billing@example.com", smtp={"host": "127.0.0.1", "port": free_port(),
                                                                       "timeout": 2})
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
-    results = make_notifier(settings).send(batch)
+    results = make_notifier(settings, clock=lambda: NOW).send(batch)
     assert set(results) == {n.key for n in batch}
     for result in results.values():
         assert not result.ok and not result.permanent
@@ -430,12 +434,12 @@ def test_invalid_billing_address_fails_permanently_without_connecting(templates:
     good = notice_for(templates, settings, 1)
     bad = OutgoingNotice(key="k-bad", to="not an address", message_id=good.message_id, rendered=good.rendered)
     none = OutgoingNotice(key="k-none", to="", message_id=good.message_id, rendered=good.rendered)
-    results = make_notifier(settings).send([bad, none])
+    results = make_notifier(settings, clock=lambda: NOW).send([bad, none])
     assert not results["k-bad"].ok and results["k-bad"].permanent
     assert not results["k-none"].ok and results["k-none"].permanent
     assert results["k-none"].error == "the account has no billing address"
     assert smtp.connections == 0
-    assert make_notifier(settings).send([]) == {}
+    assert make_notifier(settings, clock=lambda: NOW).send([]) == {}
     assert smtp.connections == 0
 
 
@@ -445,14 +449,14 @@ def test_invalid_billing_address_fails_permanently_without_connecting(templates:
 def test_spool_writes_each_notice_once(templates: Templates, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     settings = settings_for(spool=spool)
-    notifier = make_notifier(settings)
+    notifier = make_notifier(settings, clock=lambda: NOW)
     assert isinstance(notifier, SpoolNotifier)
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
     assert all(r.ok for r in notifier.send(batch).values())
     files = sorted(spool.glob("*.eml"))
     assert [f.name for f in files] == ["acct-1:7:pre_suspension.eml", "acct-2:7:pre_suspension.eml"]
     before = {f: f.read_bytes() for f in files}
-    again = make_notifier(settings).send(batch)
+    again = make_notifier(settings, clock=lambda: NOW).send(batch)
     assert all(r.ok for r in again.values())
     assert {f: f.read_bytes() for f in sorted(spool.glob("*.eml"))} == before
     assert not list(spool.glob(".tmp-*"))
@@ -463,7 +467,7 @@ def test_spool_writes_each_notice_once(templates: Templates, tmp_path: Path) -> 
 
 def test_spool_reports_each_notice_once_its_file_is_in_place(templates: Templates, tmp_path: Path) -> None:
     settings = settings_for(spool=tmp_path / "spool")
-    notifier = SpoolNotifier(settings)
+    notifier = SpoolNotifier(settings, clock=lambda: NOW)
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
     seen: list[tuple[str, bool, list[str]]] = []
 
@@ -480,7 +484,7 @@ def test_spool_key_cannot_escape_the_folder(templates: Templates, tmp_path: Path
     settings = settings_for(spool=spool)
     good = notice_for(templates, settings, 1)
     notice = OutgoingNotice(key="../../etc/evil", to=good.to, message_id=good.message_id, rendered=good.rendered)
-    assert make_notifier(settings).send([notice])[notice.key].ok
+    assert make_notifier(settings, clock=lambda: NOW).send([notice])[notice.key].ok
     written = list(tmp_path.rglob("*.eml"))
     assert len(written) == 1 and written[0].parent == spool
 

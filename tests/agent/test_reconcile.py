@@ -1,5 +1,6 @@
-"""Reconcile (agent.reconcile) on a FakeFleet: facts of each connector mapped to a state, hand-made
-changes found, repaired through the outbox, unreachable hosts and work in flight reported, not guessed."""
+"""Reconcile (agent.reconcile) on a FakeFleet: hand-made changes found, repaired through the outbox,
+unreachable hosts and work in flight reported, not guessed. What each backend's facts mean is its
+connector's ``observe`` (tests/connectors/test_observe.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from agent import actions
 from agent.config import AgentSettings
 from agent.executor import execute
 from agent.imports import import_accounts
-from agent.reconcile import observed_state, reconcile
+from agent.reconcile import reconcile
 from agent.store import models as m
 from agent.store.db import Store
 from connectors.testing import FakeFleet
@@ -25,29 +26,6 @@ ACCOUNTS = [
                                "mail": {"host": "mail1", "mailboxes": ["x@a1.example"]}}},
     {"id": "b2", "resources": {"web": {"host": "web1", "sites": ["b2.example"]}}},
 ]
-
-
-@pytest.mark.parametrize(("service", "facts", "state"), [
-    ("web", {"a.example.hook": "present", "a.example.suspended": "yes", "a.example.vhost": "present"}, "suspended"),
-    ("web", {"a.example.suspended": "no", "b.example.suspended": "no"}, "active"),
-    ("web", {"a.example.suspended": "yes", "b.example.suspended": "no"}, "partial"),
-    ("web", {"a.example.suspended": "no", "a.example.vhost": "absent"}, "deleted"),
-    ("mail", {"suspended:x@a.example": "yes", "flags:x@a.example": "dpwibr"}, "suspended"),
-    ("mail", {"suspended:x@a.example": "no"}, "active"),
-    ("login", {"suspended": "yes", "expire": "1", "crontab_saved": "yes"}, "suspended"),
-    ("login", {"suspended": "no", "expire": "", "crontab_saved": "no"}, "active"),
-    # undone by hand while the agent's record says suspended
-    ("web", {"a.example.hook": "missing", "a.example.suspended": "yes"}, "active"),
-    ("mail", {"suspended:x@a.example": "yes", "added:x@a.example": "pwib", "flags:x@a.example": "wi"}, "active"),
-    ("mail", {"suspended:x@a.example": "yes", "added:x@a.example": "pw", "flags:x@a.example": "dpw"}, "suspended"),
-    ("login", {"suspended": "yes", "expire": "", "crontab_saved": "no"}, "active"),
-    ("home", {"exists": "yes"}, "present"),
-    ("home", {"exists": "no"}, "deleted"),
-    ("web", {"state": "suspended"}, "suspended"),
-    ("mail", {}, "n/a"),
-])
-def test_connector_facts_map_to_a_state(service: str, facts: dict[str, str], state: str) -> None:
-    assert observed_state(service, facts) == state
 
 
 @pytest.fixture
@@ -100,4 +78,15 @@ def test_a_deleted_host_is_reported_but_not_fixed_and_unreachable_hosts_are_erro
     assert [(d.account, d.observed, d.fix) for d in report.differences] == [("b2", "deleted", None)]
     assert report.queued == []
     assert [(e["account"], e["host"]) for e in report.errors] == [("a1", "mail1")]
+    assert report.checked == 2
+
+
+def test_facts_that_do_not_tell_are_reported_not_guessed(store_with_accounts: Store) -> None:
+    store, fleet = store_with_accounts, FakeFleet()
+    fleet.set_facts("web1", "web", "b2", state="half-configured")
+    with store.session() as s:
+        report = reconcile(s, fleet, NOW, fix=True)
+    assert report.differences == [] and report.queued == []
+    assert [(e["account"], e["service"]) for e in report.errors] == [("b2", "web")]
+    assert "do not tell the state" in report.errors[0]["error"] and "half-configured" in report.errors[0]["error"]
     assert report.checked == 2

@@ -55,10 +55,12 @@ class Agent:
         self.fleet = fleet
         settings = NoticeSettings(from_addr="billing@hosting.example", company="Example Hosting",
                                   payment_url=PAY, support_email="help@hosting.example", spool_dir=spool)
-        self.notifier = make_notifier(settings)
+        self.now = day(0)
+        self.notifier = make_notifier(settings, clock=lambda: self.now)  # each run's own day
         self.composer = TemplateComposer(Templates.load(None), settings, policy)
 
     def run(self, n: float) -> ExecSummary:
+        self.now = day(n)
         with self.store.sessions() as s:
             tick(s, self.policy, day(n), SETTINGS)
             return execute(s, self.fleet, self.notifier, day(n), composer=self.composer, settings=SETTINGS,

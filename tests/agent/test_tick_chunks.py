@@ -207,7 +207,7 @@ def test_an_account_paid_while_its_chunk_was_evaluated_is_left_for_the_next_tick
                     assert acc is not None
                     other.add(m.LedgerEntry(account="acct-005", at=NOW, amount=Decimal(10), kind="payment",
                                             method="card", ref="racing"))
-                    touch(acc)
+                    touch(acc, NOW)
             yield chunk
 
     monkeypatch.setattr(agent.tick, "evaluate_chunks", racing)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.base import Handler, Operation, build_script, run_batch
 from connectors.local import LocalTransport
@@ -102,3 +104,56 @@ def test_batches_on_one_host_never_overlap(local: LocalTransport, tmp_path: Path
     orphan.wait(timeout=10)
     assert results and results[0].results["b:1"].ok
     assert log.read_text().split() == ["first-start", "first-end", "second"]
+
+
+def test_a_batch_killed_right_after_a_change_still_gets_its_handler_next_time(
+        local: LocalTransport, tmp_path: Path) -> None:
+    """The change is on disk, the batch dies before its result line: the handler was recorded before the
+    change, so the next batch, which finds nothing to change, runs it."""
+    done, reloads = tmp_path / "done", tmp_path / "reloads"
+    op = Operation("s:0", "a", "t", f"if [ -e {done} ]; then return 0; fi; : > {done}; changed; kill -KILL $$",
+                   ("reload",))
+    reload = Handler("reload", f"echo x >> {reloads}")
+    first = run_batch(local, [op], [reload], state_dir=str(tmp_path))
+    assert first.results["s:0"].error is not None and first.results["s:0"].error.startswith("not run")
+    assert done.exists() and not reloads.exists()
+    again = run_batch(local, [op], [reload], state_dir=str(tmp_path))
+    assert again.results["s:0"].changed is False and again.handlers["handler:reload"].ok
+    assert reloads.read_text() == "x\n"
+    assert list((tmp_path / "pending").iterdir()) == []
+
+
+def test_a_batch_that_changes_nothing_leaves_no_handler_pending(local: LocalTransport, tmp_path: Path) -> None:
+    reload = Handler("reload", "echo ran")
+    batch = run_batch(local, [Operation("s:0", "a", "t", ":", ("reload",))], [reload], state_dir=str(tmp_path))
+    assert batch.ok and batch.handlers == {}
+    assert list((tmp_path / "pending").iterdir()) == []
+
+
+def test_an_operation_whose_handler_cannot_be_recorded_is_not_run(local: LocalTransport, tmp_path: Path) -> None:
+    (tmp_path / "pending").write_text("a file where the folder should be\n")
+    touched = tmp_path / "touched"
+    ops = [Operation("s:0", "a", "t", f": > {touched}; changed", ("reload",)), Operation("s:1", "b", "t", "echo ok")]
+    batch = run_batch(local, ops, [Handler("reload", "echo ran")], state_dir=str(tmp_path))
+    r = batch.results["s:0"]
+    assert not r.ok and r.error is not None and "cannot record the pending handlers (reload)" in r.error
+    assert not touched.exists() and batch.handlers == {}
+    assert batch.results["s:1"].ok and batch.results["s:1"].stdout == "ok\n"  # the others still run
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_script_cut_anywhere_runs_nothing(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """What ``sh -s`` gets when the connection is lost during the upload: any prefix of the script."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("cut")
+    log = folder / "log"
+    ops = [Operation(f"s:{n}", f"a{n}", "t", f"echo {n} >> {log}; changed", ("reload",)) for n in range(5)]
+    script = build_script(ops, [Handler("reload", f"echo reload >> {log}")], state_dir=str(folder))
+    where = data.draw(st.floats(0, 1, exclude_max=True))
+    cut = int(where * (len(script) - 1))  # at most: short of the seal's last character
+    subprocess.run(["sh", "-s"], input=script[:cut].encode(), capture_output=True, check=False, timeout=30)
+    assert not log.exists(), f"cut at {cut} of {len(script)} ran: {log.read_text()!r}"
+    subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, check=False, timeout=30)
+    assert log.read_text().split() == ["0", "1", "2", "3", "4", "reload"]

@@ -20,6 +20,7 @@ import pytest
 
 from connectors.base import OpResult, Transport, run_batch
 from connectors.home import HomeConnector
+from connectors.observed import Observed
 from connectors.validate import UnsafeValue
 from tests.servers.base import require_binary
 from tests.servers.sshd import SshdServer, start_sshd
@@ -144,8 +145,15 @@ def test_restore_brings_the_files_back_identical(
 ) -> None:
     home = _make_home(layout["homes"] / "bob", *owner)
     before = _snapshot(home)
+
+    def observed() -> Observed:
+        return connector.observe(_one(ssh_transport, connector, "status", "acct-2", {"path": str(home)}).facts)
+
+    present = observed()  # the home connector does not suspend: present is right while suspended too
+    assert present.state == "active" and present.agrees("suspended") and not present.agrees("deleted")
     deleted = _one(ssh_transport, connector, "delete", "acct-2", {"path": str(home)})
     assert deleted.ok and not home.exists()
+    assert observed().state == "deleted"
     resource = {"path": str(home), "archive": deleted.facts["archive"], "sha256": deleted.facts["sha256"]}
 
     restored = _one(ssh_transport, connector, "restore", "acct-2", resource)
@@ -153,6 +161,7 @@ def test_restore_brings_the_files_back_identical(
     assert restored.ok, restored.error
     assert restored.changed
     assert _snapshot(home) == before
+    assert observed().state == "active"
     again = _one(ssh_transport, connector, "restore", "acct-2", resource)
     assert again.ok and not again.changed
 

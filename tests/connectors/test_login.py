@@ -14,6 +14,7 @@ import pytest
 
 from connectors.base import BatchResult, Operation, Transport, run_batch
 from connectors.login import UnixLoginConnector
+from connectors.observed import Observed
 from connectors.validate import UnsafeValue
 from tests.servers.base import require_binary, wait_for
 from tests.servers.sshd import SshdServer
@@ -179,16 +180,27 @@ def test_suspend_twice_changes_nothing_the_second_time(
 def test_status_reports_the_lock(ssh_transport: Transport, users: dict[str, Path],
                                  connector: UnixLoginConnector) -> None:
     name = next(iter(users))
+
+    def observed() -> Observed:
+        (status,) = _apply(ssh_transport, connector, "status", "acct-3", [name]).results.values()
+        return connector.observe(status.facts)
+
+    assert observed().state == "active"
     _apply(ssh_transport, connector, "suspend", "acct-3", [name])
     try:
         (status,) = _apply(ssh_transport, connector, "status", "acct-3", [name]).results.values()
         assert not status.changed
         assert status.facts["suspended"] == "yes"
         assert status.facts["expire"] == "1"
+        locked = observed()  # a deleted account stays locked the same way
+        assert locked.state == "suspended" and locked.agrees("deleted") and not locked.agrees("active")
+        _run("usermod", "-e", "", name)  # someone unlocks it by hand
+        assert observed().state == "active"
     finally:
         _apply(ssh_transport, connector, "resume", "acct-3", [name])
     (status,) = _apply(ssh_transport, connector, "status", "acct-3", [name]).results.values()
     assert status.facts["suspended"] == "no"
+    assert observed().state == "active"
 
 
 def test_system_accounts_are_refused_on_the_host(ssh_transport: Transport, connector: UnixLoginConnector) -> None:

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import BatchResult, Transport, run_batch
+from connectors.base import BatchResult, Transport, build_script, run_batch
 from connectors.local import LocalTransport
 from connectors.mail import flags
 from connectors.mail.dovecot_postfix import DovecotPostfixConnector, DovecotPostfixSettings
 from connectors.validate import UnsafeValue
+from tests.connectors.crash_window import crash, stop_after
 from tests.servers.base import wait_for
 from tests.servers.mail import MAILBOXES, MailServer, fresh_source, imap_login_ok, pop3_login_ok
+from tests.servers.sshd import SshdServer
 
 A, B = "acct-a", "acct-b"
 A_BOXES = ["info@a.test", "sales@a.test"]
@@ -105,6 +107,14 @@ def apply(transport: Transport, connector: DovecotPostfixConnector, action: str,
     return batch
 
 
+def observed(transport: Transport, connector: DovecotPostfixConnector, boxes: list[str]) -> str:
+    """What the connector reads from the real server's status facts for one account's mailboxes."""
+    facts: dict[str, str] = {}
+    for r in apply(transport, connector, "status", {A: boxes}).results.values():
+        facts.update(r.facts)
+    return connector.observe(facts).state
+
+
 # -- tests ---------------------------------------------------------------------------------------------
 
 
@@ -133,6 +143,7 @@ def test_suspend_closes_every_door_of_one_account_and_resume_opens_them_again(
 
     status = apply(transport, connector, "status", {A: A_BOXES})
     assert status.results[f"{A}:mail:status:sales@a.test"].facts["flags:sales@a.test"] == "p"
+    assert observed(transport, connector, A_BOXES) == "active"
 
     session = imaplib.IMAP4("127.0.0.1", mail_server.imap_port, timeout=10)
     session.login("info@a.test", MAILBOXES["info@a.test"])
@@ -169,6 +180,7 @@ def test_suspend_closes_every_door_of_one_account_and_resume_opens_them_again(
     assert sorted(_locked(mail_server)) == sorted(A_BOXES)
     assert access(mail_server, "info@b.test") == OPEN
     deliver(mail_server, "info@b.test")
+    assert observed(transport, connector, A_BOXES) == "suspended"
 
     # suspending again changes nothing: no operation changed, no reload ran
     again = apply(transport, connector, "suspend", {A: A_BOXES})
@@ -191,6 +203,34 @@ def test_suspend_closes_every_door_of_one_account_and_resume_opens_them_again(
     assert resumed.results[f"{A}:mail:resume:sales@a.test"].facts["flags:sales@a.test"] == "p"
     assert access(mail_server, "info@b.test") == OPEN
     assert _locked(mail_server) == []
+
+
+@pytest.mark.parametrize("then", ["cont", "kill"])
+def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
+    mail_server: MailServer, connector: DovecotPostfixConnector, transport: Transport, sshd: SshdServer,
+    tmp_path: Path, then: str,
+) -> None:
+    """The batch stops right after the mailbox's lists reached the disk, the agent is SIGKILLed, the
+    batch goes on without its connection (or is killed too): the next batch finds nothing to change and
+    still reloads dovecot and rebuilds postfix's maps, so the login is refused and no mail comes in."""
+    box = "info@a.test"
+    ops = connector.operations("suspend", A, {"mailboxes": [box]})
+    script = build_script(stop_after(ops, tmp_path / "pid"), connector.handlers(), state_dir=str(tmp_path))
+    reloads = (mail_server.reloads("postfix"), mail_server.reloads("dovecot"))
+    crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
+    assert box in _locked(mail_server)  # on disk
+    assert (mail_server.reloads("postfix"), mail_server.reloads("dovecot")) == reloads  # not loaded
+
+    again = run_batch(transport, ops, connector.handlers(), state_dir=str(tmp_path))
+    assert access(mail_server, box) == SUSPENDED
+    assert again.ok and not any(r.changed for r in again.results.values())
+    assert {name: h.ok for name, h in again.handlers.items()} == {"handler:mail-dovecot": True,
+                                                                  "handler:mail-postfix": True}
+    assert (mail_server.reloads("postfix"), mail_server.reloads("dovecot")) == (reloads[0] + 1, reloads[1] + 1)
+    assert list((tmp_path / "pending").iterdir()) == []
+
+    apply(transport, connector, "resume", {A: [box]})
+    assert access(mail_server, box) == OPEN
 
 
 def test_partial_flags_set_only_those(
@@ -216,13 +256,20 @@ def test_delete_archives_the_maildirs_and_restore_brings_them_back(
     facts = deleted.results[f"{A}:mail:delete:maildirs"].facts
     assert not maildir.exists()
     assert Path(facts["archive"]).is_file() and facts["sha256"]
+    # a deleted mailbox stays suspended: mail to it bounces instead of filling a new maildir
+    assert access(mail_server, "sales@a.test") == SUSPENDED
+    assert observed(transport, connector, ["sales@a.test"]) == "deleted"
+    assert not any(r.changed for r in apply(transport, connector, "delete", {A: ["sales@a.test"]}).results.values())
 
     restore = connector.operations("restore", A, {"mailboxes": ["sales@a.test"], **facts})
     batch = run_batch(transport, restore, connector.handlers())
     assert batch.ok, batch.results
     after = {p.relative_to(maildir): p.read_bytes() for p in maildir.rglob("*") if p.is_file()}
     assert after == before
+    assert observed(transport, connector, ["sales@a.test"]) == "suspended"  # resume follows on payment
+    apply(transport, connector, "resume", {A: ["sales@a.test"]})
     assert imap_ok(mail_server.imap_port, "sales@a.test")
+    assert observed(transport, connector, ["sales@a.test"]) == "active"
 
 
 @pytest.mark.parametrize("account, boxes", [
@@ -325,7 +372,8 @@ def test_list_files_keep_their_other_lines_modes_and_the_saved_record(tmp_path: 
     assert [(maps / n).read_text() for n in ("bounce", "norelay")] == ["", ""]
     assert not record.exists()
     assert run("status").results[f"{A}:mail:status:info@a.test"].facts == {
-        "flags:info@a.test": "p", "suspended:info@a.test": "no"}
+        "flags:info@a.test": "p", "suspended:info@a.test": "no", "maildir:info@a.test": "absent",
+        "deleted:info@a.test": "no"}
 
 
 def test_a_mailbox_with_an_apostrophe_is_suspended_and_resumed(
@@ -341,6 +389,8 @@ def test_a_mailbox_with_an_apostrophe_is_suspended_and_resumed(
     assert batch.handlers["handler:mail-dovecot"].facts["kicked"] == box
     assert access(mail_server, box, local_to="info@a.test") == SUSPENDED
     assert access(mail_server, "info@b.test", local_to="info@a.test") == OPEN  # the neighbour is untouched
+    (status,) = apply(transport, connector, "status", {B: [box]}).for_account(B)
+    assert connector.observe(status.facts).state == "suspended"
 
     again = apply(transport, connector, "suspend", {B: [box]})
     assert [r.changed for r in again.results.values()] == [False]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from agent.cli import cli
 from connectors.base import Operation, TransportError, run_batch
 from connectors.ssh import HostKeyError, SshTransport
-from tests.servers.base import free_port, wait_for
+from tests.servers.base import free_port, require_binary, wait_for
 from tests.servers.sshd import SshdServer
 
 pytestmark = pytest.mark.servers
@@ -169,8 +169,7 @@ def test_put_and_get_round_trip_with_mode(ssh_transport: SshTransport, tmp_path:
 
 @pytest.fixture
 def sudo_user(sshd: SshdServer) -> Iterator[tuple[str, Path]]:
-    if shutil.which("sudo") is None or shutil.which("useradd") is None:
-        pytest.skip("sudo/useradd not installed")
+    require_binary("sudo", "visudo", "useradd", "userdel")
     user = "arrears-sudo-t"
     subprocess.run(["userdel", "-r", user], capture_output=True)
     subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", user], check=True)  # "!" would lock key logins

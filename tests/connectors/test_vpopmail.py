@@ -196,13 +196,21 @@ def test_status_reports_flags_and_the_saved_state(
 ) -> None:
     before = apply(transport, connector, "status", A, ["sales@a.test"])
     assert before.results[f"{A}:mail:status:sales@a.test"].facts == {
-        "flags:sales@a.test": "p", "suspended:sales@a.test": "no"}
+        "flags:sales@a.test": "p", "suspended:sales@a.test": "no", "maildir:sales@a.test": "absent",
+        "deleted:sales@a.test": "no"}
+    assert connector.observe(before.results[f"{A}:mail:status:sales@a.test"].facts).state == "active"
     apply(transport, connector, "suspend", A, ["sales@a.test"])
     during = apply(transport, connector, "status", A, ["sales@a.test"]).results[f"{A}:mail:status:sales@a.test"]
     assert during.facts["flags:sales@a.test"] == "dpwibr"
     assert during.facts["before:sales@a.test"] == "p"
     assert during.facts["suspended:sales@a.test"] == "yes"
     assert not during.changed
+    assert connector.observe(during.facts).state == "suspended"
+    vpasswd = vpop.domains / "a.test" / "vpasswd"  # someone resets the gid by hand: the owner's -p is left
+    vpasswd.write_text(vpasswd.read_text().replace(f"sales:$1$x$y:1:{vpop.gid('sales@a.test')}:",
+                                                   f"sales:$1$x$y:1:{0x02 | 0x1000}:"))
+    undone = apply(transport, connector, "status", A, ["sales@a.test"]).results[f"{A}:mail:status:sales@a.test"]
+    assert connector.observe(undone.facts).state == "active"
 
 
 def test_a_missing_mailbox_fails_alone(vpop: Vpopmail, connector: VpopmailConnector, transport: Transport) -> None:
@@ -237,9 +245,17 @@ def test_delete_archives_the_maildir_and_restore_brings_it_back(
     assert deleted.ok, deleted.results
     facts = deleted.results[f"{A}:mail:delete:maildirs"].facts
     assert not (vpop.domains / "a.test" / "info").exists()
+    assert vpop.gid("info@a.test") == 0x3F  # a deleted mailbox stays suspended: mail to it bounces
+
+    def observed() -> str:
+        status = apply(transport, connector, "status", A, ["info@a.test"]).results[f"{A}:mail:status:info@a.test"]
+        return connector.observe(status.facts).state
+
+    assert observed() == "deleted"
     restored = run_batch(transport, connector.operations("restore", A, {"mailboxes": ["info@a.test"], **facts}))
     assert restored.ok, restored.results
     assert (maildir / "1.msg").read_text() == "hello\n"
+    assert observed() == "suspended"  # resume follows on payment
 
 
 @pytest.mark.parametrize("account, box", [("x;rm -rf /", "info@a.test"), (A, "../../etc@a.test"),

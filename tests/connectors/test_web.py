@@ -16,12 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.base import BatchResult, Handler, Operation, Transport, run_batch
+from connectors.base import BatchResult, Handler, Operation, Transport, build_script, run_batch
 from connectors.validate import UnsafeValue
 from connectors.web.apache import ApacheConnector
 from connectors.web.common import WebConnector
 from connectors.web.nginx import NginxConnector
+from tests.connectors.crash_window import crash, stop_after
 from tests.servers.base import wait_for
+from tests.servers.sshd import SshdServer
 from tests.servers.web import HOOKLESS_SITE, SITES, WebServer
 
 pytestmark = pytest.mark.servers
@@ -260,6 +262,33 @@ def test_a_change_the_config_test_rejects_is_rolled_back_and_the_valid_one_kept(
     assert list((server.state_dir / f"web-{server.backend}" / "pending").iterdir()) == []
 
 
+@pytest.mark.parametrize("then", ["cont", "kill"])
+def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
+        server: WebServer, transport: Transport, sshd: SshdServer, tmp_path: Path, then: str) -> None:
+    """The batch stops right after the snippet reached the disk, the agent is SIGKILLed, the batch goes
+    on without its connection (or is killed too): the next batch finds nothing to change and still
+    reloads, so the site answers 302."""
+    conn = connector(server)
+    sites = SITES[A][:1]  # one change: the first one that notifies the handler
+    ops = conn.operations("suspend", A, {"sites": sites})
+    script = build_script(stop_after(ops, tmp_path / "pid"), conn.handlers(), state_dir=str(tmp_path))
+    reloads = server.reloads()
+    crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
+    assert all((server.hook_dir / f"{site}.conf").exists() for site in sites)  # on disk ...
+    assert server.reloads() == reloads and all(serves_own_content(server, s) for s in sites)  # ... not loaded
+
+    again = run_batch(transport, ops, conn.handlers(), state_dir=str(tmp_path))
+    for site in sites:
+        wait_for(lambda site=site: redirected(server, site), timeout=15,  # type: ignore[misc]
+                 what=f"{site} to answer 302", log=server.log)
+    assert again.ok and not any(r.changed for r in again.results.values())
+    assert handler(conn, again)["reloads"] == "1"
+    assert list((tmp_path / "pending").iterdir()) == []
+    third = run_batch(transport, ops, conn.handlers(), state_dir=str(tmp_path))
+    assert third.ok and third.handlers == {}  # loaded once: no reload is left to do
+    assert server.reloads() == reloads + 1
+
+
 def test_all_changes_failing_rolls_back_everything_without_a_reload(server: WebServer, transport: Transport) -> None:
     broken = connector(server, extra_lines=["arrears_no_such_directive on;"])
     reloads = server.reloads()
@@ -286,6 +315,41 @@ def test_a_failing_reload_rolls_back_the_batch_and_reports_it(server: WebServer,
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended on retry")
 
 
+def test_a_failed_reload_is_reported_by_its_cause(server: WebServer, transport: Transport) -> None:
+    """nginx: the reload signals a master that is not there (its pid file is missing), so its output starts
+    with "[notice] signal process started" and names the cause on the next line; apache: the graceful
+    restart meets a syntax error after a harmless first line. The error names the cause."""
+    broken = server.root / "broken-reload.conf"
+    config = server.config.read_text()
+    if server.backend == "nginx":
+        broken.write_text(config.replace(f"pid {server.root}/run/nginx.pid;", f"pid {server.root}/run/gone.pid;"))
+        reload = ["nginx", "-c", str(broken), "-s", "reload"]
+        first_line, wanted = "signal process started", f'open() "{server.root}/run/gone.pid" failed'
+    else:
+        broken.write_text(config + "ArrearsNoSuchDirective on\n")
+        reload = ["apache2", "-d", str(server.root), "-f", str(broken), "-k", "graceful"]
+        first_line, wanted = "", f"Syntax error on line {len(config.splitlines()) + 1} of {broken}: Invalid command"
+    raw = subprocess.run(reload, capture_output=True, text=True, check=False)
+    assert raw.returncode != 0
+    if first_line:
+        assert first_line in next(line for line in (raw.stdout + raw.stderr).splitlines() if line.strip())
+    reloads = server.reloads()
+
+    batch = apply(server, transport, connector(server, reload=reload), "suspend", A)
+
+    for r in batch.results.values():
+        assert not r.ok and r.error is not None
+        assert r.error.startswith("reload failed: ") and r.error.endswith("; change rolled back")
+        if server.backend == "nginx":
+            assert "[error]" in r.error and wanted in r.error, r.error
+            assert "signal process started" not in r.error
+        else:
+            assert wanted in r.error and "'ArrearsNoSuchDirective'" in r.error, r.error
+    assert list(server.hook_dir.iterdir()) == []
+    assert server.reloads() == reloads
+    assert all(serves_own_content(server, s) for s in SITES[A])
+
+
 def test_a_site_without_the_hook_fails_alone_and_status_reports_facts(
         server: WebServer, transport: Transport) -> None:
     conn = connector(server)
@@ -307,6 +371,7 @@ def test_a_site_without_the_hook_fails_alone_and_status_reports_facts(
     assert facts[f"{HOOKLESS_SITE}.hook"] == "missing"
     assert (facts[f"{a1}.suspended"], facts[f"{a2}.suspended"]) == ("yes", "no")
     assert status.handlers == {}
+    assert conn.observe(facts).state == "partial"  # one site redirects, the others serve
 
 
 def test_unsafe_values_are_refused_before_anything_runs(server: WebServer) -> None:
@@ -357,11 +422,21 @@ def test_a_download_in_flight_survives_the_reload_of_a_suspension(
     assert digest.hexdigest() == expected
 
 
+def observed(server: WebServer, transport: Transport, conn: WebConnector, account: str) -> str:
+    """What the connector reads from the real server's status facts for the account's sites."""
+    facts: dict[str, str] = {}
+    for r in apply(server, transport, conn, "status", account).results.values():
+        facts.update(r.facts)
+    return conn.observe(facts).state
+
+
 def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServer, transport: Transport) -> None:
     conn = connector(server)
     before = vhost_hashes(server)
+    assert observed(server, transport, conn, A) == "active"
     assert apply(server, transport, conn, "suspend", A).ok
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended")
+    assert observed(server, transport, conn, A) == "suspended"
 
     deleted = apply(server, transport, conn, "delete", A)
     assert deleted.ok, deleted.results
@@ -380,6 +455,7 @@ def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServ
 
     wait_for(lambda: all(gone(s) for s in SITES[A]), timeout=15, what="A's sites to be gone")
     assert all(serves_own_content(server, s) for s in SITES[B])
+    assert observed(server, transport, conn, A) == "deleted"
     assert not apply(server, transport, conn, "delete", A).results[f"{A}:web:{server.backend}:delete:_vhosts"].changed
 
     restored = apply(server, transport, conn, "restore", A, archive=archive["archive"], sha256=archive["sha256"],
@@ -387,5 +463,7 @@ def test_delete_archives_the_vhosts_and_restore_brings_them_back(server: WebServ
     assert restored.ok, restored.results
     assert vhost_hashes(server) == before
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="restored sites, suspended")
+    assert observed(server, transport, conn, A) == "suspended"
     assert apply(server, transport, conn, "resume", A).ok
     wait_for(lambda: all(serves_own_content(server, s) for s in SITES[A]), timeout=15, what="A's content back")
+    assert observed(server, transport, conn, A) == "active"

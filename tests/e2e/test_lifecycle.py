@@ -8,6 +8,7 @@ the SMTP server, the sites over HTTP, the mailboxes over IMAP, POP3 and SMTP, th
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -88,6 +89,14 @@ def check_serving(fleet: Fleet, slot: Slot) -> None:
                        f"{slot.site}{path} on {backend} to serve its own content")
 
 
+def check_reconciled(arrears: Arrears, n: int) -> None:
+    """``arrears reconcile`` reads every placement on the real hosts and finds them as recorded."""
+    result = arrears.invoke("reconcile", "--json", "--at", day(n, 12))
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["differences"], report["errors"]) == (0, [], []), result.stdout
+    assert report["checked"] == len(SLOTS) * 5  # web on two hosts, mail, login, home
+
+
 def check_archive(arrears: Arrears, account: str, service: str, host: str, gone: Path, member: str) -> None:
     """The deletion's archive exists, its sha256 is the one recorded, it holds ``member``; ``gone`` is gone."""
     facts = arrears.placement_state(account, service, host)["delete"]
@@ -138,6 +147,7 @@ def test_debtor_is_noticed_suspended_everywhere_warned_and_deleted(fleet: Fleet,
                  f"Your account {slot.id} has been suspended", ["-€42.50"])
     info = arrears.show(slot.id, 2)
     assert info["state"] == "suspended" and info["jobs"] == {}
+    check_reconciled(arrears, 2)
     # the other account is untouched
     check_serving(fleet, other)
     assert fleet.ssh_login(other.id) == fleet.users[other.id].name
@@ -163,6 +173,8 @@ def test_debtor_is_noticed_suspended_everywhere_warned_and_deleted(fleet: Fleet,
     check_archive(arrears, slot.id, "web", "web-apache", apache_vhost, f"{slot.site}.conf")
     check_archive(arrears, slot.id, "mail", "mail", maildir, local)
     assert fleet.ssh_login(slot.id) is None
+    assert fleet.mail_access(slot.mailbox) == CLOSED  # a deleted mailbox bounces and refuses logins
+    check_reconciled(arrears, 4)  # every host ends as the records say: deleted sites, mailbox, login, home
 
     # nothing more happens, and no notice goes out twice
     assert taken(arrears.run(5)) == []

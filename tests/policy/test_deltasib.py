@@ -71,9 +71,9 @@ def test_inheritance_server_reseller_plan_user() -> None:
     home = resolve(ps, "u3", plan="home", reseller="visp-a")
     assert home.triggers.max_delay == 7 * 86400 and home.sources["triggers.max_delay"] == "plan:home"
     assert home.credit_limit == Decimal(20)
-    user = resolve(ps, "u4", plan="home", reseller="visp-a", account_layer={"credit_limit": "150.5",
+    user = resolve(ps, "u4", plan="home", reseller="visp-a", account_layer={"credit_limit": "150",
                                                                            "triggers": {"max_delay": None}})
-    assert user.credit_limit == Decimal("150.5") and user.sources["credit_limit"] == "account:u4"
+    assert user.credit_limit == Decimal("150") and user.sources["credit_limit"] == "account:u4"
     assert user.triggers.max_delay is None and user.sources["triggers.max_delay"] == "account:u4"
     unknown = resolve(ps, "u5", plan="nosuch", reseller="nosuch")
     assert unknown.credit_limit == Decimal(800000)

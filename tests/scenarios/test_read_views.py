@@ -61,7 +61,7 @@ def test_explain_prints_policy_triggers_and_decision_as_tables(arrears: Arrears)
     cells = rows(out)
     # each policy field with its value and the layer that set it
     assert ["credit_limit", "10", "plan:gold"] in cells
-    assert ["currency", "USD", "defaults"] in cells
+    assert ["currency", "USD", "account"] in cells  # the account's own (the policy's default when imported)
     assert ["triggers.max_delay", "-", "defaults"] in cells
     assert ["stages", "outstanding_notice: notice at once (template outstanding)", "defaults"] in cells
     # the trigger that fired, since when, with its thresholds and inputs

@@ -147,3 +147,49 @@ def test_expired_trial_without_billing_profile(tmp_path: Path) -> None:
     info = a.show("t1", 10)
     assert info["state"] == "suspended" and info["holds"] == ["trial"]
     assert info["episode"]["trigger"] == "trial"
+
+
+def test_pay_with_negative_spends_down_to_the_credit_limit_when_no_threshold_is_set(tmp_path: Path) -> None:
+    # CloudBlue's "financial blocking threshold" is H-Sphere's credit limit: the seed sets only that
+    a = Arrears.create(tmp_path, policy=policy("  credit_limit: 200\n  pay_with_negative: true\n" + STAGES),
+                       accounts=[acct("p1")])
+    a.charge("p1", 0, "10", "c1")
+    assert a.invoke("can-spend", "p1", "190", "--at", day(1)).exit_code == 0
+    assert a.invoke("can-spend", "p1", "191", "--at", day(1)).exit_code == 1
+    assert a.json("can-spend", "p1", "1", "--at", day(1))["available"] == "190"
+    explained = a.json("explain", "p1", "--at", day(1))
+    threshold = explained["policy"]["financial_threshold"]
+    assert threshold["value"] == "200" and threshold["source"].startswith("credit_limit")
+
+
+def test_an_explicit_financial_threshold_still_wins_over_the_credit_limit(tmp_path: Path) -> None:
+    a = Arrears.create(tmp_path, policy=policy("  credit_limit: 200\n  financial_threshold: 50\n"
+                                               "  pay_with_negative: true\n" + STAGES), accounts=[acct("p1")])
+    a.charge("p1", 0, "10", "c1")
+    assert a.invoke("can-spend", "p1", "40", "--at", day(1)).exit_code == 0
+    assert a.invoke("can-spend", "p1", "41", "--at", day(1)).exit_code == 1
+
+
+def test_show_and_debtors_name_the_stage_that_is_due_before_the_first_run(tmp_path: Path) -> None:
+    a = Arrears.create(tmp_path, policy=policy("  credit_limit: 0\n" + STAGES), accounts=[acct("d1")])
+    a.charge("d1", 0, "10", "c1")
+    due = a.json("forecast", "d1", "--at", day(0))[0]
+    assert (due["stage"], due["due_at"]) == ("outstanding_notice", day(0, 8))
+    shown = a.show("d1", 0)["next"]
+    assert (shown["stage"], shown["due_at"]) == ("outstanding_notice", day(0, 8))
+    (row,) = a.json("debtors", "--at", day(0))
+    assert (row["next_stage"], row["next_due"]) == ("outstanding_notice", day(0, 8))
+    assert "next: outstanding_notice (notice) due" in a.ok("show", "d1", "--at", day(0)).stdout
+    a.run(0)
+    assert a.show("d1", 1)["next"]["stage"] == "pre_suspension"
+    assert a.json("debtors", "--at", day(1))[0]["next_stage"] == "pre_suspension"
+
+
+def test_templates_preview_renders_for_the_simulated_now(tmp_path: Path) -> None:
+    a = Arrears.create(tmp_path, policy=policy("  credit_limit: 0\n" + STAGES), accounts=[acct("t1")])
+    a.charge("t1", 0, "30", "c1")
+    a.charge("t1", 10, "20", "c2")  # billed on day 10
+    early = a.ok("templates", "preview", "outstanding", "t1", "--at", day(2)).stdout
+    late = a.ok("templates", "preview", "outstanding", "t1", "--at", day(11)).stdout
+    assert "-$30.00" in early and "-$50.00" not in early
+    assert "-$50.00" in late

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Daemon", "free_port", "require_binary", "wait_for", "wait_port"]
+__all__ = ["Daemon", "free_port", "in_ci", "require_binary", "wait_for", "wait_port"]
 
 INSTALL_HINT = "run: bash scripts/install-test-deps.sh"
+
+
+def in_ci() -> bool:
+    """Whether the suite runs in CI (``CI`` set to anything but empty, 0, false or no): there a skip is an error."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def require_binary(*names: str) -> None:
@@ -27,7 +32,7 @@ def require_binary(*names: str) -> None:
     if not missing:
         return
     message = f"missing server binaries {missing}; {INSTALL_HINT}"
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 
