@@ -25,9 +25,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agent.imports import touch
+from agent.outbox import event_job, notice_job
 from agent.store import models as m
 from agent.store.repo import BATCH, audit, get_account, load_snapshots, open_episode, open_holds
-from agent.tick import event_job, notice_job, resolve_for
+from agent.tick import resolve_for
 
 if TYPE_CHECKING:
     from policy.loader import PolicySet

@@ -82,9 +82,11 @@ class AgentSettings:
     backoff_max_seconds: int = 3600
     max_attempts: int = 8  # a job failing for other reasons than an unreachable host gives up after this
     recheck_seconds: int = 300  # how soon an account with work in flight is looked at again
+    tick_chunk: int = 500  # due accounts a tick evaluates and records per transaction
 
 
 _AGENT_KEYS = {f: int for f in AgentSettings.__dataclass_fields__}
+_AGENT_MAX = {"tick_chunk": 10_000}  # a chunk's ids are bound as parameters of one statement
 
 
 def agent_settings(section: Any, filename: str = "policy.yaml") -> AgentSettings:
@@ -100,5 +102,7 @@ def agent_settings(section: Any, filename: str = "policy.yaml") -> AgentSettings
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{filename}: agent.{key}: must be a positive whole number, got {value!r}")
+        if key in _AGENT_MAX and value > _AGENT_MAX[key]:
+            raise ConfigError(f"{filename}: agent.{key}: at most {_AGENT_MAX[key]}, got {value!r}")
         values[key] = value
     return AgentSettings(**values)

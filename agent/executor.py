@@ -39,9 +39,10 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, 
 
 from agent.actions import finish_manual
 from agent.config import AgentSettings
+from agent.outbox import event_job, notice_job, staff_notice_job
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots, open_episode
-from agent.tick import ACTOR, event_job, notice_job, resolve_for, staff_notice_job
+from agent.tick import ACTOR, resolve_for
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 

@@ -1,27 +1,37 @@
 """The tick: evaluate the accounts that are due and write each transition with its jobs (the outbox).
 
-Only accounts whose ``next_check_at`` has come are read (through the index). For each, in one
-transaction: the episode starts or ends, released holds are released, every measure due now is
-recorded as *in flight* together with the jobs it needs (a notice, one host job per service
-placement, an event), resume jobs are written when the last hold goes, and the next check time is
-set. Nothing here talks to a host or a mail server: the executor drains the outbox.
+Only accounts whose ``next_check_at`` has come are read (through the index), a chunk at a time
+(``agent.tick_chunk`` accounts, 500 by default): the chunk's snapshots are loaded with one query per
+table, evaluated, and recorded in one transaction with a handful of bulk statements, whatever the size
+of the chunk. For each account: the episode starts or ends, released holds are released, every measure
+due now is recorded as *in flight* together with the jobs it needs (a notice, one host job per service
+placement, an event), resume jobs are written when the last hold goes, and the next check time is set.
+
+Each account's transition is atomic: when writing the chunk at once fails (a constraint, say), the chunk
+is written again account by account, each in a savepoint of its own, so the account that fails is rolled
+back alone and the rest of the chunk commits. An account whose inputs changed (``changed_at``) after it
+was evaluated is not recorded: it is looked at again on the next tick. Nothing here talks to a host or a
+mail server: the executor drains the outbox.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings
+from agent.outbox import event_row, hook_row, host_rows, insert_jobs, notice_row, placements_of
 from agent.store import models as m
-from agent.store.repo import BATCH, audit, due_accounts, load_snapshots
+from agent.store.bulk import begin_write
+from agent.store.repo import BATCH, due_chunks, load_snapshots
 from policy import PolicyError, evaluate
 from policy.model import AccountSnapshot, Decision, Reason, ResolvedPolicy
 
@@ -30,20 +40,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTOR",
-    "STAFF_TEMPLATE",
     "Evaluated",
     "PlannedMeasure",
     "TickSummary",
-    "evaluate_due",
+    "evaluate_chunks",
     "plan",
     "reason_dict",
     "resolve_for",
-    "staff_notice_job",
     "tick",
 ]
 
 log = logging.getLogger("arrears.tick")
 ACTOR = "policy"
+
+ACCOUNTS: Table = m.Account.__table__  # type: ignore[assignment]
+EPISODES: Table = m.Episode.__table__  # type: ignore[assignment]
+STAGES: Table = m.StageTaken.__table__  # type: ignore[assignment]
+HOLDS: Table = m.Hold.__table__  # type: ignore[assignment]
+JOBS: Table = m.Job.__table__  # type: ignore[assignment]
+AUDIT: Table = m.AuditEntry.__table__  # type: ignore[assignment]
 
 
 def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
@@ -65,24 +80,26 @@ class Evaluated:
     policy: ResolvedPolicy | None
     decision: Decision | None
     error: str | None = None
+    changed_at: datetime | None = None  # when the account's inputs had last changed, as it was evaluated
 
 
-def evaluate_due(session: Session, policy: PolicySet, now: datetime, *,
-                 limit: int | None = None) -> Iterator[Evaluated]:
-    """Evaluate every account due at ``now``, a batch at a time. Reads only the due accounts."""
-    accounts = due_accounts(session, now, limit=limit)
-    for i in range(0, len(accounts), BATCH):
-        batch = accounts[i:i + BATCH]
-        snaps = load_snapshots(session, batch)
-        for acc in batch:
-            snap = snaps[acc.id]
-            try:
-                resolved = resolve_for(policy, acc)
-                decision = evaluate(snap, resolved, now)
-            except (PolicyError, ValueError) as exc:
-                yield Evaluated(acc, snap, None, None, f"{acc.id}: {exc}")
-                continue
-            yield Evaluated(acc, snap, resolved, decision)
+def _evaluate(policy: PolicySet, acc: m.Account, snap: AccountSnapshot, now: datetime) -> Evaluated:
+    try:
+        resolved = resolve_for(policy, acc)
+        decision = evaluate(snap, resolved, now)
+    except (PolicyError, ValueError) as exc:
+        return Evaluated(acc, snap, None, None, f"{acc.id}: {exc}", changed_at=acc.changed_at)
+    return Evaluated(acc, snap, resolved, decision, changed_at=acc.changed_at)
+
+
+def evaluate_chunks(session: Session, policy: PolicySet, now: datetime, *,
+                    size: int = BATCH) -> Iterator[list[Evaluated]]:
+    """Evaluate every account due at ``now``, ``size`` accounts at a time: one query for the chunk's
+    accounts and one per table for their snapshots. Reads only the due accounts; the next chunk is read
+    when the caller asks for it (after it recorded this one)."""
+    for accounts in due_chunks(session, now, size=size):
+        snaps = load_snapshots(session, accounts)
+        yield [_evaluate(policy, acc, snaps[acc.id], now) for acc in accounts]
 
 
 @dataclass(frozen=True)
@@ -102,16 +119,17 @@ def plan(session: Session, policy: PolicySet, now: datetime) -> tuple[list[Plann
     """What a tick at ``now`` would do (measures and resumes), changing nothing; plus per-account errors."""
     items: list[PlannedMeasure] = []
     errors: list[str] = []
-    for ev in evaluate_due(session, policy, now):
-        if ev.decision is None:
-            errors.append(ev.error or ev.account.id)
-            continue
-        d = ev.decision
-        for ms in d.measures:
-            items.append(PlannedMeasure(ev.account.id, ms.stage, ms.action, ms.due_at, ms.reason.text))
-        if d.resume:
-            items.append(PlannedMeasure(ev.account.id, "resume", "resume", now,
-                                        "the last hold is released: " + ", ".join(d.release_holds)))
+    for chunk in evaluate_chunks(session, policy, now):
+        for ev in chunk:
+            if ev.decision is None:
+                errors.append(ev.error or ev.account.id)
+                continue
+            d = ev.decision
+            for ms in d.measures:
+                items.append(PlannedMeasure(ev.account.id, ms.stage, ms.action, ms.due_at, ms.reason.text))
+            if d.resume:
+                items.append(PlannedMeasure(ev.account.id, "resume", "resume", now,
+                                            "the last hold is released: " + ", ".join(d.release_holds)))
     return items, errors
 
 
@@ -132,196 +150,261 @@ class TickSummary:
                 "episodes_ended": self.episodes_ended, "measures": self.measures, "resumes": self.resumes,
                 "jobs": self.jobs, "stale": self.stale, "errors": self.errors}
 
+    def add(self, part: TickSummary) -> None:
+        """Count what ``part`` (some accounts' recording, committed) did."""
+        self.accounts += part.accounts
+        self.episodes_started += part.episodes_started
+        self.episodes_ended += part.episodes_ended
+        self.measures.extend(part.measures)
+        self.resumes.extend(part.resumes)
+        self.jobs += part.jobs
+        self.stale += part.stale
+        self.errors.extend(part.errors)
+
 
 def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSettings | None = None) -> TickSummary:
-    """Evaluate the due accounts and record their transitions and jobs, one transaction per account.
+    """Evaluate the due accounts and record their transitions and jobs, one transaction per chunk of
+    ``settings.tick_chunk`` accounts (and one savepoint per account when writing a chunk at once fails).
 
-    ``session`` must not be inside a transaction block: this commits after each account (and rolls
-    back only that account when recording it fails). A failure of the database itself (``OperationalError``:
-    locked, disk full) is raised at once, after rolling back the account in hand.
+    ``session`` must not be inside a transaction block: this commits after each chunk. A failure of the
+    database itself (``OperationalError``: locked, disk full) is raised at once, after rolling back the
+    chunk in hand: it is not an account's fault, and every other account would fail the same way.
     """
     settings = settings or AgentSettings()
     summary = TickSummary(now=now)
-    evaluated = list(evaluate_due(session, policy, now))
-    session.commit()
-    for ev in evaluated:
-        summary.accounts += 1
-        if ev.decision is None:
-            summary.errors.append(ev.error or ev.account.id)
-            # an account whose policy layer is broken is looked at again later, not every tick
-            session.execute(update(m.Account).where(m.Account.id == ev.account.id)
-                            .values(next_check_at=now + timedelta(seconds=settings.recheck_seconds)))
-            session.commit()
-            continue
+    for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk):
+        summary.accounts += len(chunk)
         try:
-            _record(session, ev.account, ev.decision, now, settings, summary)
-            session.commit()
-        except _Stale:
-            session.rollback()
-            summary.stale += 1
+            _record_chunk(session, chunk, now, settings, summary)
         except OperationalError:
-            # the database itself failed (locked by another process, disk full, I/O): not this account's
-            # fault, and every other account would fail the same way; the tick stops here
             session.rollback()
             raise
-        except Exception as exc:
-            session.rollback()
-            log.exception("recording the decision for %s failed", ev.account.id)
-            summary.errors.append(f"{ev.account.id}: {exc}")
+        session.commit()
+        # the chunk was written with Core statements: the rows loaded to evaluate it are stale now
+        session.expire_all()
+    session.commit()
     return summary
 
 
-def _job(session: Session, *, key: str, account: str, episode: int | None, stage: str, kind: str, action: str,
-         now: datetime, service: str | None = None, host: str | None = None,
-         payload: dict[str, Any] | None = None) -> bool:
-    if session.scalar(select(m.Job.id).where(m.Job.key == key)) is not None:
-        return False
-    session.add(m.Job(key=key, account=account, episode=episode, stage=stage, kind=kind, action=action,
-                      service=service, host=host, payload=payload or {}, status="pending", attempts=0,
-                      next_attempt_at=now, created_at=now))
-    return True
+class _Due(NamedTuple):
+    """An account to record: its decision and its state as read under the write lock."""
+
+    account: str
+    decision: Decision
+    state: str
 
 
-def host_jobs(session: Session, acc: m.Account, episode: int | None, stage: str, action: str, now: datetime) -> int:
-    """One job per placement of the account: ``{account}:{episode}:{stage}:{service}:{host}``."""
-    n = 0
-    placements = session.scalars(select(m.Placement).where(m.Placement.account == acc.id)
-                                 .order_by(m.Placement.service, m.Placement.host))
-    for p in placements:
-        key = f"{acc.id}:{episode if episode is not None else 0}:{stage}:{p.service}:{p.host}"
-        n += _job(session, key=key, account=acc.id, episode=episode, stage=stage, kind="host", action=action,
-                  service=p.service, host=p.host, now=now)
-    return n
+def _record_chunk(session: Session, chunk: Sequence[Evaluated], now: datetime, settings: AgentSettings,
+                  summary: TickSummary) -> None:
+    begin_write(session)
+    broken = [ev for ev in chunk if ev.decision is None]
+    if broken:
+        summary.errors.extend(ev.error or ev.account.id for ev in broken)
+        # an account whose policy layer is broken is looked at again later, not every tick
+        session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id.in_([ev.account.id for ev in broken]))
+                        .values(next_check_at=now + timedelta(seconds=settings.recheck_seconds)))
+    evaluated = [ev for ev in chunk if ev.decision is not None]
+    if not evaluated:
+        return
+    # read under the write lock (PostgreSQL: the rows locked), so no input changes before the commit
+    fresh = {row.id: row for row in session.execute(
+        select(ACCOUNTS.c.id, ACCOUNTS.c.changed_at, ACCOUNTS.c.state)
+        .where(ACCOUNTS.c.id.in_([ev.account.id for ev in evaluated])).with_for_update())}
+    due: list[_Due] = []
+    for ev in evaluated:
+        row = fresh.get(ev.account.id)
+        if row is None or row.changed_at != ev.changed_at:
+            summary.stale += 1  # changed while it was evaluated: looked at again on the next tick
+            continue
+        assert ev.decision is not None
+        due.append(_Due(ev.account.id, ev.decision, row.state))
+    if not due:
+        return
+    try:
+        with session.begin_nested():
+            part = _write(session, due, now, settings)
+    except OperationalError:
+        raise  # the database itself failed (locked, disk full, I/O): the tick stops (see tick)
+    except Exception as exc:
+        if len(due) == 1:
+            log.exception("recording the decision for %s failed", due[0].account)
+            summary.errors.append(f"{due[0].account}: {exc}")
+            return
+        log.info("recording %d accounts at once failed (%s); recording them one by one", len(due), exc)
+        for one in due:
+            try:
+                with session.begin_nested():
+                    part = _write(session, [one], now, settings)
+            except OperationalError:
+                raise
+            except Exception as exc_one:
+                log.exception("recording the decision for %s failed", one.account)
+                summary.errors.append(f"{one.account}: {exc_one}")
+                continue
+            summary.add(part)
+        return
+    summary.add(part)
 
 
-def notice_job(session: Session, acc: m.Account, episode: int | None, stage: str, template: str | None,
-               now: datetime) -> int:
-    key = f"{acc.id}:{episode if episode is not None else 0}:{stage}"
-    return int(_job(session, key=key, account=acc.id, episode=episode, stage=stage, kind="notice", action="notice",
-                    now=now, payload={"template": template or stage}))
+def _audit_row(now: datetime, action: str, account: str, reason: str | None,
+               details: dict[str, Any]) -> dict[str, Any]:
+    return {"at": now, "actor": ACTOR, "action": action, "account": account, "reason": reason, "details": details}
 
 
-STAFF_TEMPLATE = "notice_failed"
+def _stage_row(episode: int, account: str, stage: str, action: str, now: datetime, *, template: str | None,
+               hold: str | None, reason: dict[str, Any]) -> dict[str, Any]:
+    return {"episode": episode, "account": account, "stage": stage, "action": action, "status": "in_flight",
+            "queued_at": now, "at": None, "template": template, "hold": hold, "reason": reason}
 
 
-def staff_notice_job(session: Session, notice: m.Job, now: datetime) -> int:
-    """The message that tells staff (``notices.staff_email``) that ``notice`` failed for good: one per
-    failed notice, key ``{notice key}:staff``."""
-    return int(_job(session, key=f"{notice.key}:staff", account=notice.account, episode=notice.episode,
-                    stage=notice.stage, kind="notice", action="notice", now=now,
-                    payload={"template": STAFF_TEMPLATE, "staff": True, "notice": notice.key}))
+def _write(session: Session, due: Sequence[_Due], now: datetime, settings: AgentSettings) -> TickSummary:
+    """Record the decisions of ``due`` (inside the caller's savepoint): the rows recording needs are read
+    for all of them at once, then each table is written with one statement."""
+    part = TickSummary(now=now)
+    ids = [d.account for d in due]
+    open_episode: dict[str, int] = {}  # the account's newest open episode
+    last_episode: dict[str, int] = {}  # the account's newest episode, open or not
+    for ep_id, account, ended_at in session.execute(
+            select(EPISODES.c.id, EPISODES.c.account, EPISODES.c.ended_at)
+            .where(EPISODES.c.account.in_(ids)).order_by(EPISODES.c.id)):
+        last_episode[account] = ep_id
+        if ended_at is None:
+            open_episode[account] = ep_id
+    staged: set[tuple[int, str]] = set()  # (episode, stage) recorded already, whatever its status
+    resumes: Counter[int] = Counter()  # resume transitions per episode
+    flying: dict[str, list[tuple[int, str]]] = defaultdict(list)  # the account's in-flight (episode, action)
+    episodes = set(open_episode.values()) | set(last_episode.values())
+    for account, ep_id, stage, action, status in session.execute(
+            select(STAGES.c.account, STAGES.c.episode, STAGES.c.stage, STAGES.c.action, STAGES.c.status)
+            .where(STAGES.c.account.in_(ids), or_(STAGES.c.episode.in_(episodes), STAGES.c.status == "in_flight"))):
+        staged.add((ep_id, stage))
+        if action == "resume":
+            resumes[ep_id] += 1
+        if status == "in_flight":
+            flying[account].append((ep_id, action))
+    ending = [open_episode[d.account] for d in due if d.decision.end_episode is not None and d.account in open_episode]
+    # a suspension some hosts already applied but that never completed must be undone on those hosts
+    partly = set(session.scalars(
+        select(JOBS.c.episode).where(JOBS.c.episode.in_(ending), JOBS.c.action == "suspend",
+                                     JOBS.c.status.in_(("claimed", "done", "failed"))).distinct())) if ending else set()
+    releasing = [d.account for d in due if d.decision.release_holds]
+    holds: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    if releasing:
+        for hold_id, account, kind in session.execute(
+                select(HOLDS.c.id, HOLDS.c.account, HOLDS.c.kind)
+                .where(HOLDS.c.account.in_(releasing), HOLDS.c.released_at.is_(None)).order_by(HOLDS.c.id)):
+            holds[account].append((hold_id, kind))
+    on_hosts = [d.account for d in due
+                if d.decision.resume or open_episode.get(d.account) in partly
+                or any(ms.action in ("suspend", "delete") for ms in d.decision.measures)]
+    placements = placements_of(session, on_hosts) if on_hosts else {}
+    # the new episodes first: their ids name the stages, jobs and audit rows
+    starting = [d for d in due if d.decision.start_episode is not None and d.account not in open_episode]
+    started: dict[str, int] = {}
+    if starting:
+        rows = [{"account": d.account, "started_at": hit.at, "trigger": hit.trigger, "reason": reason_dict(hit.reason),
+                 "ended_at": None, "end_reason": None}
+                for d in starting if (hit := d.decision.start_episode) is not None]
+        started = {account: ep_id for ep_id, account in session.execute(
+            insert(EPISODES).returning(EPISODES.c.id, EPISODES.c.account), rows)}
 
+    ended_rows: list[dict[str, Any]] = []
+    hold_ids: list[int] = []
+    audit_rows: list[dict[str, Any]] = []
+    stage_rows: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
+    resuming: list[str] = []
+    resume_jobs: list[dict[str, Any]] = []
+    account_rows: list[dict[str, Any]] = []
+    soon = now + timedelta(seconds=settings.recheck_seconds)
+    for acc, d, state in due:
+        episode = open_episode.get(acc)
+        if d.start_episode is not None and episode is None:
+            hit = d.start_episode
+            episode = started[acc]
+            if state == "active":
+                state = "debtor"
+            audit_rows.append(_audit_row(now, "episode.start", acc, hit.reason.text,
+                                         {"episode": episode, "trigger": hit.trigger,
+                                          "started_at": hit.at.isoformat()}))
+            job_rows.append(event_row(acc, episode, "episode", "debt_started", now, reason=hit.reason.text))
+            part.episodes_started += 1
+        ended: int | None = None
+        partly_suspended = False
+        if d.end_episode is not None and episode is not None:
+            ended = episode
+            partly_suspended = episode in partly
+            ended_rows.append({"b_id": episode, "b_reason": reason_dict(d.end_episode)})
+            audit_rows.append(_audit_row(now, "episode.end", acc, d.end_episode.text, {"episode": episode}))
+            part.episodes_ended += 1
+            episode = None
+        for hold_id, kind in holds.get(acc, ()):
+            if kind in d.release_holds:
+                hold_ids.append(hold_id)
+                audit_rows.append(_audit_row(now, "hold.release", acc, f"{kind} hold released", {"hold": kind}))
+        queued = False
+        for ms in d.measures:
+            if episode is None:
+                part.errors.append(f"{acc}: measure {ms.stage} without an episode; skipped")
+                continue
+            if (episode, ms.stage) in staged:
+                continue
+            staged.add((episode, ms.stage))
+            queued = True
+            stage_rows.append(_stage_row(episode, acc, ms.stage, ms.action, now, template=ms.template,
+                                         hold=ms.hold if ms.action == "suspend" else None,
+                                         reason={**(reason_dict(ms.reason) or {}), "due_at": ms.due_at.isoformat()}))
+            if ms.action == "notice":
+                job_rows.append(notice_row(acc, episode, ms.stage, ms.template, now))
+            elif ms.action in ("suspend", "delete"):
+                job_rows.extend(host_rows(acc, episode, ms.stage, ms.action, placements.get(acc, ()), now))
+            elif ms.action == "hook":
+                job_rows.append(hook_row(acc, episode, ms.stage, ms.hook, now))
+            part.measures.append({"account": acc, "stage": ms.stage, "action": ms.action,
+                                  "due_at": ms.due_at.isoformat(), "reason": ms.reason.text})
+        if (d.resume and state == "suspended") or (partly_suspended and state != "suspended"):
+            ref = ended if ended is not None else episode if episode is not None else last_episode.get(acc)
+            if ref is not None:
+                n = 1 + resumes[ref]
+                stage = "resume" if n == 1 else f"resume-{n}"
+                resuming.append(acc)
+                queued = True
+                stage_rows.append(_stage_row(ref, acc, stage, "resume", now, template=None, hold=None,
+                                             reason={"rule": "exit.resume", "text": "the last hold was released",
+                                                     "released": list(d.release_holds)}))
+                resume_jobs.extend(host_rows(acc, ref, stage, "resume", placements.get(acc, ()), now))
+                part.resumes.append(acc)
+        elif d.end_episode is not None and state == "debtor":
+            state = "active"
+        # work not started for an ended episode is dropped below (its resume excepted)
+        in_flight = queued or any(ep != ended or action == "resume" for ep, action in flying.get(acc, ()))
+        next_check = d.next_check
+        if in_flight:
+            next_check = soon if next_check is None else min(next_check, soon)
+        account_rows.append({"b_id": acc, "b_state": state, "b_next": next_check})
 
-def event_job(session: Session, account: str, episode: int | None, stage: str, type_: str, now: datetime, *,
-              reason: str | None = None, suspended_from: datetime | None = None) -> int:
-    """An event for billing (``debt_started``, ``notice_sent``, ``suspended``, ``resumed``, ``deleted``)."""
-    from agent.events import build_event
-
-    event = build_event(type_, account=account, at=now, episode=episode, stage=stage, reason=reason,  # type: ignore[arg-type]
-                        suspended_from=suspended_from)
-    key = f"{account}:{episode if episode is not None else 0}:{stage}:event:{type_}"
-    return int(_job(session, key=key, account=account, episode=episode, stage=stage, kind="event", action=type_,
-                    now=now, payload={"event": event}))
-
-
-class _Stale(Exception):
-    """The account's inputs changed after it was evaluated: its decision is not recorded."""
-
-
-def _record(session: Session, acc: m.Account, d: Decision, now: datetime, settings: AgentSettings,
-            summary: TickSummary) -> None:
-    seen = acc.changed_at
-    acc = session.merge(acc, load=True)
-    session.refresh(acc)
-    if acc.changed_at != seen:
-        raise _Stale(f"{acc.id}: changed while it was evaluated; it is looked at again on the next tick")
-    episode = session.scalars(select(m.Episode).where(m.Episode.account == acc.id, m.Episode.ended_at.is_(None))
-                              .order_by(m.Episode.id.desc()).limit(1)).first()
-    jobs = 0
-    if d.start_episode is not None and episode is None:
-        hit = d.start_episode
-        episode = m.Episode(account=acc.id, started_at=hit.at, trigger=hit.trigger,
-                            reason=reason_dict(hit.reason))
-        session.add(episode)
-        session.flush()
-        if acc.state == "active":
-            acc.state = "debtor"
-        audit(session, at=now, actor=ACTOR, action="episode.start", account=acc.id, reason=hit.reason.text,
-              details={"episode": episode.id, "trigger": hit.trigger, "started_at": hit.at.isoformat()})
-        jobs += event_job(session, acc.id, episode.id, "episode", "debt_started", now, reason=hit.reason.text)
-        summary.episodes_started += 1
-    ended: m.Episode | None = None
-    partly_suspended = False
-    if d.end_episode is not None and episode is not None:
-        ended = episode
-        # a suspension some hosts already applied but that never completed must be undone on those hosts
-        partly_suspended = session.scalar(
-            select(m.Job.id).where(m.Job.episode == episode.id, m.Job.action == "suspend",
-                                   m.Job.status.in_(("claimed", "done", "failed"))).limit(1)) is not None
-        episode.ended_at = now
-        episode.end_reason = reason_dict(d.end_episode)
-        # work not started for this episode is dropped: its measures no longer apply
-        session.execute(update(m.StageTaken).where(m.StageTaken.episode == episode.id,
-                                                   m.StageTaken.status == "in_flight",
-                                                   m.StageTaken.action != "resume").values(status="cancelled"))
-        session.execute(update(m.Job).where(m.Job.episode == episode.id, m.Job.status == "pending",
-                                            m.Job.action.in_(("notice", "suspend", "delete", "hook")))
+    if ended_rows:
+        ended_ids = [r["b_id"] for r in ended_rows]
+        session.execute(update(EPISODES).where(EPISODES.c.id == bindparam("b_id"))
+                        .values(ended_at=now, end_reason=bindparam("b_reason")), ended_rows)
+        # work not started for an ended episode is dropped: its measures no longer apply
+        session.execute(update(STAGES).where(STAGES.c.episode.in_(ended_ids), STAGES.c.status == "in_flight",
+                                             STAGES.c.action != "resume").values(status="cancelled"))
+        session.execute(update(JOBS).where(JOBS.c.episode.in_(ended_ids), JOBS.c.status == "pending",
+                                           JOBS.c.action.in_(("notice", "suspend", "delete", "hook")))
                         .values(status="cancelled", finished_at=now))
-        audit(session, at=now, actor=ACTOR, action="episode.end", account=acc.id, reason=d.end_episode.text,
-              details={"episode": episode.id})
-        summary.episodes_ended += 1
-        episode = None
-    if d.release_holds:
-        for h in session.scalars(select(m.Hold).where(m.Hold.account == acc.id, m.Hold.released_at.is_(None),
-                                                      m.Hold.kind.in_(d.release_holds))):
-            h.released_at = now
-            audit(session, at=now, actor=ACTOR, action="hold.release", account=acc.id, reason=f"{h.kind} hold released",
-                  details={"hold": h.kind})
-    for ms in d.measures:
-        if episode is None:
-            summary.errors.append(f"{acc.id}: measure {ms.stage} without an episode; skipped")
-            continue
-        exists = session.scalar(select(m.StageTaken.id).where(m.StageTaken.episode == episode.id,
-                                                              m.StageTaken.stage == ms.stage))
-        if exists is not None:
-            continue
-        session.add(m.StageTaken(episode=episode.id, account=acc.id, stage=ms.stage, action=ms.action,
-                                 status="in_flight", queued_at=now, template=ms.template,
-                                 hold=ms.hold if ms.action == "suspend" else None,
-                                 reason={**(reason_dict(ms.reason) or {}), "due_at": ms.due_at.isoformat()}))
-        if ms.action == "notice":
-            jobs += notice_job(session, acc, episode.id, ms.stage, ms.template, now)
-        elif ms.action in ("suspend", "delete"):
-            jobs += host_jobs(session, acc, episode.id, ms.stage, ms.action, now)
-        elif ms.action == "hook":
-            jobs += int(_job(session, key=f"{acc.id}:{episode.id}:{ms.stage}:event", account=acc.id,
-                             episode=episode.id, stage=ms.stage, kind="event", action="hook", now=now,
-                             payload={"hook": ms.hook, "stage": ms.stage}))
-        summary.measures.append({"account": acc.id, "stage": ms.stage, "action": ms.action,
-                                 "due_at": ms.due_at.isoformat(), "reason": ms.reason.text})
-    if (d.resume and acc.state == "suspended") or (partly_suspended and acc.state != "suspended"):
-        ref = ended or episode or session.scalars(select(m.Episode).where(m.Episode.account == acc.id)
-                                                  .order_by(m.Episode.id.desc()).limit(1)).first()
-        if ref is not None:
-            n = 1 + len(list(session.scalars(select(m.StageTaken.id).where(m.StageTaken.episode == ref.id,
-                                                                           m.StageTaken.action == "resume"))))
-            stage = "resume" if n == 1 else f"resume-{n}"
-            # the suspension's host work not started yet is dropped: resuming supersedes it
-            session.execute(update(m.Job).where(m.Job.account == acc.id, m.Job.status == "pending",
-                                                m.Job.action == "suspend").values(status="cancelled", finished_at=now))
-            session.add(m.StageTaken(episode=ref.id, account=acc.id, stage=stage, action="resume", status="in_flight",
-                                     queued_at=now, reason={"rule": "exit.resume",
-                                                            "text": "the last hold was released",
-                                                            "released": list(d.release_holds)}))
-            jobs += host_jobs(session, acc, ref.id, stage, "resume", now)
-            summary.resumes.append(acc.id)
-    elif d.end_episode is not None and acc.state == "debtor":
-        acc.state = "active"
-    in_flight = session.scalar(select(m.StageTaken.id).where(m.StageTaken.account == acc.id,
-                                                            m.StageTaken.status == "in_flight").limit(1))
-    next_check = d.next_check
-    if in_flight is not None:
-        soon = now + timedelta(seconds=settings.recheck_seconds)
-        next_check = soon if next_check is None else min(next_check, soon)
-    acc.next_check_at = next_check
-    summary.jobs += jobs
+    if hold_ids:
+        session.execute(update(HOLDS).where(HOLDS.c.id.in_(hold_ids)).values(released_at=now))
+    if stage_rows:
+        session.execute(insert(STAGES), stage_rows)
+    if audit_rows:
+        session.execute(insert(AUDIT), audit_rows)
+    part.jobs += insert_jobs(session, job_rows)
+    if resuming:
+        # the suspension's host work not started yet is dropped: resuming supersedes it
+        session.execute(update(JOBS).where(JOBS.c.account.in_(resuming), JOBS.c.status == "pending",
+                                           JOBS.c.action == "suspend").values(status="cancelled", finished_at=now))
+        part.jobs += insert_jobs(session, resume_jobs)
+    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
+                    .values(state=bindparam("b_state"), next_check_at=bindparam("b_next")), account_rows)
+    return part

@@ -154,7 +154,7 @@ def checked_templates(state: CliState) -> Templates | None:
     templates = Templates.load(tdir if tdir.is_dir() else None)
     stage_templates = {st.template for layer in all_resolved(state) for st in layer.stages if st.template}
     if state.notice_settings.staff_email:
-        from agent.tick import STAFF_TEMPLATE
+        from agent.outbox import STAFF_TEMPLATE
 
         stage_templates.add(STAFF_TEMPLATE)
     templates.require(sorted(stage_templates))

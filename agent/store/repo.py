@@ -7,11 +7,11 @@ over N due accounts costs a handful of queries per batch and reads nothing of th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -30,6 +30,7 @@ __all__ = [
     "UnknownAccount",
     "audit",
     "due_accounts",
+    "due_chunks",
     "failed_notices",
     "get_account",
     "load_snapshots",
@@ -62,6 +63,28 @@ def due_accounts(session: Session, now: datetime, *, until: datetime | None = No
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
+
+
+def due_chunks(session: Session, now: datetime, *, size: int = BATCH) -> Iterator[list[m.Account]]:
+    """The accounts due at ``now`` (as :func:`due_accounts`), ``size`` at a time in the same order, each
+    chunk read with a query of its own (through the index, after the last one seen) only once the
+    caller asked for it, so that the caller can record a chunk before the next one is read. Recording
+    moves an account's next check past ``now`` (or leaves it where it was), so no account comes twice."""
+    due = m.Account.next_check_at
+    after: tuple[datetime, str] | None = None
+    while True:
+        stmt = select(m.Account).where(due.is_not(None)).where(due <= now)
+        if after is not None:
+            stmt = stmt.where(or_(due > after[0], and_(due == after[0], m.Account.id > after[1])))
+        chunk = list(session.scalars(stmt.order_by(due, m.Account.id).limit(size)))
+        if not chunk:
+            return
+        last = chunk[-1]
+        assert last.next_check_at is not None
+        after = (last.next_check_at, last.id)  # read before the caller changes the rows
+        yield chunk
+        if len(chunk) < size:
+            return
 
 
 def open_episode(session: Session, account_id: str) -> m.Episode | None:

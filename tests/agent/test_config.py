@@ -31,3 +31,6 @@ def test_agent_settings_are_validated() -> None:
         agent_settings({"lease_seconds": -1})
     with pytest.raises(ConfigError, match="agent: must be a mapping"):
         agent_settings(["x"])
+    assert agent_settings({"tick_chunk": 50}).tick_chunk == 50
+    with pytest.raises(ConfigError, match=r"agent\.tick_chunk: at most 10000, got 20000"):
+        agent_settings({"tick_chunk": 20000})

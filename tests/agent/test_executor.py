@@ -302,7 +302,7 @@ def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World, mon
             acc = s.get(m.Account, "a1")
             assert acc is not None
             touch(acc, day(8))
-    original = agent.tick.evaluate_due
+    original = agent.tick.evaluate_chunks
 
     def racing(session, policy, now, **kw):  # type: ignore[no-untyped-def]
         items = list(original(session, policy, now, **kw))
@@ -314,7 +314,7 @@ def test_a_payment_recorded_during_the_tick_is_not_overwritten(world: World, mon
             touch(acc, day(8))
         yield from items
 
-    monkeypatch.setattr(agent.tick, "evaluate_due", racing)
+    monkeypatch.setattr(agent.tick, "evaluate_chunks", racing)
     t, _ = world.run(8)
     assert t.stale == 1
     assert world.state("a1") == "debtor"  # the stale "suspend" decision was not recorded
