@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -58,6 +58,7 @@ __all__ = [
     "echo",
     "emit_csv",
     "emit_json",
+    "emit_json_array",
     "get_state",
     "inert",
     "iso",
@@ -350,6 +351,17 @@ def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) ->
     click.echo(json.dumps(value, indent=indent, default=json_default, ensure_ascii=False, sort_keys=sort_keys))
 
 
+def emit_json_array(items: Iterable[Any]) -> None:
+    """Print ``items`` as one JSON array, each item as it comes (the same text :func:`emit_json` prints for
+    the list): a report streams its rows instead of building the whole document first."""
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=2, default=json_default, ensure_ascii=False).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + text, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
+
+
 def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
@@ -437,14 +449,24 @@ def csv_cell(value: object, *, numeric: bool = False) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def emit_csv(columns: list[str], rows: list[list[Any]], *, numeric: frozenset[str] = frozenset()) -> None:
-    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`."""
+def emit_csv(columns: list[str], rows: Iterable[list[Any]], *, numeric: frozenset[str] = frozenset(),
+             chunk: int = 500) -> None:
+    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`, written
+    out every ``chunk`` rows as they come."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
-    for r in rows:
+    for n, r in enumerate(rows, 1):
         w.writerow([csv_cell(v, numeric=c in numeric) for c, v in zip(columns, r, strict=True)])
+        if n % chunk == 0:
+            _echo_data(buf)
+    _echo_data(buf)
+
+
+def _echo_data(buf: io.StringIO) -> None:
     click.echo(buf.getvalue(), nl=False, color=True)  # data, kept exact: click would strip "ESC [...m" from it
+    buf.seek(0)
+    buf.truncate()
 
 
 # --- the group -----------------------------------------------------------------------------------
