@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -29,17 +29,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
-from agent.imports import ImportFileError, check_instant, parse_amount, parse_instant
-from agent.store import models as m
-from agent.store.db import Store, StoreError, open_store
-from agent.store.repo import UnknownAccount, load_snapshots
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from agent.notices import NoticeSettings
+    from agent.store import models as m
+    from agent.store.db import Store
     from connectors.inventory import Inventory
     from policy.loader import PolicySet
     from policy.model import ResolvedPolicy
@@ -58,6 +56,7 @@ __all__ = [
     "echo",
     "emit_csv",
     "emit_json",
+    "emit_json_array",
     "get_state",
     "inert",
     "iso",
@@ -90,7 +89,10 @@ class _Internal(CliError):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from agent.imports import ImportFileError
     from agent.notices import TemplateError
+    from agent.store.db import StoreError
+    from agent.store.repo import UnknownAccount
     from connectors.inventory import InventoryError
     from policy import PolicyError
 
@@ -98,7 +100,37 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Group(click.Group):
-    """Turns every error into one message (never a traceback) with a non-zero exit code."""
+    """Turns every error into one message (never a traceback) with a non-zero exit code, and imports a
+    command's module only when that command runs (:meth:`add_lazy`): ``--help`` lists the commands from
+    their short help, known without importing them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, tuple[Callable[[], click.Command], str]] = {}
+        self.commands = _LoadedCommands(self, self.commands)
+
+    def add_lazy(self, name: str, load: Callable[[], click.Command], short_help: str) -> None:
+        """Register the command ``name``, made by ``load()`` the first time it is needed; ``short_help`` is
+        the first line of its docstring (tests/agent/test_fast_start.py holds the two equal)."""
+        self.lazy[name] = (load, short_help)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            return self.commands[cmd_name]  # loaded on first use (_LoadedCommands)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = [n for n in self.list_commands(ctx) if n in self.lazy or not self.commands[n].hidden]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, self.commands[n].get_short_help_str(limit) if n in self.commands
+                 else click.Command(n, help=self.lazy[n][1]).get_short_help_str(limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -114,9 +146,26 @@ class _Group(click.Group):
             raise error from None
 
 
+class _LoadedCommands(dict[str, click.Command]):
+    """A group's commands by name: a lazy command (:meth:`_Group.add_lazy`) is loaded when first looked up
+    by name, so ``group.commands[name]`` works for every command; ``in`` tells whether it is loaded yet."""
+
+    def __init__(self, group: _Group, commands: Mapping[str, click.Command]) -> None:
+        super().__init__(commands)
+        self.group = group
+
+    def __missing__(self, name: str) -> click.Command:
+        if name not in self.group.lazy:
+            raise KeyError(name)
+        command = self[name] = self.group.lazy[name][0]()
+        return command
+
+
 def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
     """The message for an error that is not a bug: the machine's (database locked, disk full), the
     input's or the configuration's; None for anything else."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from agent.cli.failures import describe
 
     config = getattr(ctx.obj, "config", None)
@@ -163,6 +212,8 @@ class CliState:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from agent.store.db import open_store
+
             self._store = open_store(self.config.db_url)
         return self._store
 
@@ -211,6 +262,8 @@ class CliState:
 
     def account_fields(self, account_id: str) -> Mapping[str, Any] | None:
         """The fields a notice template sees for ``account_id`` (used by ``templates preview``)."""
+        from agent.store import models as m
+        from agent.store.repo import load_snapshots
         from policy import balance_at, evaluate
 
         with self.store.session() as s:
@@ -276,6 +329,8 @@ def all_resolved(state: CliState) -> list[ResolvedPolicy]:
 def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
+    from agent.imports import parse_instant
+
     try:
         return parse_instant(value, what="--at")
     except ValueError as exc:
@@ -313,6 +368,8 @@ def actor_name(actor: str | None) -> str:
 
 def parse_money(text: str, what: str, currency: str) -> Decimal:
     """An amount typed on the command line, in ``currency`` (the account's)."""
+    from agent.imports import parse_amount
+
     try:
         return parse_amount(text, currency=currency, what=what)
     except ValueError as exc:
@@ -321,6 +378,8 @@ def parse_money(text: str, what: str, currency: str) -> Decimal:
 
 def parse_moment(text: str, policy: PolicySet, what: str) -> datetime:
     """A date (local midnight in the policy's time zone) or an ISO instant with a zone."""
+    from agent.imports import check_instant, parse_instant
+
     raw = text.strip()
     if len(raw) == 10:
         try:
@@ -348,6 +407,17 @@ def iso(value: datetime | None) -> str | None:
 def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
     """Print ``value`` as JSON, exactly (JSON escapes control characters itself)."""
     click.echo(json.dumps(value, indent=indent, default=json_default, ensure_ascii=False, sort_keys=sort_keys))
+
+
+def emit_json_array(items: Iterable[Any]) -> None:
+    """Print ``items`` as one JSON array, each item as it comes (the same text :func:`emit_json` prints for
+    the list): a report streams its rows instead of building the whole document first."""
+    first = True
+    for item in items:
+        text = json.dumps(item, indent=2, default=json_default, ensure_ascii=False).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + text, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 def json_default(value: Any) -> Any:
@@ -437,14 +507,24 @@ def csv_cell(value: object, *, numeric: bool = False) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def emit_csv(columns: list[str], rows: list[list[Any]], *, numeric: frozenset[str] = frozenset()) -> None:
-    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`."""
+def emit_csv(columns: list[str], rows: Iterable[list[Any]], *, numeric: frozenset[str] = frozenset(),
+             chunk: int = 500) -> None:
+    """Print ``rows`` as CSV under a header of ``columns``, every cell through :func:`csv_cell`, written
+    out every ``chunk`` rows as they come."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
-    for r in rows:
+    for n, r in enumerate(rows, 1):
         w.writerow([csv_cell(v, numeric=c in numeric) for c, v in zip(columns, r, strict=True)])
+        if n % chunk == 0:
+            _echo_data(buf)
+    _echo_data(buf)
+
+
+def _echo_data(buf: io.StringIO) -> None:
     click.echo(buf.getvalue(), nl=False, color=True)  # data, kept exact: click would strip "ESC [...m" from it
+    buf.seek(0)
+    buf.truncate()
 
 
 # --- the group -----------------------------------------------------------------------------------

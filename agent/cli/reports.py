@@ -18,6 +18,7 @@ from agent.cli.app import (
     echo,
     emit_csv,
     emit_json,
+    emit_json_array,
     get_state,
     iso,
     json_option,
@@ -59,40 +60,41 @@ def accounts_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def forecast_command(ctx: click.Context, account: str | None, days: int, at: datetime | None, as_json: bool) -> None:
     """Every measure to come in the next DAYS days, assuming nothing is paid and each takes effect when due."""
-    from agent.store.repo import due_accounts
+    from agent.store.repo import due_select, iter_accounts
     from policy import forecast
 
     state = get_state(ctx)
     now = set_now(state, at)
     until = now + timedelta(days=days)
-    items: list[dict[str, Any]] = []
+    # the accounts are read a chunk at a time; only the measures found are kept (small tuples), to sort them
+    items: list[tuple[str, str, str, str, str]] = []  # due at, account, stage, action, reason
     with session(state, write=False) as s:
-        accs = [get_account(s, account)] if account else due_accounts(s, now, until=until)
-        for i in range(0, len(accs), 500):
-            batch = accs[i:i + 500]
+        chunks = [[get_account(s, account)]] if account else iter_accounts(s, due_select(until))
+        for batch in chunks:
             snaps = load_snapshots(s, batch)
             for acc in batch:
-                for f in forecast(snaps[acc.id], resolve(state.policy, acc), now, until):
-                    items.append({"account": acc.id, "stage": f.stage, "action": f.action,
-                                  "due_at": iso(f.due_at), "reason": f.reason})
-    items.sort(key=lambda x: (x["due_at"], x["account"]))
+                items += [(iso(f.due_at) or "", acc.id, f.stage, f.action, f.reason)
+                          for f in forecast(snaps[acc.id], resolve(state.policy, acc), now, until)]
+    items.sort(key=lambda x: (x[0], x[1]))
     if as_json:
-        emit_json(items)
+        emit_json_array({"account": a, "stage": st, "action": ac, "due_at": d, "reason": r}
+                        for d, a, st, ac, r in items)
         return
     if not items:
         echo(f"nothing due until {iso(until)}")
         return
     table(f"forecast {iso(now)} .. {iso(until)}", ["due at", "account", "stage", "action", "reason"],
-           [[i["due_at"], i["account"], i["stage"], i["action"], i["reason"]] for i in items])
+           [list(i) for i in items])
 
 
 def _debtors(s: Session, state: CliState, now: datetime) -> list[dict[str, Any]]:
+    """The debtor rows, by balance: the accounts are read a chunk at a time, and only the debtors' rows
+    (plain dicts) are kept, to sort them."""
+    from agent.store.repo import iter_accounts
     from policy import balance_at, evaluate
 
     rows: list[dict[str, Any]] = []
-    accs = list(s.scalars(select(m.Account).where(m.Account.state != "deleted").order_by(m.Account.id)))
-    for i in range(0, len(accs), 500):
-        batch = accs[i:i + 500]
+    for batch in iter_accounts(s, select(m.Account).where(m.Account.state != "deleted")):
         snaps = load_snapshots(s, batch)
         for acc in batch:
             snap = snaps[acc.id]
@@ -134,12 +136,12 @@ def debtors(ctx: click.Context, fmt: str, at: datetime | None, as_json: bool) ->
     with session(state, write=False) as s:
         rows = _debtors(s, state, now)
     if as_json or fmt == "json":
-        emit_json(rows)
+        emit_json_array(rows)
         return
     columns = ["account", "username", "billing_email", "plan", "reseller", "currency", "balance", "credit_limit",
                "state", "in_debt", "holds", "debt_since", "days_in_debt", "last_stage", "next_stage", "next_due"]
     if fmt == "csv":
-        emit_csv(columns, [[" ".join(r[c]) if c == "holds" else r[c] for c in columns] for r in rows],
+        emit_csv(columns, ([" ".join(r[c]) if c == "holds" else r[c] for c in columns] for r in rows),
                  numeric=_NUMERIC)
         return
     table(f"debtors at {iso(now)}", ["account", "balance", "limit", "state", "holds", "since", "days", "next", "due"],

@@ -17,6 +17,7 @@ from agent.cli.app import (
     at_option,
     echo,
     emit_json,
+    emit_json_array,
     get_state,
     iso,
     json_option,
@@ -60,7 +61,7 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
     for e in errors:
         echo(f"warning: {e}", err=True)
     if as_json:
-        emit_json([i.as_dict() for i in items])
+        emit_json_array(i.as_dict() for i in items)
         return
     if not items:
         echo(f"nothing to do at {iso(now)}")

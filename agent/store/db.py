@@ -1,8 +1,8 @@
 """Engines and sessions from a database URL, and the migrations that bring a database to the current schema.
 
 Nothing happens at import time: :func:`open_store` creates the engine, sets the SQLite pragmas (WAL,
-foreign keys, a busy timeout) on every connection and runs the Alembic migrations when the database
-is not at the newest revision yet.
+foreign keys, a busy timeout) on every connection, reads the database's schema revision with one SELECT
+and runs the Alembic migrations only when it is not the newest (:data:`agent.store.revision.HEAD`).
 
 The busy timeout is how long a write waits for another process's write lock before it fails with
 "database is locked": 30 seconds, or ``ARREARS_BUSY_TIMEOUT`` seconds (the environment variable).
@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+
+from agent.store.revision import HEAD
 
 __all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Store", "StoreError", "busy_timeout", "current_revision", "head_revision",
            "make_engine", "migrate", "open_store"]
@@ -98,12 +101,12 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The database's schema revision, with one SELECT; None for a database without one (a new one)."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        return MigrationContext.configure(conn).get_current_revision()
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError):
+            return None  # no alembic_version table: nothing migrated yet
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -137,8 +140,8 @@ def open_store(url: str, *, upgrade: bool = True, echo: bool = False) -> Store:
     """Open the database at ``url``, migrating it to the newest schema when needed (``upgrade``)."""
     engine = make_engine(url, echo=echo)
     try:
-        if upgrade and current_revision(engine) != head_revision():
-            migrate(engine)
+        if upgrade and current_revision(engine) != HEAD:
+            migrate(engine)  # only now is Alembic loaded
     except StoreError:
         engine.dispose()
         raise

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -31,8 +31,10 @@ __all__ = [
     "audit",
     "due_accounts",
     "due_chunks",
+    "due_select",
     "failed_notices",
     "get_account",
+    "iter_accounts",
     "load_snapshots",
     "open_episode",
     "open_holds",
@@ -55,11 +57,15 @@ def get_account(session: Session, account_id: str) -> m.Account:
     return acc
 
 
+def due_select(until: datetime) -> Select[Any]:
+    """The accounts whose next check is at or before ``until`` (a statement, unordered)."""
+    return select(m.Account).where(m.Account.next_check_at.is_not(None)).where(m.Account.next_check_at <= until)
+
+
 def due_accounts(session: Session, now: datetime, *, until: datetime | None = None,
                  limit: int | None = None) -> list[m.Account]:
     """The accounts whose next check is at or before ``until`` (default ``now``), through the index."""
-    stmt = (select(m.Account).where(m.Account.next_check_at.is_not(None))
-            .where(m.Account.next_check_at <= (until or now)).order_by(m.Account.next_check_at, m.Account.id))
+    stmt = due_select(until or now).order_by(m.Account.next_check_at, m.Account.id)
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
@@ -73,7 +79,7 @@ def due_chunks(session: Session, now: datetime, *, size: int = BATCH) -> Iterato
     due = m.Account.next_check_at
     after: tuple[datetime, str] | None = None
     while True:
-        stmt = select(m.Account).where(due.is_not(None)).where(due <= now)
+        stmt = due_select(now)
         if after is not None:
             stmt = stmt.where(or_(due > after[0], and_(due == after[0], m.Account.id > after[1])))
         chunk = list(session.scalars(stmt.order_by(due, m.Account.id).limit(size)))
@@ -84,6 +90,25 @@ def due_chunks(session: Session, now: datetime, *, size: int = BATCH) -> Iterato
         after = (last.next_check_at, last.id)  # read before the caller changes the rows
         yield chunk
         if len(chunk) < size:
+            return
+
+
+def iter_accounts(session: Session, stmt: Select[Any] | None = None, *,
+                  chunk: int = BATCH) -> Iterator[list[m.Account]]:
+    """The accounts ``stmt`` selects (default: all), in chunks of ``chunk`` in the order of their id, read by
+    keyset pagination (``id > last`` through the primary key): one query per chunk, and no more than one
+    chunk of accounts held at a time, so a report over every account reads in memory flat in their number.
+    ``stmt`` is a ``select(m.Account)`` with filters only; its own ordering and limit are replaced."""
+    base = (select(m.Account) if stmt is None else stmt).order_by(None).limit(None)
+    last: str | None = None
+    while True:
+        page = base if last is None else base.where(m.Account.id > last)
+        accounts = list(session.scalars(page.order_by(m.Account.id).limit(chunk)))
+        if not accounts:
+            return
+        last = accounts[-1].id
+        yield accounts  # the session's identity map holds rows weakly: a chunk is freed once the caller drops it
+        if len(accounts) < chunk:
             return
 
 

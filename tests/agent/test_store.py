@@ -112,3 +112,34 @@ def test_the_claims_migration_claims_existing_placements_in_order(tmp_path: Path
         claims = conn.execute(text("SELECT account, service, key FROM resource_claims ORDER BY id")).all()
     engine.dispose()
     assert [tuple(c) for c in claims] == [("a1", "home", "/home/a"), ("b2", "web", "b.example")]
+
+
+def test_the_head_known_from_the_file_names_is_alembics_head() -> None:
+    from agent.store.revision import HEAD
+
+    assert head_revision() == HEAD
+
+
+def test_opening_a_current_database_reads_its_revision_without_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    open_store(url).close()
+    probe = ("import sys; from agent.store.db import open_store; s = open_store(sys.argv[1]); s.close(); "
+             "print(sorted(n for n in sys.modules if n.split('.')[0] == 'alembic'))")
+    out = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_an_old_database_is_still_migrated(tmp_path: Path) -> None:
+    from agent.store.db import make_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    engine = make_engine(url)
+    migrate(engine, "0001")
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+    s = open_store(url)
+    assert current_revision(s.engine) == head_revision()
+    s.close()
