@@ -137,7 +137,6 @@ def flag_script(action: str, box: str, state_dir: str, requested: str, backend: 
     rec = record_path(state_dir, box)
     head = f"""{_SETS}
 m={q(box)}
-st={q(state_dir + "/mail")}
 rec={q(rec)}
 {backend.prelude}
 _mf_read() {{
@@ -158,6 +157,7 @@ _mf_read
 """
     if action == "suspend":
         body = f"""
+st={q(state_dir + "/mail")}
 req={q(requested)}
 if [ -f "$rec" ]; then _mf_record; else before=$cur; added=; _mf_raw=; fi
 _mf_sub "$req" "$cur"; new=$_mf_r
