@@ -90,6 +90,7 @@ class Operation:
     script: str
     handlers: tuple[str, ...] = ()
     commit: str = ""  # a commit handler that applies what this operation queued, and reports its result
+    inline: bool = False  # runs in the batch's shell (no subshell): never calls fail or exit
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -206,7 +207,8 @@ def build_script(
         if op.id in seen:
             raise ValueError(f"operation id {op.id!r} appears twice in one batch")
         seen.add(op.id)
-        call = f"_ar_do '{op.id}' _ar_op_{n} '{' '.join(op.handlers)}'" + (f" {op.commit}" if op.commit else "")
+        call = (f"_ar_do '{op.id}' _ar_op_{n} '{' '.join(op.handlers)}' {op.commit or '-'}"
+                + (" inline" if op.inline else ""))
         parts.append(f"_ar_op_{n}() {{\n{op.script}\n}}\n{call}\n")
     for n, handler in enumerate(h for h in handlers if h.commit):
         parts.append(f"_ar_c_{n}() {{\n{handler.script}\n}}\n_ar_commit {handler.name} _ar_c_{n}\n")

@@ -40,8 +40,10 @@ _ar_mark() {
     : > "$_ar_tmp/m.$_ar_h"
   done
 }
-# _ar_do ID FUNCTION 'HANDLERS' [COMMIT]: run one operation; with COMMIT, an operation that succeeded only
-# queued its change: its result line is the commit's to print, once the change is on disk (_ar_commit)
+# _ar_do ID FUNCTION 'HANDLERS' [COMMIT|-] [inline]: run one operation; with COMMIT, an operation that
+# succeeded only queued its change: its result line is the commit's to print, once the change is on disk
+# (_ar_commit). An inline operation runs in the batch's shell, without a subshell: it never calls fail or
+# exit, and returns non-zero after printing its error to stderr.
 _ar_do() {
   : > "$_ar_tmp/c"; : > "$_ar_tmp/o"; : > "$_ar_tmp/e"
   _ar_id=$1; _ar_hs=$3
@@ -51,9 +53,12 @@ _ar_do() {
     _ar_emit "$1" "$_ar_rc"
     return 0
   fi
-  ( set -e; "$2" ) > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" < /dev/null
+  case ${5-} in
+    inline) { "$2"; } > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" < /dev/null ;;  # no fail, no exit in it
+    *) ( set -e; "$2" ) > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" < /dev/null ;;
+  esac
   _ar_rc=$?
-  if [ "${4-}" ] && [ "$_ar_rc" -eq 0 ]; then
+  if [ "${4:--}" != - ] && [ "$_ar_rc" -eq 0 ]; then
     printf '%s %s\n' "$1" "$3" >> "$_ar_tmp/k.$4"
     return 0
   fi

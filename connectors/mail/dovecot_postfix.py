@@ -225,10 +225,11 @@ class DovecotPostfixConnector:
                     ops.append(Operation(oid, acct, f"mail:{action}", script))
                     continue
                 script = (f"printf '%s\\t%s\\t%s\\t%s\\t%s\\n' {action} \"$_ar_id\" {q(box)} "
-                          f"{q(passwd_key(box))} {q(requested or '-')} >> \"$_ar_tmp/dp.req\"")
+                          f"{q(passwd_key(box))} {q(requested or '-')} >> \"$_ar_tmp/dp.req\" || "
+                          "{ echo 'cannot queue the change' >&2; return 1; }")
                 if action == "suspend" and unsupported:
                     script += f'\nfact "unsupported:"{q(box)} {q(unsupported)}'
-                ops.append(Operation(oid, acct, f"mail:{action}", script, handlers, COMMIT))
+                ops.append(Operation(oid, acct, f"mail:{action}", script, handlers, COMMIT, inline=True))
             return ops
         if not res.mailboxes:
             return []
