@@ -9,7 +9,8 @@ own account while the others complete.
 Inside an operation's script these shell functions are available:
 
 ``changed``            mark that this operation changed the host (absent = nothing to do).
-``fact KEY VALUE``     return a single-line fact to the caller (saved state, archive digest...).
+``fact KEY VALUE``     return a single-line fact to the caller (saved state, archive digest...); printed
+                       at once as its own line (a line break in VALUE becomes a blank).
 ``fail MESSAGE``       print MESSAGE to stderr and end the operation with status 1.
 
 Handlers run once at the end of the batch when at least one operation that names them changed
@@ -25,6 +26,16 @@ batch dies, or the agent or its connection does, after a change reached the disk
 the next batch that carries that handler runs it even though its operations now find nothing to change.
 An operation whose handler cannot be recorded is not run.
 
+An operation may name a *commit* (a :class:`Handler` with ``commit=True``): then the operation only
+checks and queues its change (into a file under ``$_ar_tmp``), and the commit, run once after all
+operations and before the handlers, applies every queued change to each shared file in one pass (one
+read, one write, one rename per file) and prints each operation's result. Those results go out only
+once the commit returned, so an operation is reported done only when its change is on disk; the pending
+handler records were written and fsynced when the operations ran, before any file changed. When the
+commit fails, each of its operations fails with the commit's message and their handlers still run.
+
+The shell itself is connectors/batch.sh; Python only adds data (ids, quoted paths) and the operations.
+
 A batch runs whole or not at all: the script is one function definition, called by its last line with
 the script's sha256 (:func:`whole_script`). ``sh -s`` parses a function definition completely before it
 runs any of it, so a script cut short (a lost connection during the upload) is a syntax error or a call
@@ -39,6 +50,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from connectors.observed import Observed
@@ -66,6 +78,7 @@ Action = Literal["suspend", "resume", "delete", "restore", "status"]
 OP_ID = re.compile(r"^[A-Za-z0-9_.:@+=-]{1,200}$")  # what an operation or handler id may hold
 _ID = OP_ID
 _MARK = "@@arrears "
+_FACT = "@@arrears-fact "
 
 
 @dataclass(frozen=True)
@@ -77,21 +90,25 @@ class Operation:
     kind: str
     script: str
     handlers: tuple[str, ...] = ()
+    commit: str = ""  # a commit handler that applies what this operation queued, and reports its result
+    inline: bool = False  # runs in the batch's shell (no subshell): never calls fail or exit
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
             raise ValueError(f"operation id {self.id!r} has characters outside [A-Za-z0-9_.:@+=-]")
-        for name in self.handlers:
+        for name in (*self.handlers, *([self.commit] if self.commit else [])):
             if not _ID.match(name):
                 raise ValueError(f"handler name {name!r} has characters outside [A-Za-z0-9_.:@+=-]")
 
 
 @dataclass(frozen=True)
 class Handler:
-    """A step run once per batch after the operations that notified it changed something."""
+    """A step run once per batch after the operations that notified it changed something; or, with
+    ``commit``, the one pass that applies what its operations queued (see the module doc)."""
 
     name: str
     script: str
+    commit: bool = False
 
 
 @dataclass
@@ -177,102 +194,37 @@ class Connector(Protocol):
         ...
 
 
-_PRELUDE = r"""
-set -u
-umask 077
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-_ar_tmp=$(mktemp -d "${TMPDIR:-/tmp}/arrears.XXXXXX") || { echo "@@arrears-fatal mktemp failed"; exit 97; }
-trap 'rm -rf "$_ar_tmp"' EXIT
-changed() { echo x >&3; }
-fact() { printf '%s=%s\n' "$1" "$2" >&4; }
-fail() { printf '%s\n' "$*" >&2; exit 1; }
-_ar_b64() { if [ -s "$1" ]; then base64 -w0 < "$1" 2>/dev/null; fi; }
-_ar_emit() {
-  if [ -s "$_ar_tmp/c" ]; then _ar_ch=true; else _ar_ch=false; fi
-  printf '@@arrears {"id":"%s","rc":%d,"changed":%s,"out":"%s","err":"%s","facts":"%s"}\n' \
-    "$1" "$2" "$_ar_ch" "$(_ar_b64 "$_ar_tmp/o")" "$(_ar_b64 "$_ar_tmp/e")" "$(_ar_b64 "$_ar_tmp/f")"
-}
-_ar_mark() {
-  for _ar_h in $1; do
-    [ ! -e "$_ar_tmp/m.$_ar_h" ] || continue
-    if [ -n "$_ar_pending" ]; then
-      true 2> "$_ar_tmp/e" > "$_ar_pending/$_ar_h" || return 1  # not ':', whose failed redirection ends sh
-      sync -- "$_ar_pending/$_ar_h" "$_ar_pending" 2>/dev/null || sync
-    fi
-    : > "$_ar_tmp/m.$_ar_h"
-  done
-}
-_ar_do() {
-  : > "$_ar_tmp/c"; : > "$_ar_tmp/f"; : > "$_ar_tmp/o"; : > "$_ar_tmp/e"
-  if ! _ar_mark "$3"; then
-    printf 'cannot record the pending handlers (%s) in %s; nothing was changed\n' "$3" "$_ar_pending" >> "$_ar_tmp/e"
-    _ar_rc=1
-    _ar_emit "$1" "$_ar_rc"
-    return 0
-  fi
-  ( set -e; "$2" ) > "$_ar_tmp/o" 2> "$_ar_tmp/e" 3> "$_ar_tmp/c" 4> "$_ar_tmp/f" < /dev/null
-  _ar_rc=$?
-  if [ -s "$_ar_tmp/c" ] && [ "$_ar_rc" -eq 0 ]; then
-    for _ar_h in $3; do printf '%s\n' "$1" >> "$_ar_tmp/h.$_ar_h"; done
-  fi
-  _ar_emit "$1" "$_ar_rc"
-}
-override() {
-  printf '%s\n' "$3" > "$_ar_tmp/ov"
-  printf '@@arrears {"id":"%s","rc":%d,"changed":false,"override":true,"out":"","err":"%s","facts":""}\n' \
-    "$1" "$2" "$(_ar_b64 "$_ar_tmp/ov")" >&5
-}
-"""
-
-
-# One batch at a time per host: a batch left running by an agent that died (or lost its connection)
-# finishes before the next one starts, so the two never interleave their changes.
-_HOST_LOCK = """if command -v flock >/dev/null 2>&1; then
-  exec 9>>{lock} || {{ echo "@@arrears-fatal cannot open the host lock {lock}"; exit 97; }}
-  flock -w 600 9 || {{ echo "@@arrears-fatal another batch has held {lock} for 600 s"; exit 97; }}
-fi
-"""
+_PRELUDE = (Path(__file__).with_name("batch.sh")).read_text()
 
 
 def build_script(
     operations: Sequence[Operation], handlers: Iterable[Handler] = (), *, state_dir: str | None = None
 ) -> str:
-    """Join operations and their handlers into one ``sh -s`` script printing one JSON line each."""
+    """Join operations, their commits and their handlers into one ``sh -s`` script printing one JSON
+    line each. Python writes data here (ids, paths, quoted values); the shell is connectors/batch.sh."""
     handlers = list(handlers)
+    for handler in handlers:
+        if not _ID.match(handler.name):
+            raise ValueError(f"handler name {handler.name!r} has characters outside [A-Za-z0-9_.:@+=-]")
     seen: set[str] = set()
     parts = [_PRELUDE]
     if state_dir is None:
         parts.append("_ar_pending=''\n")
     else:
-        pending = q(path(state_dir) + "/pending")
-        parts.append(f"_ar_pending={pending}\nmkdir -p \"$_ar_pending\" 2>/dev/null || true\n")
-        parts.append(_HOST_LOCK.format(lock=q(path(state_dir) + "/batch.lock")))
-        for handler in handlers:
-            if _ID.match(handler.name):
-                parts.append(
-                    f"[ -n \"$_ar_pending\" ] && [ -e \"$_ar_pending/{handler.name}\" ] && "
-                    f"printf 'pending\\n' >> \"$_ar_tmp/h.{handler.name}\"\n"
-                )
+        parts.append(f"_ar_pending={q(path(state_dir) + '/pending')}\nmkdir -p \"$_ar_pending\" 2>/dev/null || true\n")
+        parts.append(f"_ar_lock {q(path(state_dir) + '/batch.lock')}\n")
+        parts.extend(f"_ar_was_pending {h.name}\n" for h in handlers if not h.commit)
     for n, op in enumerate(operations):
         if op.id in seen:
             raise ValueError(f"operation id {op.id!r} appears twice in one batch")
         seen.add(op.id)
-        parts.append(f"_ar_op_{n}() {{\n{op.script}\n}}\n_ar_do '{op.id}' _ar_op_{n} '{' '.join(op.handlers)}'\n")
-    for n, handler in enumerate(handlers):
-        if not _ID.match(handler.name):
-            raise ValueError(f"handler name {handler.name!r} has characters outside [A-Za-z0-9_.:@+=-]")
-        parts.append(
-            f"_ar_h_{n}() {{\n{handler.script}\n}}\n"
-            f"if [ -s \"$_ar_tmp/h.{handler.name}\" ]; then\n"
-            f"  ARREARS_CHANGED=$(tr '\\n' ' ' < \"$_ar_tmp/h.{handler.name}\"); export ARREARS_CHANGED\n"
-            f"  _ar_do 'handler:{handler.name}' _ar_h_{n} '' 5>&1\n"
-            f"  [ \"$_ar_rc\" -ne 0 ] || [ -z \"$_ar_pending\" ] || rm -f \"$_ar_pending/{handler.name}\"\n"
-            # recorded by this batch, and no operation naming it changed anything: nothing to load
-            f"elif [ -e \"$_ar_tmp/m.{handler.name}\" ] && [ -n \"$_ar_pending\" ]; then\n"
-            f"  rm -f \"$_ar_pending/{handler.name}\"\n"
-            f"fi\n"
-        )
+        call = (f"_ar_do '{op.id}' _ar_op_{n} '{' '.join(op.handlers)}' {op.commit or '-'}"
+                + (" inline" if op.inline else ""))
+        parts.append(f"_ar_op_{n}() {{\n{op.script}\n}}\n{call}\n")
+    for n, handler in enumerate(h for h in handlers if h.commit):
+        parts.append(f"_ar_c_{n}() {{\n{handler.script}\n}}\n_ar_commit {handler.name} _ar_c_{n}\n")
+    for n, handler in enumerate(h for h in handlers if not h.commit):
+        parts.append(f"_ar_h_{n}() {{\n{handler.script}\n}}\n_ar_handler {handler.name} _ar_h_{n}\n")
     return whole_script("".join(parts))
 
 
@@ -297,17 +249,22 @@ def parse_output(host: str, operations: Sequence[Operation], output: ScriptOutpu
     """Read the JSON result lines of a batch; an operation with no line is reported as not run."""
     by_id = {op.id: op for op in operations}
     batch = BatchResult(host=host)
+    facts_of: dict[str, dict[str, str]] = {}
     for line in output.stdout.splitlines():
         if line.startswith("@@arrears-fatal"):
             batch.error = line.removeprefix("@@arrears-fatal").strip()
             continue
+        if line.startswith(_FACT):
+            op_id, _, fact = line[len(_FACT):].partition(" ")
+            key, sep, value = fact.partition("=")
+            if sep:
+                facts_of.setdefault(op_id, {})[key] = value
+            continue
         if not line.startswith(_MARK):
             continue
         data = json.loads(line[len(_MARK):])
-        facts = dict(
-            ln.partition("=")[::2] for ln in _b64(data.get("facts", "")).splitlines() if "=" in ln
-        )
-        op_id: str = data["id"]
+        op_id = data["id"]
+        facts = facts_of.get(op_id, {})
         if op_id.startswith("handler:"):
             batch.handlers[op_id] = OpResult(
                 op_id, "", "handler", data["rc"], data["changed"], _b64(data["out"]), _b64(data["err"]), facts
@@ -322,7 +279,7 @@ def parse_output(host: str, operations: Sequence[Operation], output: ScriptOutpu
             batch.results[op_id] = OpResult(
                 op.id, op.account, op.kind, data["rc"] or 1, False,
                 previous.stdout if previous else "", message,
-                previous.facts if previous else {}, message or "rolled back by its handler",
+                previous.facts if previous else facts, message or "rolled back by its handler",
             )
             continue
         batch.results[op_id] = OpResult(

@@ -31,6 +31,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from connectors.base import OP_ID
@@ -54,24 +55,7 @@ __all__ = [
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_./:=@+,%-]{1,200}$")
 
-# Set arithmetic on flag letters (canonical order kept), all shell builtins: _mf_sub A B sets $_mf_r to A
-# without B, _mf_or A B to A or B (no subshell needed); _mf_minus and _mf_plus print the same.
-_SETS = r"""
-_mf_nl='
-'
-_mf_sub() {
-  _mf_r=
-  for _mf_c in d p w i b r; do
-    case $1 in *$_mf_c*) case $2 in *$_mf_c*) ;; *) _mf_r=$_mf_r$_mf_c ;; esac ;; esac
-  done
-}
-_mf_or() {
-  _mf_r=
-  for _mf_c in d p w i b r; do case "$1$2" in *$_mf_c*) _mf_r=$_mf_r$_mf_c ;; esac; done
-}
-_mf_minus() { _mf_sub "$1" "$2"; printf '%s' "$_mf_r"; }
-_mf_plus() { _mf_or "$1" "$2"; printf '%s' "$_mf_r"; }
-"""
+_SETS = Path(__file__).with_name("flags.sh").read_text()  # set arithmetic on flag letters
 
 
 @dataclass(frozen=True)
@@ -147,12 +131,12 @@ def mark_deleted(script: str, state_dir: str, boxes: Sequence[str], *, deleted: 
     """A delete's (``deleted``) or a restore's archive script, followed, once it succeeded, by writing or
     removing each mailbox's :func:`deleted_path` record. The archive script runs in a subshell: it may end
     early with ``exit 0`` (nothing left to do) and the record is still brought up to date."""
-    paths = " ".join(q(deleted_path(state_dir, box)) for box in boxes)
+    paths = [q(deleted_path(state_dir, box)) for box in boxes]
     if deleted:
-        mark = f'mkdir -p -- {q(state_dir + "/mail")}\nfor _md in {paths}; do [ -e "$_md" ] || : > "$_md"; done'
+        mark = "\n".join([f'mkdir -p -- {q(state_dir + "/mail")}', *(f"[ -e {p} ] || : > {p}" for p in paths)])
     else:
-        mark = f"rm -f -- {paths}"
-    return f"_md_archive() {{\n{script}\n}}\n( _md_archive ) || exit $?\n{mark}\n"
+        mark = f"rm -f -- {' '.join(paths)}"
+    return f"(\n{script}\n) || exit $?\n{mark}\n"
 
 
 @dataclass(frozen=True)
@@ -176,7 +160,6 @@ def flag_script(action: str, box: str, state_dir: str, requested: str, backend: 
     rec = record_path(state_dir, box)
     head = f"""{_SETS}
 m={q(box)}
-st={q(state_dir + "/mail")}
 rec={q(rec)}
 {backend.prelude}
 _mf_read() {{
@@ -197,6 +180,7 @@ _mf_read
 """
     if action == "suspend":
         body = f"""
+st={q(state_dir + "/mail")}
 req={q(requested)}
 if [ -f "$rec" ]; then _mf_record; else before=$cur; added=; _mf_raw=; fi
 _mf_sub "$req" "$cur"; new=$_mf_r

@@ -28,7 +28,9 @@ the configured ``postmap``, ``postfix reload``, ``doveadm reload``,
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,87 +60,12 @@ _CLASS = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _REPLY = re.compile(r"^[45][0-9][0-9] [45]\.[0-9]{1,3}\.[0-9]{1,3}( [A-Za-z0-9 .,()-]{0,200})?$")
 _MAP_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 
-# Helpers of one operation; ``$m`` is the mailbox, ``$st`` the state dir, ``$_dp_1``... the list files.
-# A line "belongs" to the mailbox when its first field (split on blanks or ':') is the mailbox, or
-# ``$_dp_k``, its passwd-file key (see :func:`passwd_key`; awk reads it from the environment, as ``-v``
-# would interpret its backslashes). Few
-# processes per operation: ``_dp_scan FILE...`` reads every list file with one awk and keeps the ones
-# that list the mailbox in ``$_dp_found`` (" file file "), which the flag checks read and every change
-# keeps up to date. ``_dp_add``/``_dp_del`` queue a file; ``_dp_commit`` writes every queued file's
-# new content with one awk (``<file>.arrears-tmp``; a missing file's is just its new line), gives them
-# their mode with one chmod and renames each over its file. Paths hold no blanks or glob characters
-# (connectors.validate.path), so lists of them are split on blanks. ``$_mf_nl`` (a newline) comes from
-# connectors.mail's shell.
-_PRELUDE = r"""
-umask 022
-_dp_found=
-_dp_scanned=
-_dp_scan() {
-  _dp_on=
-  for _dp_f; do if [ -f "$_dp_f" ]; then _dp_on="$_dp_on $_dp_f"; fi; done
-  _dp_found=' '
-  if [ -n "$_dp_on" ]; then
-    _dp_found=" $(_dp_k=$_dp_k awk -F'[ \t:]' -v m="$m" 'BEGIN { k = ENVIRON["_dp_k"] }
-      ($1 == m || $1 == k) && !(FILENAME in s) { s[FILENAME]; printf "%s ", FILENAME }' \
-      $_dp_on) " || fail "cannot read the lists of $m"
-  fi
-  _dp_scanned=1
-}
-_dp_has() { case $_dp_found in *" $1 "*) return 0 ;; esac; return 1; }
-_dp_begin() { _dp_spec=; _dp_todo=; }
-_dp_add() {
-  if _dp_has "$1"; then return 0; fi
-  _dp_found="$_dp_found$1 "
-  [ -d "${1%/*}" ] || mkdir -p "${1%/*}"
-  if [ -f "$1" ]; then
-    _dp_spec="${_dp_spec}a $1 $2$_mf_nl"
-  else
-    printf '%s\n' "$2" > "$1.arrears-tmp" || fail "cannot write $1"
-  fi
-  case $3 in dovecot) _dp_todo="$_dp_todo kick:$1" ;; *) _dp_todo="$_dp_todo $3:$1" ;; esac
-}
-_dp_del() {
-  if ! _dp_has "$1"; then return 0; fi
-  _dp_found=${_dp_found%%" $1 "*}" "${_dp_found#*" $1 "}
-  _dp_spec="${_dp_spec}d $1$_mf_nl"
-  _dp_todo="$_dp_todo $2:$1"
-}
-_dp_commit() {
-  [ -n "$_dp_todo" ] || return 0
-  if [ -n "$_dp_spec" ]; then
-    _dp_k=$_dp_k awk -v m="$m" 'BEGIN { k = ENVIRON["_dp_k"] }
-NF >= 2 {
-  f = $2; t = f ".arrears-tmp"; printf "" > t
-  while ((r = (getline l < f)) > 0) {
-    if ($1 == "a") print l > t
-    else { split(l, x, /[ \t:]/); if (x[1] != m && x[1] != k) print l > t }
-  }
-  if (r < 0) { printf "cannot read %s\n", f > "/dev/stderr"; exit 2 }
-  close(f)
-  if ($1 == "a") print substr($0, length($1) + length(f) + 3) > t
-  close(t)
-}' <<_DP_SPEC_ || fail "cannot write the new lists of $m"
-$_dp_spec
-_DP_SPEC_
-  fi
-  _dp_tmp=
-  for _dp_x in $_dp_todo; do _dp_tmp="$_dp_tmp ${_dp_x#*:}.arrears-tmp"; done
-  chmod 0644 $_dp_tmp || fail "cannot set the mode of$_dp_tmp"
-  for _dp_x in $_dp_todo; do
-    _dp_f=${_dp_x#*:}
-    # what the handler must do is written before the change it stands for: a batch that dies between
-    # the two leaves a reload to do, never a change that is on disk but not loaded
-    [ -d "$st" ] || mkdir -p "$st"
-    case ${_dp_x%%:*} in
-      dovecot) : > "$st/dovecot.reload" ;;
-      kick) : > "$st/dovecot.reload"; printf '%s\n' "$m" >> "$st/dovecot.kick" ;;
-      postfix) : > "$st/postfix.rebuild" ;;
-    esac || fail "cannot record the reload for $_dp_f in $st"
-    mv -f "$_dp_f.arrears-tmp" "$_dp_f" || fail "cannot write $_dp_f"
-    changed
-  done
-}
-"""
+# The flags of one mailbox for ``status``: ``$m`` is the mailbox, ``$_dp_k`` its passwd-file key,
+# ``$_dp_1``... the list files; see connectors/mail/dovecot_status.sh. Suspend and resume queue a line
+# each for the batch's one pass over the files, connectors/mail/dovecot_commit.sh.
+_STATUS = (Path(__file__).with_name("dovecot_status.sh")).read_text()
+_COMMIT = (Path(__file__).with_name("dovecot_commit.sh")).read_text()
+COMMIT = "mail-dovecot-lists"
 
 
 def passwd_key(box: str) -> str:
@@ -259,25 +186,32 @@ class DovecotPostfixConnector:
         return "".join(c for c in FLAGS if targets[c])
 
     def _shell(self, box: str) -> FlagShell:
+        """The status shell of one mailbox: a flag is set when every file of it lists the mailbox."""
         targets = self._targets(box)
         files = list(dict.fromkeys(f for flag in FLAGS for f, _, _ in targets[flag]))
         var = {f: f'"$_dp_{n}"' for n, f in enumerate(files, 1)}
-        prelude = (_PRELUDE + f"_dp_k={q(passwd_key(box))}\n"
+        prelude = (_STATUS + f"_dp_k={q(passwd_key(box))}\n"
                    + "".join(f"_dp_{n}={q(f)}\n" for n, f in enumerate(files, 1)))
         read = [f'  [ -n "$_dp_scanned" ] || _dp_scan {" ".join(var.values())}']
-        set_, clear = ["  _dp_begin"], ["  _dp_begin"]
         for flag in FLAGS:
             entries = targets[flag]
-            if not entries:
-                continue
-            read.append(f"  if {' && '.join(f'_dp_has {var[f]}' for f, _, _ in entries)}; then cur=${{cur}}{flag}; fi")
-            adds = "; ".join(f"_dp_add {var[f]} {q(line)} {kind}" for f, line, kind in entries)
-            dels = "; ".join(f"_dp_del {var[f]} {kind}" for f, _, kind in entries)
-            set_.append(f"  case $new in *{flag}*) {adds} ;; esac")
-            clear.append(f"  case $drop in *{flag}*) {dels} ;; esac")
-        set_.append("  _dp_commit")
-        clear.append("  _dp_commit")
-        return FlagShell(prelude, "\n".join(read), "\n".join(set_), "\n".join(clear))
+            if entries:
+                test = " && ".join(f"_dp_has {var[f]}" for f, _, _ in entries)
+                read.append(f"  if {test}; then cur=${{cur}}{flag}; fi")
+        return FlagShell(prelude, "\n".join(read), "", "")
+
+    def _commit(self) -> Handler:
+        """The one pass over the list files of a batch's suspensions and resumptions (data only here)."""
+        s = self.settings
+        rows = []
+        for flag, entries in self._targets("x@example.com").items():
+            for file, line, kind in entries:
+                form = "key" if file.startswith(s.deny_dir + "/deny.") else "box"
+                rows.append(f"{flag}\t{file}\t{kind}\t{form}\t{line.removeprefix('x@example.com')}")
+        files = " ".join(dict.fromkeys(f for flag in FLAGS for f, _, _ in self._targets("x@example.com")[flag]))
+        data = (f"_dp_st={q(s.state_dir + '/mail')}\n_dp_targets={q(chr(10).join(rows))}\n"
+                f"_dp_files={q(files)}\n")
+        return Handler(COMMIT, data + _COMMIT, commit=True)
 
     def _maildir(self, box: str) -> str:
         local, _, dom = box.partition("@")
@@ -297,11 +231,18 @@ class DovecotPostfixConnector:
             handlers = (DOVECOT_HANDLER, POSTFIX_HANDLER) if action != "status" else ()
             flag_action = "suspend" if action == "delete" else action  # a deleted mailbox stays suspended
             for box in res.mailboxes:
-                maildir = status_maildir(self._maildir, box) if action == "status" else None
-                script = flag_script(flag_action, box, s.state_dir, requested, self._shell(box), maildir)
+                oid = op_id(acct, action, box)
+                if action == "status":
+                    script = flag_script(action, box, s.state_dir, requested, self._shell(box),
+                                         status_maildir(self._maildir, box))
+                    ops.append(Operation(oid, acct, f"mail:{action}", script))
+                    continue
+                script = (f"printf '%s\\t%s\\t%s\\t%s\\t%s\\n' {flag_action} \"$_ar_id\" {q(box)} "
+                          f"{q(passwd_key(box))} {q(requested or '-')} >> \"$_ar_tmp/dp.req\" || "
+                          "{ echo 'cannot queue the change' >&2; return 1; }")
                 if flag_action == "suspend" and unsupported:
-                    script += f'\nfact "unsupported:$m" {q(unsupported)}\n'
-                ops.append(Operation(op_id(acct, action, box), acct, f"mail:{action}", script, handlers))
+                    script += f'\nfact "unsupported:"{q(box)} {q(unsupported)}'
+                ops.append(Operation(oid, acct, f"mail:{action}", script, handlers, COMMIT, inline=True))
             if action != "delete":
                 return ops
         if not res.mailboxes:
@@ -338,6 +279,11 @@ class DovecotPostfixConnector:
     def handlers(self) -> list[Handler]:
         s = self.settings
         st = q(s.state_dir + "/mail")
+        words = shlex.split(s.kick_command)
+        who = "on="
+        if words[-1] == "kick":  # doveadm kicks one user mask per call, and lists every login at once
+            who = (f"on=; if {command(shlex.join([*words[:-1], 'who', '-1']), 'kick_command')} "
+                   """> "$_ar_tmp/who" 2>/dev/null; then on=" $(awk '{ printf "%s ", $1 }' "$_ar_tmp/who")-"; fi""")
         dovecot = f"""
 set -f
 st={st}
@@ -350,14 +296,17 @@ else
 fi
 kicked=
 if [ -f "$st/dovecot.kick" ]; then
+  # who is logged in, asked once: only those are kicked (one kick each); without the answer, every one
+  {who}
   for k in $(sort -u "$st/dovecot.kick"); do
     # names come from our own operations (connectors.validate.mailbox); never pass one as an option
     case $k in ''|-*|*/*) continue ;; esac
+    kicked="$kicked $k"
+    if [ -n "$on" ]; then case $on in *" $k "*) ;; *) continue ;; esac; fi
     rc=0
     {command(s.kick_command, "kick_command")} "$k" >/dev/null 2>&1 || rc=$?
     # 68: nobody of that name was logged in
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 68 ]; then fail "kicking $k failed with exit $rc"; fi
-    kicked="$kicked $k"
   done
   rm -f "$st/dovecot.kick"
 fi
@@ -386,4 +335,4 @@ else
   fact reloaded no
 fi
 """
-        return [Handler(DOVECOT_HANDLER, dovecot), Handler(POSTFIX_HANDLER, postfix)]
+        return [self._commit(), Handler(DOVECOT_HANDLER, dovecot), Handler(POSTFIX_HANDLER, postfix)]

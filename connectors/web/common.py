@@ -32,7 +32,7 @@ apache's syntax error; else its last line). One reload follows if anything staye
 back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
 
 Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
-``cmp``, ``cp``, ``mv``, ``rm``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``printf``, and those of
+``cmp``, ``cp``, ``mv``, ``rm``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``find``, ``printf``, and those of
 :mod:`connectors.archive` for delete and restore.
 """
 
@@ -42,6 +42,7 @@ import base64
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -53,7 +54,7 @@ from connectors.probe import require_commands
 from connectors.resources import web_sites
 from connectors.validate import UnsafeValue, account_id, path, path_under, q, url
 
-__all__ = ["WebConnector", "WebSettings", "config_line", "ere"]
+__all__ = ["CAUSE_SH", "WebConnector", "WebSettings", "config_line", "ere"]
 
 SERVICE = "web"
 _PAGE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
@@ -153,23 +154,8 @@ class WebSettings(BaseModel):
         return self
 
 
-# What a failed config test or reload said, in one line of at most 300 characters: the lines that name
-# the cause, i.e. nginx's "[emerg]" / "[alert]" / "[crit]" / "[error]" lines (a reload's first line is
-# "[notice] signal process started", the cause comes after it) and apache's error-log levels and
-# "Syntax error on line N of FILE:" (joined with the line after it), up to three joined by " / ";
-# without any, the last non-empty line that is not apache's boilerplate ("Action '...' failed.").
-_CAUSE = (
-    "awk 'function keep(s) { if (n < 3) { out = out (n ? \" / \" : \"\") s; n++ } } "
-    "{ sub(/\\r$/, \"\") } NF == 0 { next } "
-    "join != \"\" { keep(join \" \" $0); join = \"\"; next } "
-    "/\\[([a-z_]+:)?(emerg|alert|crit|error)\\]/ || /Syntax error on line/ { "
-    "if ($0 ~ /:$/) { join = $0; next } keep($0); next } "
-    "{ any = $0 } "
-    "!/^Action .* failed\\.$/ && !/^The Apache error log may have more information\\.$/ { last = $0 } "
-    "END { if (join != \"\") keep(join); if (n) print out; else if (last != \"\") print last; "
-    "else if (any != \"\") print any; else print \"no output\" }' "
-    "\"$_ar_tmp/web.out\" | cut -c1-300"
-)
+CAUSE_SH = Path(__file__).with_name("cause.sh")  # _w_first: what a failed config test or reload said
+_ROLLBACK = CAUSE_SH.read_text() + Path(__file__).with_name("rollback.sh").read_text()
 
 
 class WebConnector:
@@ -294,19 +280,25 @@ fi
 """
 
     def _write_snippet(self, account: str, site: str, target: str | None, page: str | None = None) -> str:
-        """Script lines: write the snippet unless identical, saving the previous and new state first."""
+        """Script lines: write the snippet unless identical, saving the previous and new state first.
+        Shell builtins write it; one rename puts it in place."""
         return f"""
-mkdir -p -- "$_w_hooks" "$_w_pend"
-printf '%s' {q(self.snippet(account, site, target, page))} > "$_ar_tmp/web.new"
-if [ -f "$_w_snip" ] && cmp -s "$_ar_tmp/web.new" "$_w_snip"; then
-  fact "$_w_site.suspended" yes
-  return 0
+_w_text={q(self.snippet(account, site, target, page))}
+[ -d "$_w_hooks" ] || mkdir -p -- "$_w_hooks"
+[ -d "$_w_pend" ] || mkdir -p -- "$_w_pend"
+if [ -f "$_w_snip" ]; then
+  printf '%s' "$_w_text" > "$_ar_tmp/web.new"
+  if cmp -s "$_ar_tmp/web.new" "$_w_snip"; then fact "$_w_site.suspended" yes; return 0; fi
+  cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"
+  [ ! -e "$_w_pend/$_w_site.absent" ] || rm -f -- "$_w_pend/$_w_site.absent"
+else
+  [ ! -e "$_w_pend/$_w_site.prev" ] || rm -f -- "$_w_pend/$_w_site.prev"
+  : > "$_w_pend/$_w_site.absent"
 fi
-if [ -f "$_w_snip" ]; then cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"; rm -f -- "$_w_pend/$_w_site.absent"
-else rm -f -- "$_w_pend/$_w_site.prev"; : > "$_w_pend/$_w_site.absent"; fi
-cp -- "$_ar_tmp/web.new" "$_w_pend/$_w_site.new"; rm -f -- "$_w_pend/$_w_site.remove"
-cp -- "$_ar_tmp/web.new" "$_w_snip.arrears-tmp"
-chmod 644 -- "$_w_snip.arrears-tmp"
+printf '%s' "$_w_text" > "$_w_pend/$_w_site.new"
+[ ! -e "$_w_pend/$_w_site.remove" ] || rm -f -- "$_w_pend/$_w_site.remove"
+umask 022
+printf '%s' "$_w_text" > "$_w_snip.arrears-tmp"
 mv -f -- "$_w_snip.arrears-tmp" "$_w_snip"
 changed
 fact "$_w_site.suspended" yes
@@ -334,10 +326,12 @@ fact "$_w_site.suspended" yes
             own_page = f"if [ -e {page} ]; then rm -f -- {page}; changed; fi\n"
         script = self._vars(site) + own_page + """
 if [ ! -e "$_w_snip" ]; then fact "$_w_site.suspended" no; return 0; fi
-mkdir -p -- "$_w_pend"
-cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"; rm -f -- "$_w_pend/$_w_site.absent"
-: > "$_w_pend/$_w_site.remove"; rm -f -- "$_w_pend/$_w_site.new"
-rm -f -- "$_w_snip"
+[ -d "$_w_pend" ] || mkdir -p -- "$_w_pend"
+: > "$_w_pend/$_w_site.remove"
+[ ! -e "$_w_pend/$_w_site.new" ] || rm -f -- "$_w_pend/$_w_site.new"
+[ ! -e "$_w_pend/$_w_site.absent" ] || rm -f -- "$_w_pend/$_w_site.absent"
+# one rename: the snippet leaves, kept as the state before this batch (for a rollback)
+mv -f -- "$_w_snip" "$_w_pend/$_w_site.prev"
 changed
 fact "$_w_site.suspended" no
 """
@@ -450,69 +444,8 @@ fact "$_w_site.deleted" yes
 
     def handlers(self) -> list[Handler]:
         s = self.settings
-        test = " ".join(q(a) for a in s.config_test)
-        reload = " ".join(q(a) for a in s.reload)
-        prefix = f"*:{SERVICE}:{self.backend}:*"
-        script = f"""
-_w_pend={q(self.pending_dir)}
-_w_hooks={q(s.hook_dir)}
-_w_test() {{ {test} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
-_w_reload() {{ {reload} > "$_ar_tmp/web.out" 2>&1 < /dev/null; }}
-_w_first() {{ {_CAUSE}; }}
-_w_put() {{  # site file: install file as the site's snippet
-  cp -- "$2" "$_w_hooks/$1.conf.arrears-tmp" && chmod 644 -- "$_w_hooks/$1.conf.arrears-tmp" &&
-    mv -f -- "$_w_hooks/$1.conf.arrears-tmp" "$_w_hooks/$1.conf"
-}}
-_w_old() {{  # site: back to the state before this batch
-  if [ -f "$_w_pend/$1.prev" ]; then _w_put "$1" "$_w_pend/$1.prev"
-  elif [ -f "$_w_pend/$1.absent" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
-}}
-_w_new() {{  # site: the state this batch wrote
-  if [ -f "$_w_pend/$1.new" ]; then _w_put "$1" "$_w_pend/$1.new"
-  elif [ -f "$_w_pend/$1.remove" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
-}}
-_w_forget() {{ rm -f -- "$_w_pend/$1.prev" "$_w_pend/$1.absent" "$_w_pend/$1.new" "$_w_pend/$1.remove"; }}
-_w_ids=''
-for _w_id in $ARREARS_CHANGED; do
-  case $_w_id in {prefix}) ;; *) continue ;; esac
-  _w_s=${{_w_id##*:}}
-  case $_w_s in ''|.*|*[!a-z0-9.-]*) continue ;; esac
-  _w_ids="$_w_ids $_w_id"
-done
-if _w_test; then
-  fact config_test ok
-  if _w_reload; then
-    for _w_id in $_w_ids; do _w_forget "${{_w_id##*:}}"; done
-    fact reloads 1
-    fact kept "$(echo $_w_ids | wc -w)"
-    return 0
-  fi
-  _w_msg="reload failed: $(_w_first)"
-  for _w_id in $_w_ids; do
-    _w_old "${{_w_id##*:}}"; _w_forget "${{_w_id##*:}}"; override "$_w_id" 1 "$_w_msg; change rolled back"
-  done
-  fact reloads 0
-  fail "$_w_msg"
-fi
-fact config_test failed
-fact first_error "$(_w_first)"
-for _w_id in $_w_ids; do _w_old "${{_w_id##*:}}"; done
-_w_kept=0
-for _w_id in $_w_ids; do
-  _w_s=${{_w_id##*:}}
-  _w_new "$_w_s"
-  if _w_test; then
-    _w_kept=$((_w_kept + 1))
-  else
-    override "$_w_id" 1 "config test failed: $(_w_first)"
-    _w_old "$_w_s"
-  fi
-  _w_forget "$_w_s"
-done
-fact kept "$_w_kept"
-if [ "$_w_kept" -eq 0 ]; then fact reloads 0; return 0; fi
-if _w_reload; then fact reloads 1; return 0; fi
-fact reloads 0
-fail "reload failed after the rollback: $(_w_first)"
-"""
-        return [Handler(self.handler_name, script)]
+        data = (f"_w_pend={q(self.pending_dir)}\n_w_hooks={q(s.hook_dir)}\n"
+                f"_w_prefix={q(f'*:{SERVICE}:{self.backend}:*')}\n"
+                f"_w_test_cmd={q(' '.join(q(a) for a in s.config_test))}\n"
+                f"_w_reload_cmd={q(' '.join(q(a) for a in s.reload))}\n")
+        return [Handler(self.handler_name, data + _ROLLBACK)]

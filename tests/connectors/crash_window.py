@@ -1,7 +1,8 @@
 """The crash window: a batch stopped right after its changes reached the disk, and its agent killed.
 
-:func:`stop_after` adds a hook after the last operation's own script: the batch's shell writes its pid
-to ``pidfile`` and stops itself (SIGSTOP), before that operation's result line and before any handler.
+:func:`stop_after` adds a hook right after the last operation's change reached the disk: after its own
+script, or, when it names a commit, after that commit's pass over the files. There the batch's shell writes
+its pid to ``pidfile`` and stops itself (SIGSTOP), before that operation's result line and before any handler.
 :func:`crash` runs a batch over SSH from an agent process of its own, waits until the batch's shell has
 stopped, SIGKILLs the agent, then lets the batch go on (``then="cont"``: it finds its connection gone)
 or kills it (``then="kill"``), and waits until the batch's shell is gone.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from connectors.base import Operation
+from connectors.base import Handler, Operation
 from connectors.ssh import SshSettings
 from tests.servers.base import wait_for
 
@@ -32,11 +33,15 @@ SshTransport("crash-test", SshSettings(**json.loads(sys.argv[1]))).run_script(op
 """
 
 
-def stop_after(ops: Sequence[Operation], pidfile: Path) -> list[Operation]:
-    """``ops`` with the batch stopping itself right after the last one made its change."""
+def stop_after(ops: Sequence[Operation], handlers: Sequence[Handler],
+               pidfile: Path) -> tuple[list[Operation], list[Handler]]:
+    """``ops`` and ``handlers`` with the batch stopping itself right after the last operation made its change."""
     *rest, last = ops
     hook = f"\nprintf '%s' $$ > {pidfile}.tmp; mv -f {pidfile}.tmp {pidfile}; kill -STOP $$\n"
-    return [*rest, Operation(last.id, last.account, last.kind, last.script + hook, last.handlers)]
+    if last.commit:
+        return list(ops), [Handler(h.name, h.script + hook, h.commit) if h.name == last.commit else h
+                           for h in handlers]
+    return [*rest, dataclasses.replace(last, script=last.script + hook)], list(handlers)
 
 
 def _state(pid: int) -> str | None:

@@ -215,7 +215,7 @@ def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
     still reloads dovecot and rebuilds postfix's maps, so the login is refused and no mail comes in."""
     box = "info@a.test"
     ops = connector.operations("suspend", A, {"mailboxes": [box]})
-    script = build_script(stop_after(ops, tmp_path / "pid"), connector.handlers(), state_dir=str(tmp_path))
+    script = build_script(*stop_after(ops, connector.handlers(), tmp_path / "pid"), state_dir=str(tmp_path))
     reloads = (mail_server.reloads("postfix"), mail_server.reloads("dovecot"))
     crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
     assert box in _locked(mail_server)  # on disk

@@ -271,7 +271,7 @@ def test_a_change_on_disk_when_the_agent_dies_is_loaded_by_the_next_batch(
     conn = connector(server)
     sites = SITES[A][:1]  # one change: the first one that notifies the handler
     ops = conn.operations("suspend", A, {"sites": sites})
-    script = build_script(stop_after(ops, tmp_path / "pid"), conn.handlers(), state_dir=str(tmp_path))
+    script = build_script(*stop_after(ops, conn.handlers(), tmp_path / "pid"), state_dir=str(tmp_path))
     reloads = server.reloads()
     crash(sshd.settings(), script, tmp_path / "pid", then=then)  # type: ignore[arg-type]
     assert all((server.hook_dir / f"{site}.conf").exists() for site in sites)  # on disk ...

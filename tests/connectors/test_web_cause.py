@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from connectors.web.common import _CAUSE
+from connectors.web.common import CAUSE_SH
 from tests.servers.web import APACHE_MODULE_DIR, APACHE_MODULES
 
 
 def cause(tmp_path: Path, output: str) -> str:
     """What the handler's shell function reports for ``output`` (as the host's sh and awk run it)."""
     (tmp_path / "web.out").write_text(output)
-    result = subprocess.run(["sh", "-c", f"_ar_tmp={tmp_path}; {_CAUSE}"], capture_output=True, text=True,
+    result = subprocess.run(["sh", "-c", f". {CAUSE_SH}; _ar_tmp={tmp_path}; _w_first"], capture_output=True, text=True,
                             check=True)
     return result.stdout.rstrip("\n")
 
