@@ -652,53 +652,82 @@ _REQUIRED = {"notice": ("notice",), "suspend": ("host",), "delete": ("host",), "
              "hook": ("event",)}
 
 
+TRANSITION_CHUNK = 500  # in-flight transitions looked at, and recorded, in one commit
+
+
 def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -> int:
-    """Record every in-flight transition whose jobs are all done as taken; returns the jobs it queued."""
+    """Record every in-flight transition whose jobs are all done as taken; returns the jobs it queued.
+    Transitions are read in chunks: their jobs' statuses, accounts and open holds with one query each
+    per chunk, and each chunk committed at once (a crash leaves the chunk in flight, done again next run)."""
     queued = 0
-    for st in list(session.scalars(select(m.StageTaken).where(m.StageTaken.status == "in_flight")
-                                   .order_by(m.StageTaken.id))):
-        kinds = _REQUIRED.get(st.action, ("host",))
-        statuses = list(session.scalars(select(m.Job.status).where(
-            m.Job.account == st.account, m.Job.episode == st.episode, m.Job.stage == st.stage,
-            m.Job.kind.in_(kinds))))
-        if any(s != "done" for s in statuses):
-            continue
-        acc = session.get(m.Account, st.account)
-        assert acc is not None
-        st.status, st.at = "taken", now
-        text = (st.reason or {}).get("text")
-        if st.action == "suspend":
-            kind = st.hold or "debt"
-            if session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id, m.Hold.kind == kind,
-                                                      m.Hold.released_at.is_(None))) is None:
-                session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
-            if st.template:
-                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-            queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
-                                suspended_from=now)
-            acc.state = "suspended"
-        elif st.action == "delete":
-            if st.template:
-                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-            queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
-            acc.state = "deleted"
-        elif st.action == "notice":
-            queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
-        elif st.action == "resume" and acc.state != "deleted":
-            since = session.scalar(select(m.StageTaken.at).where(
-                m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
-                .order_by(m.StageTaken.at.desc()).limit(1))
-            queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
-                                suspended_from=since or now)
-            # the state is written last, once every host resumed the account
-            remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
-                                                               m.Hold.released_at.is_(None)).limit(1))
-            if remaining is None:
-                acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
-        acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
-        audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
-              reason=text, details={"episode": st.episode, "stage": st.stage})
-        summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
-        session.commit()
+    ids = list(session.scalars(select(m.StageTaken.id).where(m.StageTaken.status == "in_flight")
+                               .order_by(m.StageTaken.id)))
+    for i in range(0, len(ids), TRANSITION_CHUNK):
+        queued += _finish_chunk(session, ids[i:i + TRANSITION_CHUNK], now, summary)
     return queued
 
+
+def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
+    queued = 0
+    chunk = list(session.scalars(select(m.StageTaken).where(m.StageTaken.id.in_(ids)).order_by(m.StageTaken.id)))
+    statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
+    for account, episode, stage, kind, status in session.execute(
+            select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
+            .where(m.Job.account.in_({st.account for st in chunk}))):
+        statuses.setdefault((account, episode, stage, kind), []).append(status)
+    ready = [st for st in chunk
+             if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
+                    for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
+    if not ready:
+        return 0
+    accounts = {a.id: a for a in session.scalars(select(m.Account).where(
+        m.Account.id.in_({st.account for st in ready})))}
+    held = set(session.execute(select(m.Hold.account, m.Hold.kind).where(
+        m.Hold.account.in_({st.account for st in ready if st.action == "suspend"}),
+        m.Hold.released_at.is_(None))).tuples())
+    with session.no_autoflush:  # the chunk's rows go out together at the commit
+        for st in ready:
+            queued += _finish_one(session, st, accounts[st.account], held, now, summary)
+    session.commit()
+    return queued
+
+
+def _finish_one(session: Session, st: m.StageTaken, acc: m.Account, held: set[tuple[str, str]], now: datetime,
+                summary: ExecSummary) -> int:
+    queued = 0
+    st.status, st.at = "taken", now
+    text = (st.reason or {}).get("text")
+    if st.action == "suspend":
+        kind = st.hold or "debt"
+        if (acc.id, kind) not in held:
+            held.add((acc.id, kind))
+            session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
+        if st.template:
+            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+        queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
+                            suspended_from=now)
+        acc.state = "suspended"
+    elif st.action == "delete":
+        if st.template:
+            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+        queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
+        acc.state = "deleted"
+    elif st.action == "notice":
+        queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
+    elif st.action == "resume" and acc.state != "deleted":
+        session.flush()  # a resume reads the holds and suspensions as they are now
+        since = session.scalar(select(m.StageTaken.at).where(
+            m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
+            .order_by(m.StageTaken.at.desc()).limit(1))
+        queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
+                            suspended_from=since or now)
+        # the state is written last, once every host resumed the account
+        remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
+                                                           m.Hold.released_at.is_(None)).limit(1))
+        if remaining is None:
+            acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
+    acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
+    audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
+          reason=text, details={"episode": st.episode, "stage": st.stage})
+    summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+    return queued
