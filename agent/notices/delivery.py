@@ -11,6 +11,7 @@ caller records it before the next one; the spool reports its files once they are
 from __future__ import annotations
 
 import contextlib
+import email.charset
 import email.policy
 import email.utils
 import os
@@ -20,7 +21,10 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from pathlib import Path
 from typing import Protocol
 
@@ -88,33 +92,63 @@ def _envelope_address(addr: str) -> str | None:
 
 
 _POLICY = email.policy.SMTP  # CRLF line ends, 8-bit bodies: what goes over the wire
-_SPOOL_POLICY = email.policy.default  # the spool's files have the system's line ends
-_CONSTANT_HEADERS: dict[tuple[str, str], object] = {}
-
-
-def _header(name: str, value: str) -> object:
-    """A header that is the same on every message (From, Auto-Submitted), parsed once."""
-    key = (name, value)
-    got = _CONSTANT_HEADERS.get(key)
-    if got is None:
-        got = _CONSTANT_HEADERS[key] = _POLICY.header_factory(name, value)
-    return got
+_PLAIN = email.policy.compat32.clone(linesep="\r\n")  # the fast path's policy, set once
+_PLAIN_SPOOL = email.policy.compat32
+_EIGHT_BIT = email.charset.Charset("utf-8")
+_EIGHT_BIT.body_encoding = None  # type: ignore[assignment]  # 8bit: lines are short enough for SMTP
+_BASE64 = email.charset.Charset("utf-8")  # a body with a line too long for 8bit
+_LONGEST_8BIT_LINE = 900  # SMTP allows 998 octets per line
 
 
 def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: datetime) -> EmailMessage:
-    """The MIME message of one notice, built just before it is sent (one at a time, never a batch)."""
+    """The MIME message of one notice (the general path: any address, SMTPUTF8 when needed)."""
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = _header("From", settings.from_addr)
+    msg["From"] = settings.from_addr
     msg["To"] = notice.to
     msg["Subject"] = notice.rendered.subject
     msg["Date"] = email.utils.format_datetime((notice.date or now).astimezone(UTC))
     msg["Message-ID"] = notice.message_id
-    msg["Auto-Submitted"] = _header("Auto-Submitted", "auto-generated")
+    msg["Auto-Submitted"] = "auto-generated"
     msg["X-Arrears-Notice"] = notice.key
     msg.set_content(notice.rendered.text)
     if notice.rendered.html is not None:
         msg.add_alternative(notice.rendered.html, subtype="html")
     return msg
+
+
+def _plain_headers(settings: NoticeSettings, notice: OutgoingNotice) -> bool:
+    """Whether every header but the subject is plain ASCII on one line (the fast path can write it)."""
+    values = (settings.from_addr, notice.to, notice.message_id, notice.key, notice.rendered.subject)
+    return all("\r" not in v and "\n" not in v for v in values) and all(v.isascii() for v in values[:4])
+
+
+def _part(text: str, subtype: str) -> MIMEText:
+    longest = max(map(len, text.encode().splitlines()), default=0)
+    return MIMEText(text, subtype, _EIGHT_BIT if longest <= _LONGEST_8BIT_LINE else _BASE64,  # type: ignore[arg-type]
+                    policy=email.policy.compat32)
+
+
+def message_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetime, *, spool: bool = False) -> bytes:
+    """The notice as it goes out (CRLF line ends) or into the spool (``spool``: the system's), built just
+    before it is sent. Plain ASCII headers (every address, key and Message-ID; any subject) are written
+    with the email package's compat32 MIME classes, about three times cheaper than
+    :class:`~email.message.EmailMessage`, which builds the rest."""
+    if not _plain_headers(settings, notice):
+        return _build_message(settings, notice, now).as_bytes(policy=email.policy.default if spool else _POLICY)
+    text = _part(notice.rendered.text, "plain")
+    msg: MIMEText | MIMEMultipart = text
+    if notice.rendered.html is not None:
+        msg = MIMEMultipart("alternative", _subparts=[text, _part(notice.rendered.html, "html")],
+                            policy=email.policy.compat32)
+    subject = notice.rendered.subject
+    msg["From"] = settings.from_addr
+    msg["To"] = notice.to
+    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
+    msg["Date"] = email.utils.format_datetime((notice.date or now).astimezone(UTC))
+    msg["Message-ID"] = notice.message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Arrears-Notice"] = notice.key
+    return msg.as_bytes(policy=_PLAIN_SPOOL if spool else _PLAIN)
 
 
 def _utcnow() -> datetime:
@@ -197,7 +231,8 @@ class SmtpNotifier:
                     report(notice, _bad_address(notice.to))
                     continue
                 try:
-                    msg = _build_message(self.settings, notice, now)
+                    msg = message_bytes(self.settings, notice, now) if sender.isascii() and rcpt.isascii() \
+                        else _build_message(self.settings, notice, now)
                 except (ValueError, TypeError) as exc:
                     report(notice, SendResult(False, True, f"cannot build the message: {exc}"))
                     continue
@@ -245,12 +280,12 @@ class SmtpNotifier:
                                                   f"{type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _send_one(client: smtplib.SMTP, msg: EmailMessage, sender: str, rcpt: str,
+    def _send_one(client: smtplib.SMTP, msg: bytes | EmailMessage, sender: str, rcpt: str,
                   where: str) -> tuple[SendResult, bool]:
         """One message over the open connection: its result, and whether the connection was lost."""
         try:
-            if sender.isascii() and rcpt.isascii():
-                client.sendmail(sender, [rcpt], msg.as_bytes())  # flattened once, as it goes out
+            if isinstance(msg, bytes):
+                client.sendmail(sender, [rcpt], msg)  # flattened once, as it goes out
             else:  # an international address: smtplib asks for SMTPUTF8
                 client.send_message(msg, from_addr=sender, to_addrs=[rcpt])
             return SendResult(True), False
@@ -349,7 +384,7 @@ class SpoolNotifier:
         try:
             if target.exists():
                 return SendResult(True)
-            data = _build_message(self.settings, notice, now).as_bytes(policy=_SPOOL_POLICY)
+            data = message_bytes(self.settings, notice, now, spool=True)
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
             try:
