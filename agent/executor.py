@@ -28,12 +28,12 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
@@ -86,6 +86,14 @@ def as_taken(snap: AccountSnapshot, stage: str, now: datetime) -> AccountSnapsho
 
 
 @runtime_checkable
+class BatchComposer(Protocol):
+    """A composer that reads what a chunk's notices need at once (:meth:`TemplateComposer.batch`)."""
+
+    def batch(self, session: Session,
+              items: Sequence[tuple[m.Account, m.Job]]) -> contextlib.AbstractContextManager[None]: ...
+
+
+@runtime_checkable
 class PageComposer(Protocol):
     """Renders the suspended page for one account (web ``suspend`` and ``restore`` jobs carry it as
     ``page_html``; a web host in page mode serves it as that account's own page)."""
@@ -100,6 +108,44 @@ class TemplateComposer:
         self.templates = templates
         self.settings = settings
         self.policy = policy
+        self._facts: dict[str, _Facts] = {}
+
+    @contextlib.contextmanager
+    def batch(self, session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> Iterator[None]:
+        """While inside, :meth:`compose` reads what ``items``' notices say from facts loaded for all of
+        them at once (a handful of queries for the whole chunk instead of about ten per notice)."""
+        self._facts = self._load_facts(session, items)
+        try:
+            yield
+        finally:
+            self._facts = {}
+
+    @staticmethod
+    def _load_facts(session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> dict[str, _Facts]:
+        """Each account's snapshot, the episodes its jobs belong to and when it was last suspended."""
+        accounts = list({a.id: a for a, _ in items}.values())
+        ids = [a.id for a in accounts]
+        snaps = load_snapshots(session, accounts)
+        wanted = sorted({j.episode for _, j in items if j.episode is not None})
+        episodes = {e.id: e for e in session.scalars(select(m.Episode).where(m.Episode.id.in_(wanted)))} \
+            if wanted else {}
+        suspended: dict[str, datetime | None] = {}
+        for aid, at in session.execute(select(m.StageTaken.account, m.StageTaken.at).where(
+                m.StageTaken.account.in_(ids), m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
+                .order_by(m.StageTaken.id)):
+            suspended[aid] = at  # the latest wins
+        by_admin: dict[str, datetime | None] = {}  # a manual suspension (agent.actions)
+        for aid, at in session.execute(select(m.Job.account, m.Job.finished_at).where(
+                m.Job.account.in_(ids), m.Job.kind == "manual", m.Job.action == "suspend", m.Job.status == "done")
+                .order_by(m.Job.id)):
+            by_admin[aid] = at
+        out: dict[str, _Facts] = {}
+        for aid in ids:
+            last, admin = suspended.get(aid), by_admin.get(aid)
+            if admin is not None and (last is None or admin > last):
+                last = admin
+            out[aid] = _Facts(snaps[aid], episodes, last)
+        return out
 
     def context(self, session: Session, account: m.Account, job: m.Job, now: datetime, *,
                 suspended_now: bool = False) -> dict[str, Any]:
@@ -108,20 +154,14 @@ class TemplateComposer:
         from agent.notices import build_context
         from policy import balance_at, evaluate
 
-        snap = as_taken(load_snapshots(session, [account])[account.id], job.stage, now)
+        facts = self._facts.get(account.id) or self._load_facts(session, [(account, job)])[account.id]
+        snap = as_taken(facts.snapshot, job.stage, now)
         resolved = resolve_for(self.policy, account)
         decision = evaluate(snap, resolved, now)
-        episode = session.get(m.Episode, job.episode) if job.episode is not None else None
-        suspended = session.scalar(select(m.StageTaken.at).where(
-            m.StageTaken.account == account.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
-            .order_by(m.StageTaken.id.desc()).limit(1))
-        by_admin = session.scalar(select(m.Job.finished_at).where(  # a manual suspension (agent.actions)
-            m.Job.account == account.id, m.Job.kind == "manual", m.Job.action == "suspend", m.Job.status == "done")
-            .order_by(m.Job.id.desc()).limit(1))
-        if by_admin is not None and (suspended is None or by_admin > suspended):
-            suspended = by_admin
-        if suspended_now:
-            suspended = now
+        episode = facts.episodes.get(job.episode) if job.episode is not None else None
+        if episode is None and job.episode is not None:
+            episode = session.get(m.Episode, job.episode)
+        suspended = now if suspended_now else facts.suspended_at
         fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
                   "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
         nxt = decision.next
@@ -172,6 +212,15 @@ class TemplateComposer:
 
         context = self.context(session, account, job, now, suspended_now=job.action == "suspend")
         return render_page(self.templates, context)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a notice says about an account beyond its row: read once per chunk."""
+
+    snapshot: AccountSnapshot
+    episodes: dict[int, m.Episode]
+    suspended_at: datetime | None
 
 
 class _Permanent(Exception):
@@ -423,15 +472,30 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
 # --- notices -------------------------------------------------------------------------------------
 
 
+NOTICE_CHUNK = 500  # notices composed, sent over one connection (or fsynced together) and recorded at once
+
+
 def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
                  now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool = False) -> None:
-    if not jobs:
-        return
-    outgoing: list[tuple[m.Job, OutgoingNotice]] = []
+    for i in range(0, len(jobs), NOTICE_CHUNK):
+        _notice_chunk(session, notifier, composer, jobs[i:i + NOTICE_CHUNK], now, settings, summary,
+                      sole_worker=sole_worker)
+
+
+def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+                  now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool) -> None:
+    """One chunk: its notice rows, accounts and facts read at once; each notice claimed (one commit);
+    the chunk sent in one ``notifier.send`` (one SMTP connection); each accepted message recorded as
+    sent in its own tiny commit the moment the server accepted it (so a crash can send again only the
+    message in flight); then every job's result, and each failure, recorded in one commit."""
     lease = now - timedelta(seconds=settings.lease_seconds)
     staff = composer.staff_email if isinstance(composer, StaffAddress) else None
+    rows = {n.key: n for n in session.scalars(select(m.Notice).where(m.Notice.key.in_([j.key for j in jobs])))}
+    accounts = {a.id: a for a in session.scalars(select(m.Account).where(
+        m.Account.id.in_({j.account for j in jobs})))}
+    todo: list[m.Job] = []
     for j in jobs:
-        row = session.scalar(select(m.Notice).where(m.Notice.key == j.key))
+        row = rows.get(j.key)
         if row is not None and row.status == "sent":
             _done(j, now, summary, {"notice": "already sent", "message_id": row.message_id})
             continue
@@ -446,59 +510,70 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
             _fail(j, "notices are not configured (policy.yaml notices: section)", now, settings, summary,
                   transient=True)
             continue
-        acc = session.get(m.Account, j.account)
-        assert acc is not None
-        try:
-            out = composer.compose(session, acc, j, now)
-        except Exception as exc:
-            error = str(exc)
-            _record_notice(session, row, j, acc, now, message_id="", to=acc.billing_email or "", subject=None,
-                           status="failed", error=error, permanent=True)
-            _fail(j, error, now, settings, summary, transient=False, permanent=True)
-            _failed_for_good(session, j, acc, error, now, staff, summary)
-            continue
-        row = _record_notice(session, row, j, acc, now, message_id=out.message_id, to=out.to,
-                             subject=out.rendered.subject, status="claimed", error=None, permanent=False)
-        outgoing.append((j, out))
+        todo.append(j)
+    outgoing: list[OutgoingNotice] = []
+    by_key: dict[str, m.Job] = {}
+    if todo and composer is not None:
+        items = [(accounts[j.account], j) for j in todo]
+        scope = composer.batch(session, items) if isinstance(composer, BatchComposer) else contextlib.nullcontext()
+        with scope, session.no_autoflush:
+            for acc, j in items:
+                try:
+                    out = composer.compose(session, acc, j, now)
+                except Exception as exc:
+                    error = str(exc)
+                    rows[j.key] = _record_notice(session, rows.get(j.key), j, acc, now, message_id="",
+                                                 to=acc.billing_email or "", subject=None, status="failed",
+                                                 error=error, permanent=True)
+                    _fail(j, error, now, settings, summary, transient=False, permanent=True)
+                    _failed_for_good(session, j, acc, error, now, staff, summary)
+                    continue
+                rows[j.key] = _record_notice(session, rows.get(j.key), j, acc, now, message_id=out.message_id,
+                                             to=out.to, subject=out.rendered.subject, status="claimed", error=None,
+                                             permanent=False)
+                outgoing.append(out)
+                by_key[out.key] = j
     session.commit()  # the claims are durable before anything is sent
     if not outgoing or notifier is None:
         return
     from agent.notices import SendResult
 
-    by_key = {out.key: j for j, out in outgoing}
-    recorded: set[str] = set()
+    results: dict[str, SendResult] = {}
+    at_once = not getattr(notifier, "resends_nothing", False)
+    notices = cast(Table, m.Notice.__table__)
+    mark_sent = (update(notices).where(notices.c.key == bindparam("k"))
+                 .values(status="sent", sent_at=now, error=None))
 
-    def record(out: OutgoingNotice, res: SendResult | None) -> None:
-        """The notice's result in its own short transaction, before the next message goes out."""
-        j = by_key.get(out.key)
-        if j is None or out.key in recorded:
-            return
-        row = session.scalar(select(m.Notice).where(m.Notice.key == out.key))
-        assert row is not None
-        if res is not None and res.ok:
+    def on_result(out: OutgoingNotice, res: SendResult) -> None:
+        """Runs between two messages: an accepted one is durable before the next goes out."""
+        if out.key in by_key and out.key not in results:
+            results[out.key] = res
+            if res.ok and at_once:
+                session.execute(mark_sent, {"k": out.key})
+                session.commit()
+
+    try:
+        notifier.send(outgoing, on_result=on_result)
+    except Exception as exc:
+        session.rollback()
+        broken = SendResult(ok=False, permanent=False, error=f"notifier error: {exc}")
+        for out in outgoing:
+            results.setdefault(out.key, broken)
+    for out in outgoing:  # the chunk's results, in one commit
+        j = by_key[out.key]
+        row = rows[out.key]
+        res = results.get(out.key) or SendResult(ok=False, error="not sent")
+        if res.ok:
             row.status, row.sent_at, row.error = "sent", now, None
             _done(j, now, summary, {"message_id": out.message_id, "to": out.to})
             summary.notices_sent += 1
         else:
-            error = (res.error if res is not None else None) or "not sent"
-            permanent = bool(res is not None and res.permanent)
-            row.status, row.error, row.permanent, row.claimed_at = "failed", error, permanent, None
-            _fail(j, error, now, settings, summary, transient=not permanent, permanent=permanent)
-            if permanent:
-                acc = session.get(m.Account, j.account)
-                assert acc is not None
-                _failed_for_good(session, j, acc, error, now, staff, summary)
-        session.commit()
-        recorded.add(out.key)
-
-    batch = [o for _, o in outgoing]
-    try:
-        sent = notifier.send(batch, on_result=record)
-    except Exception as exc:
-        session.rollback()
-        sent = {o.key: SendResult(ok=False, permanent=False, error=f"notifier error: {exc}") for o in batch}
-    for out in batch:
-        record(out, sent.get(out.key))
+            error = res.error or "not sent"
+            row.status, row.error, row.permanent, row.claimed_at = "failed", error, res.permanent, None
+            _fail(j, error, now, settings, summary, transient=not res.permanent, permanent=res.permanent)
+            if res.permanent:
+                _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
+    session.commit()
 
 
 def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, now: datetime, staff: str | None,
@@ -529,7 +604,6 @@ def _record_notice(session: Session, row: m.Notice | None, job: m.Job, acc: m.Ac
         session.add(row)
     row.message_id, row.to, row.subject = message_id or row.message_id, to, subject
     row.status, row.error, row.permanent, row.claimed_at = status, error, permanent, now
-    session.flush()
     return row
 
 
@@ -580,53 +654,82 @@ _REQUIRED = {"notice": ("notice",), "suspend": ("host",), "delete": ("host",), "
              "hook": ("event",)}
 
 
+TRANSITION_CHUNK = 500  # in-flight transitions looked at, and recorded, in one commit
+
+
 def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -> int:
-    """Record every in-flight transition whose jobs are all done as taken; returns the jobs it queued."""
+    """Record every in-flight transition whose jobs are all done as taken; returns the jobs it queued.
+    Transitions are read in chunks: their jobs' statuses, accounts and open holds with one query each
+    per chunk, and each chunk committed at once (a crash leaves the chunk in flight, done again next run)."""
     queued = 0
-    for st in list(session.scalars(select(m.StageTaken).where(m.StageTaken.status == "in_flight")
-                                   .order_by(m.StageTaken.id))):
-        kinds = _REQUIRED.get(st.action, ("host",))
-        statuses = list(session.scalars(select(m.Job.status).where(
-            m.Job.account == st.account, m.Job.episode == st.episode, m.Job.stage == st.stage,
-            m.Job.kind.in_(kinds))))
-        if any(s != "done" for s in statuses):
-            continue
-        acc = session.get(m.Account, st.account)
-        assert acc is not None
-        st.status, st.at = "taken", now
-        text = (st.reason or {}).get("text")
-        if st.action == "suspend":
-            kind = st.hold or "debt"
-            if session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id, m.Hold.kind == kind,
-                                                      m.Hold.released_at.is_(None))) is None:
-                session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
-            if st.template:
-                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-            queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
-                                suspended_from=now)
-            acc.state = "suspended"
-        elif st.action == "delete":
-            if st.template:
-                queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-            queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
-            acc.state = "deleted"
-        elif st.action == "notice":
-            queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
-        elif st.action == "resume" and acc.state != "deleted":
-            since = session.scalar(select(m.StageTaken.at).where(
-                m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
-                .order_by(m.StageTaken.at.desc()).limit(1))
-            queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
-                                suspended_from=since or now)
-            # the state is written last, once every host resumed the account
-            remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
-                                                               m.Hold.released_at.is_(None)).limit(1))
-            if remaining is None:
-                acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
-        acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
-        audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
-              reason=text, details={"episode": st.episode, "stage": st.stage})
-        summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
-        session.commit()
+    ids = list(session.scalars(select(m.StageTaken.id).where(m.StageTaken.status == "in_flight")
+                               .order_by(m.StageTaken.id)))
+    for i in range(0, len(ids), TRANSITION_CHUNK):
+        queued += _finish_chunk(session, ids[i:i + TRANSITION_CHUNK], now, summary)
     return queued
 
+
+def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
+    queued = 0
+    chunk = list(session.scalars(select(m.StageTaken).where(m.StageTaken.id.in_(ids)).order_by(m.StageTaken.id)))
+    statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
+    for account, episode, stage, kind, status in session.execute(
+            select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
+            .where(m.Job.account.in_({st.account for st in chunk}))):
+        statuses.setdefault((account, episode, stage, kind), []).append(status)
+    ready = [st for st in chunk
+             if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
+                    for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
+    if not ready:
+        return 0
+    accounts = {a.id: a for a in session.scalars(select(m.Account).where(
+        m.Account.id.in_({st.account for st in ready})))}
+    held = set(session.execute(select(m.Hold.account, m.Hold.kind).where(
+        m.Hold.account.in_({st.account for st in ready if st.action == "suspend"}),
+        m.Hold.released_at.is_(None))).tuples())
+    with session.no_autoflush:  # the chunk's rows go out together at the commit
+        for st in ready:
+            queued += _finish_one(session, st, accounts[st.account], held, now, summary)
+    session.commit()
+    return queued
+
+
+def _finish_one(session: Session, st: m.StageTaken, acc: m.Account, held: set[tuple[str, str]], now: datetime,
+                summary: ExecSummary) -> int:
+    queued = 0
+    st.status, st.at = "taken", now
+    text = (st.reason or {}).get("text")
+    if st.action == "suspend":
+        kind = st.hold or "debt"
+        if (acc.id, kind) not in held:
+            held.add((acc.id, kind))
+            session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
+        if st.template:
+            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+        queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
+                            suspended_from=now)
+        acc.state = "suspended"
+    elif st.action == "delete":
+        if st.template:
+            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
+        queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
+        acc.state = "deleted"
+    elif st.action == "notice":
+        queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
+    elif st.action == "resume" and acc.state != "deleted":
+        session.flush()  # a resume reads the holds and suspensions as they are now
+        since = session.scalar(select(m.StageTaken.at).where(
+            m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
+            .order_by(m.StageTaken.at.desc()).limit(1))
+        queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
+                            suspended_from=since or now)
+        # the state is written last, once every host resumed the account
+        remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
+                                                           m.Hold.released_at.is_(None)).limit(1))
+        if remaining is None:
+            acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
+    acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
+    audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
+          reason=text, details={"episode": st.episode, "stage": st.stage})
+    summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+    return queued

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +41,25 @@ def counting_cli(args: list[str]) -> None:
 
     event.listen(Engine, "before_cursor_execute", on_execute)
     event.listen(Engine, "commit", on_commit)
+    if "run" in args:  # the executor's own share, counted apart from the tick's
+        import time
+
+        import agent.executor
+
+        inner = agent.executor.execute
+
+        def execute(*a: Any, **kw: Any) -> Any:
+            before, cpu = dict(counts), time.process_time()
+            try:
+                return inner(*a, **kw)
+            finally:
+                counts["executor_statements"] = counts.get("executor_statements", 0) + \
+                    counts["statements"] - before["statements"]
+                counts["executor_commits"] = counts.get("executor_commits", 0) + counts["commits"] - before["commits"]
+                counts["executor_cpu_ms"] = counts.get("executor_cpu_ms", 0) + \
+                    round(1000 * (time.process_time() - cpu))
+
+        agent.executor.execute = execute  # type: ignore[assignment]
     atexit.register(lambda: print("bench-counters " + json.dumps(counts), file=sys.stderr))
     from agent.cli import main
 

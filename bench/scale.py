@@ -148,8 +148,15 @@ def bench_imports(base: Path, accounts: int, ledger_lines: int, steps: set[str])
 
 def _statements(m: Measured, per: int) -> str:
     c = m.counters()
-    return f"{c.get('statements', 0):,} statements ({c.get('statements', 0) / per:.2f}/item), " \
-           f"{c.get('commits', 0)} commits" if c else ""
+    if not c:
+        return ""
+    text = (f"{c.get('statements', 0):,} statements ({c.get('statements', 0) / per:.2f}/item), "
+            f"{c.get('commits', 0)} commits")
+    if "executor_statements" in c:
+        text += (f"; executor alone: {c['executor_statements']:,} statements "
+                 f"({c['executor_statements'] / per:.2f}/item), {c['executor_commits']} commits, "
+                 f"{c['executor_cpu_ms'] / 1000:.2f} s CPU")
+    return text
 
 
 def bench_tick(base: Path, accounts: int, due: int, steps: set[str]) -> None:

@@ -2,14 +2,19 @@
 
 :func:`make_notifier` returns an :class:`SmtpNotifier` (one connection per batch; 5xx answers are
 permanent failures, 4xx and connection errors temporary) or a :class:`SpoolNotifier` (one ``.eml`` file
-per notice, written atomically, never twice). Both report each notice's result as soon as it is known
-(``on_result``), so the caller records it before the next one. Over SMTP that leaves one message that can
-arrive twice: the one in flight when the agent dies after the server accepted it and before its result
-was recorded; the next run sends it again with the same Message-ID. A spool file cannot be written twice.
+per notice, written atomically, never twice, ``fsync``ed once per batch). A batch is what the caller
+sends at once (the executor's chunk): the SMTP notifier builds each message just before it goes out,
+never the batch first, and reports each result the moment the server answered (``on_result``), so the
+caller records it before the next one; the spool reports its files once they are all durable. Over SMTP
+that leaves one message that can arrive twice: the one in flight when the agent dies after the server
+accepted it and before its result was recorded; the next run sends it again with the same Message-ID.
+A spool file cannot be written twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.charset
 import email.policy
 import email.utils
 import os
@@ -19,7 +24,10 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from pathlib import Path
 from typing import Protocol
 
@@ -61,11 +69,13 @@ class Notifier(Protocol):
     """Delivers a batch of notices; returns each notice's result by key.
 
     ``on_result`` (when given) is called in the caller's thread with each notice and its result as soon as
-    that result is known: right after the mail server accepted or refused the message (or the spool file
-    is in place), before the next message is sent. The caller can record each notice at once, so a crash
-    in the middle of a batch leaves only the message in flight unrecorded: over SMTP the next run sends that
-    one again (same Message-ID), so it may arrive twice; a spool file that exists is not written again. An
-    exception it raises stops the batch (nothing more is sent) and propagates."""
+    that result is known: right after the mail server accepted or refused the message, before the next
+    message is sent. The caller can record each notice at once, so a crash in the middle of a batch
+    leaves only the message in flight unrecorded: over SMTP the next run sends that one again (same
+    Message-ID), so it may arrive twice. An exception it raises stops the batch (nothing more is
+    sent) and propagates. A notifier whose ``resends_nothing`` is true (the spool) never delivers a notice
+    twice, whatever was recorded: it reports once the batch is durable and its caller may record the
+    batch at once."""
 
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]: ...
@@ -85,8 +95,18 @@ def _envelope_address(addr: str) -> str | None:
     return bare
 
 
+_POLICY = email.policy.SMTP  # CRLF line ends, 8-bit bodies: what goes over the wire
+_PLAIN = email.policy.compat32.clone(linesep="\r\n")  # the fast path's policy, set once
+_PLAIN_SPOOL = email.policy.compat32
+_EIGHT_BIT = email.charset.Charset("utf-8")
+_EIGHT_BIT.body_encoding = None  # type: ignore[assignment]  # 8bit: lines are short enough for SMTP
+_BASE64 = email.charset.Charset("utf-8")  # a body with a line too long for 8bit
+_LONGEST_8BIT_LINE = 900  # SMTP allows 998 octets per line
+
+
 def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: datetime) -> EmailMessage:
-    msg = EmailMessage(policy=email.policy.SMTP)
+    """The MIME message of one notice (the general path: any address, SMTPUTF8 when needed)."""
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = settings.from_addr
     msg["To"] = notice.to
     msg["Subject"] = notice.rendered.subject
@@ -98,6 +118,41 @@ def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: dateti
     if notice.rendered.html is not None:
         msg.add_alternative(notice.rendered.html, subtype="html")
     return msg
+
+
+def _plain_headers(settings: NoticeSettings, notice: OutgoingNotice) -> bool:
+    """Whether every header but the subject is plain ASCII on one line (the fast path can write it)."""
+    values = (settings.from_addr, notice.to, notice.message_id, notice.key, notice.rendered.subject)
+    return all("\r" not in v and "\n" not in v for v in values) and all(v.isascii() for v in values[:4])
+
+
+def _part(text: str, subtype: str) -> MIMEText:
+    longest = max(map(len, text.encode().splitlines()), default=0)
+    return MIMEText(text, subtype, _EIGHT_BIT if longest <= _LONGEST_8BIT_LINE else _BASE64,  # type: ignore[arg-type]
+                    policy=email.policy.compat32)
+
+
+def message_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetime, *, spool: bool = False) -> bytes:
+    """The notice as it goes out (CRLF line ends) or into the spool (``spool``: the system's), built just
+    before it is sent. Plain ASCII headers (every address, key and Message-ID; any subject) are written
+    with the email package's compat32 MIME classes, about three times cheaper than
+    :class:`~email.message.EmailMessage`, which builds the rest."""
+    if not _plain_headers(settings, notice):
+        return _build_message(settings, notice, now).as_bytes(policy=email.policy.default if spool else _POLICY)
+    text = _part(notice.rendered.text, "plain")
+    msg: MIMEText | MIMEMultipart = text
+    if notice.rendered.html is not None:
+        msg = MIMEMultipart("alternative", _subparts=[text, _part(notice.rendered.html, "html")],
+                            policy=email.policy.compat32)
+    subject = notice.rendered.subject
+    msg["From"] = settings.from_addr
+    msg["To"] = notice.to
+    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
+    msg["Date"] = email.utils.format_datetime((notice.date or now).astimezone(UTC))
+    msg["Message-ID"] = notice.message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Arrears-Notice"] = notice.key
+    return msg.as_bytes(policy=_PLAIN_SPOOL if spool else _PLAIN)
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -153,6 +208,10 @@ class SmtpNotifier:
 
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]:
+        """The batch over one connection. Each message is built just before it goes out. A connection
+        lost in the middle is opened again (up to ``RECONNECTS`` times per batch) and the batch goes on;
+        the message in flight when it was lost is a temporary failure (sent again later with the same
+        Message-ID: the server may have accepted it)."""
         results: dict[str, SendResult] = {}
 
         def report(notice: OutgoingNotice, result: SendResult) -> None:
@@ -160,61 +219,75 @@ class SmtpNotifier:
             if on_result is not None:
                 on_result(notice, result)
 
-        def report_all(items: Sequence[tuple[OutgoingNotice, str, EmailMessage]], result: SendResult) -> None:
-            for notice, _, _ in items:
-                report(notice, result)
-
-        ready: list[tuple[OutgoingNotice, str, EmailMessage]] = []
         sender = _envelope_address(self.settings.from_addr) or self.settings.from_addr
         now = self.clock()
-        for notice in notices:
-            rcpt = _envelope_address(notice.to)
-            if rcpt is None:
-                report(notice, _bad_address(notice.to))
-                continue
-            try:
-                ready.append((notice, rcpt, _build_message(self.settings, notice, now)))
-            except (ValueError, TypeError) as exc:
-                report(notice, SendResult(False, True, f"cannot build the message: {exc}"))
-        if not ready:
-            return results
         where = f"{self.smtp.host}:{self.smtp.effective_port}"
+        client: smtplib.SMTP | None = None
+        reconnects = 0
         try:
-            client = self._connect()
-        except _ConfigProblem as exc:
-            report_all(ready, SendResult(False, False, str(exc)))
-            return results
-        except smtplib.SMTPAuthenticationError as exc:
-            error = f"SMTP login to {where} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
-            report_all(ready, SendResult(False, False, error))
-            return results
-        except smtplib.SMTPNotSupportedError as exc:
-            report_all(ready, SendResult(False, False, f"SMTP server {where}: {exc}"))
-            return results
-        except (OSError, smtplib.SMTPException) as exc:
-            error = f"cannot connect to SMTP server {where}: {type(exc).__name__}: {exc}"
-            report_all(ready, SendResult(False, False, error))
-            return results
-        try:
-            for index, (notice, rcpt, msg) in enumerate(ready):
+            for index, notice in enumerate(notices):
+                rcpt = _envelope_address(notice.to)
+                if rcpt is None:
+                    report(notice, _bad_address(notice.to))
+                    continue
+                try:
+                    msg = message_bytes(self.settings, notice, now) if sender.isascii() and rcpt.isascii() \
+                        else _build_message(self.settings, notice, now)
+                except (ValueError, TypeError) as exc:
+                    report(notice, SendResult(False, True, f"cannot build the message: {exc}"))
+                    continue
+                if client is None:
+                    client, problem = self._open(where)
+                    if client is None:
+                        assert problem is not None
+                        for rest in notices[index:]:  # nothing more goes out in this batch
+                            report(rest, problem if _envelope_address(rest.to) else _bad_address(rest.to))
+                        break
                 result, lost = self._send_one(client, msg, sender, rcpt, where)
-                if lost:  # the connection is gone: this one and the rest wait for the next run
-                    report_all(ready[index:], result)
-                    break
                 report(notice, result)  # reported before the next message goes out
+                if lost:
+                    _close(client)
+                    client = None
+                    reconnects += 1
+                    if reconnects > self.RECONNECTS:
+                        for rest in notices[index + 1:]:
+                            report(rest, SendResult(False, False, f"{result.error} (and {self.RECONNECTS} "
+                                                                  "times again): not sent in this run"))
+                        break
         finally:
-            try:
-                client.quit()
-            except (OSError, smtplib.SMTPException):
-                client.close()
+            if client is not None:
+                try:
+                    client.quit()
+                except (OSError, smtplib.SMTPException):
+                    client.close()
         return results
 
+    RECONNECTS = 3  # connections opened again after one was lost, per batch
+
+    def _open(self, where: str) -> tuple[smtplib.SMTP | None, SendResult | None]:
+        """A new connection, or why there is none (a temporary failure for every notice left)."""
+        try:
+            return self._connect(), None
+        except _ConfigProblem as exc:
+            return None, SendResult(False, False, str(exc))
+        except smtplib.SMTPAuthenticationError as exc:
+            return None, SendResult(False, False, f"SMTP login to {where} refused: "
+                                                  f"{_reply(exc.smtp_code, exc.smtp_error)}")
+        except smtplib.SMTPNotSupportedError as exc:
+            return None, SendResult(False, False, f"SMTP server {where}: {exc}")
+        except (OSError, smtplib.SMTPException) as exc:
+            return None, SendResult(False, False, f"cannot connect to SMTP server {where}: "
+                                                  f"{type(exc).__name__}: {exc}")
+
     @staticmethod
-    def _send_one(client: smtplib.SMTP, msg: EmailMessage, sender: str, rcpt: str,
+    def _send_one(client: smtplib.SMTP, msg: bytes | EmailMessage, sender: str, rcpt: str,
                   where: str) -> tuple[SendResult, bool]:
         """One message over the open connection: its result, and whether the connection was lost."""
         try:
-            client.send_message(msg, from_addr=sender, to_addrs=[rcpt])
+            if isinstance(msg, bytes):
+                client.sendmail(sender, [rcpt], msg)  # flattened once, as it goes out
+            else:  # an international address: smtplib asks for SMTPUTF8
+                client.send_message(msg, from_addr=sender, to_addrs=[rcpt])
             return SendResult(True), False
         except smtplib.SMTPRecipientsRefused as exc:
             code, message = exc.recipients.get(rcpt, (450, b"refused"))
@@ -236,6 +309,19 @@ class _ConfigProblem(Exception):
     pass
 
 
+def _fsync_path(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _close(client: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError):
+        client.close()
+
+
 class SpoolNotifier:
     """Writes each notice as ``<spool_dir>/<key>.eml`` (atomically: temporary file, then rename). A notice
     whose file exists already is not written again. Characters of the key other than letters, digits and
@@ -254,37 +340,61 @@ class SpoolNotifier:
             name = "=2E" + name[1:]
         return self.directory / f"{name}.eml"
 
+    resends_nothing = True  # a notice whose file is in place is never written again: recording can wait
+
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]:
+        """The batch's files: each written to a temporary file, all of them ``fsync``ed, then each renamed
+        into place and the folder ``fsync``ed once. A notice is reported once its file is durable."""
         results: dict[str, SendResult] = {}
         now = self.clock()
-        for notice in notices:
-            results[notice.key] = self._write(notice, now)
-            if on_result is not None:
+        written: list[tuple[OutgoingNotice, str, Path]] = []  # temporary files, not yet durable
+        try:
+            for notice in notices:
+                got = self._write(notice, now)
+                if isinstance(got, SendResult):
+                    results[notice.key] = got
+                else:
+                    written.append((notice, *got))
+            placed = False
+            for notice, tmp, target in written:
+                try:
+                    _fsync_path(tmp)
+                    os.replace(tmp, target)
+                    placed = True
+                except OSError as exc:
+                    results[notice.key] = SendResult(False, False, f"cannot write {target}: {exc}")
+            if placed:
+                _fsync_path(self.directory)  # the renames are durable too
+            for notice, _, _ in written:
+                results.setdefault(notice.key, SendResult(True))
+        finally:
+            for _, tmp, _ in written:
+                Path(tmp).unlink(missing_ok=True)  # gone already once renamed
+        if on_result is not None:
+            for notice in notices:
                 on_result(notice, results[notice.key])
         return results
 
-    def _write(self, notice: OutgoingNotice, now: datetime) -> SendResult:
+    def _write(self, notice: OutgoingNotice, now: datetime) -> SendResult | tuple[str, Path]:
+        """The notice's temporary file (written, not yet durable) and its place, or its result without one."""
         if _envelope_address(notice.to) is None:
             return _bad_address(notice.to)
         target = self.path_for(notice.key)
         try:
             if target.exists():
                 return SendResult(True)
-            data = _build_message(self.settings, notice, now).as_bytes(policy=email.policy.default)
+            data = message_bytes(self.settings, notice, now, spool=True)
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
             try:
                 os.fchmod(fd, 0o640)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            return SendResult(True)
+            return tmp, target
         except (ValueError, TypeError) as exc:
             return SendResult(False, True, f"cannot build the message: {exc}")
         except OSError as exc:

@@ -201,3 +201,41 @@ def test_sigkill_while_the_mail_server_holds_a_notice_then_a_run_sends_what_is_m
 
     arrears.json("run", "--at", LATER)
     assert _message_ids(server) == counts
+
+
+def test_sigkill_in_the_middle_of_a_chunk_loses_nothing_and_resends_only_the_message_in_flight(
+        tmp_path: Path, mail: tuple[SmtpServer, HeldData]) -> None:
+    """A chunk of four notices goes over one connection; the agent dies after the server accepted two
+    and while it holds the third. The two are recorded as sent, the third and fourth are claimed; the
+    next run sends the third again (the same Message-ID) and the fourth once, over one connection, and
+    finishes every account's suspension: nothing lost, nothing but the one in flight sent twice."""
+    server, held = mail
+    fleet = _fleet(tmp_path / "cfg", server, "acme", "bravo", "charlie", "delta")
+    arrears = fleet.arrears
+    held.allow = 2
+    proc = arrears.start("run", "--at", T, log=tmp_path / "run1.log")
+    wait_for(lambda: held.held == 1, timeout=90, what="the third notice to wait in DATA")
+    with server.lock:
+        accepted = [str(m.message["Message-ID"]) for m in server.messages]
+    assert server.connections == 1  # the whole chunk on one connection
+    first, second, in_flight = accepted
+    statuses = dict(arrears.query("select message_id, status from notices"))
+    assert len(statuses) == 4  # the whole chunk was claimed before the first message went out
+    assert statuses[first] == statuses[second] == "sent" and statuses[in_flight] == "claimed"
+    (never_sent,) = set(statuses) - set(accepted)
+    assert statuses[never_sent] == "claimed"
+    _killed(proc)
+    held.release.set()
+    server.reset()
+
+    summary = arrears.json("run", "--at", T)
+    assert summary["executor"]["errors"] == []
+    assert summary["executor"]["notices_sent"] == 2  # the one in flight, and the one never sent
+    assert _message_ids(server) == Counter({in_flight: 1, never_sent: 1})
+    assert server.connections == 1
+    assert {s for _, s in arrears.query("select message_id, status from notices")} == {"sent"}
+    for acc in fleet.accounts:
+        info = arrears.show(acc.id, T)
+        assert info["state"] == "suspended" and info["jobs"] == {} and info["failed_notices"] == []
+    arrears.json("run", "--at", LATER)
+    assert _message_ids(server) == Counter({in_flight: 1, never_sent: 1})  # nothing more goes out

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from agent.config import AgentSettings
 from agent.executor import NoticeComposer, TemplateComposer, _claim, execute
 from agent.imports import import_accounts, import_ledger
-from agent.notices import NoticeSettings, OutgoingNotice, RenderedNotice, SendResult, Templates
+from agent.notices import NoticeSettings, OutgoingNotice, RenderedNotice, SendResult, SmtpNotifier, Templates
 from agent.store import models as m
 from agent.store.db import Store
 from agent.tick import tick
@@ -23,6 +23,7 @@ from connectors.testing import FakeFleet
 from policy import load_policy
 from policy.loader import PolicySet
 from tests.scenarios.harness import POLICY
+from tests.servers.smtp import SmtpServer
 
 DAY0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
 SETTINGS = AgentSettings(lease_seconds=600, backoff_seconds=60, max_attempts=3)
@@ -346,7 +347,7 @@ def test_a_crash_in_the_middle_of_a_batch_sends_again_only_the_notice_in_flight(
         rows = {n.key: n.status for n in s.scalars(select(m.Notice))}
         jobs = {j.key: j.status for j in s.scalars(select(m.Job).where(m.Job.kind == "notice"))}
     assert rows == {first.key: "sent", second.key: "claimed"}  # recorded the moment it was accepted
-    assert jobs == {first.key: "done", second.key: "claimed"}
+    assert jobs == {first.key: "claimed", second.key: "claimed"}  # the jobs are recorded with their chunk
     world.notifier.crash_after = None
     _, x = world.run(0, sole_worker=True)  # the next run takes the dead run's claims over at once
     assert x.notices_sent == 1
@@ -354,6 +355,7 @@ def test_a_crash_in_the_middle_of_a_batch_sends_again_only_the_notice_in_flight(
     assert world.notifier.sent[2].message_id == second.message_id  # the receiving side can tell
     with world.store.session() as s:
         assert {n.status for n in s.scalars(select(m.Notice))} == {"sent"}
+        assert {j.status for j in s.scalars(select(m.Job).where(m.Job.kind == "notice"))} == {"done"}
     world.run(1, sole_worker=True)
     assert len(world.notifier.sent) == 3
 
@@ -414,3 +416,41 @@ def test_a_page_that_cannot_be_rendered_does_not_hold_the_suspension_up(world: W
     assert world.state("a1") == "suspended" and world.state("b2") == "suspended"
     web = world.fleet.applied(action="suspend", service="web")
     assert len(web) == 2 and all("page_html" not in j.resource for j in web)
+
+
+# --- chunks over SMTP ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("chunk", "connections"), [(500, 1), (2, 3)])
+def test_one_smtp_connection_carries_a_whole_chunk(store: Store, policy: PolicySet, tmp_path: Path,
+                                                   smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch,
+                                                   chunk: int, connections: int) -> None:
+    """Five due notices go out over one connection per chunk: all five in one chunk over one connection,
+    in chunks of two over three; every notice once, each with its own Message-ID, each recorded sent."""
+    import agent.executor
+
+    smtp_server.reset()
+    monkeypatch.setattr(agent.executor, "NOTICE_CHUNK", chunk)
+    ids = [f"c{n}" for n in range(5)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": a, "billing_email": f"{a}@example.net"}) + "\n"
+                                              for a in ids))
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"account": a, "at": day(0).isoformat(),
+                                                          "amount": "-10", "ref": "c"}) + "\n" for a in ids))
+    with store.session() as s:
+        import_accounts(s, tmp_path / "a.jsonl", DAY0, policy)
+        import_ledger(s, tmp_path / "l.jsonl", DAY0)
+    settings = NoticeSettings(from_addr="billing@hosting.example", company="Example Hosting",
+                              payment_url="https://pay.hosting.example/{account_id}",
+                              smtp={"host": smtp_server.host, "port": smtp_server.port})
+    world = World(store, policy, FakeFleet(), FakeNotifier(),
+                  composer=TemplateComposer(Templates.load(None), settings, policy))
+    world.notifier = SmtpNotifier(settings, clock=lambda: DAY0)  # type: ignore[assignment]
+    _, x = world.run(0)
+    assert x.notices_sent == 5 and x.errors == []
+    received = smtp_server.wait_messages(5)
+    assert smtp_server.connections == connections
+    assert sorted(r.rcpt_tos[0] for r in received) == [f"{a}@example.net" for a in ids]
+    assert len({r.message["Message-ID"] for r in received}) == 5
+    with store.session() as s:
+        assert {n.status for n in s.scalars(select(m.Notice))} == {"sent"}
+        assert {j.status for j in s.scalars(select(m.Job).where(m.Job.kind == "notice"))} == {"done"}

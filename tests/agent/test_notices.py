@@ -388,8 +388,8 @@ def test_each_result_is_reported_before_the_next_message_goes_out(templates: Tem
             reported.append((notice.key, result.ok, len(smtp.messages)))
 
     results = make_notifier(settings, clock=lambda: NOW).send([*batch, bad], on_result=on_result)
-    assert reported == [("k-bad", False, 0), (batch[0].key, True, 1), (batch[1].key, False, 1),
-                        (batch[2].key, True, 2)]
+    assert reported == [(batch[0].key, True, 1), (batch[1].key, False, 1), (batch[2].key, True, 2),
+                        ("k-bad", False, 2)]  # in the batch's order, each message built as it goes out
     assert {k: r.ok for k, r in results.items()} == {k: ok for k, ok, _ in reported}
 
 
@@ -465,18 +465,18 @@ def test_spool_writes_each_notice_once(templates: Templates, tmp_path: Path) -> 
     assert msg["To"] == "billing1@customer.example"
 
 
-def test_spool_reports_each_notice_once_its_file_is_in_place(templates: Templates, tmp_path: Path) -> None:
+def test_spool_reports_the_batch_once_its_files_are_in_place(templates: Templates, tmp_path: Path) -> None:
     settings = settings_for(spool=tmp_path / "spool")
     notifier = SpoolNotifier(settings, clock=lambda: NOW)
     batch = [notice_for(templates, settings, n) for n in (1, 2)]
     seen: list[tuple[str, bool, list[str]]] = []
 
     def on_result(notice: OutgoingNotice, result: Any) -> None:
-        seen.append((notice.key, result.ok, sorted(p.name for p in (tmp_path / "spool").glob("*.eml"))))
+        seen.append((notice.key, result.ok, sorted(p.name for p in (tmp_path / "spool").iterdir())))
 
     notifier.send(batch, on_result=on_result)
-    assert seen == [(batch[0].key, True, ["acct-1:7:pre_suspension.eml"]),
-                    (batch[1].key, True, ["acct-1:7:pre_suspension.eml", "acct-2:7:pre_suspension.eml"])]
+    both = ["acct-1:7:pre_suspension.eml", "acct-2:7:pre_suspension.eml"]  # no temporary file left
+    assert seen == [(batch[0].key, True, both), (batch[1].key, True, both)]
 
 
 def test_spool_key_cannot_escape_the_folder(templates: Templates, tmp_path: Path) -> None:
