@@ -142,7 +142,7 @@ class _Row:
         value = _as_text(value)
         if not isinstance(value, str):
             raise self.fail(name, f"must be text, got {_kind(value)}")
-        if not value or len(value) > max_len or any(c in value for c in "\x00\r\n"):
+        if not value or len(value) > max_len or "\x00" in value or "\r" in value or "\n" in value:
             raise self.fail(name, f"must be 1 to {max_len} characters on one line")
         if pattern is not None and not pattern.match(value):
             raise self.fail(name, f"{value!r} is not valid (expected {pattern.pattern})")
