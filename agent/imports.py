@@ -1,10 +1,14 @@
 """Importing accounts, ledger entries and invoices from JSON lines or CSV files.
 
-A file is read and validated completely before anything is written, and written in the caller's one
-transaction: a bad line rejects the whole file with ``file:line: field: message``. Placements are checked
+A file is read as a stream and validated and written a chunk of :data:`CHUNK_ROWS` lines at a time (one
+query loads what the chunk's lines refer to, a few bulk statements write it), all in the caller's one
+transaction: a bad line, in whichever chunk, rejects the whole file with ``file:line: field: message``
+and the caller rolls everything back. Memory stays flat in the file's size (what is kept across chunks
+is the set of account ids the file names). Placements are checked
 by their kind's validator (:mod:`connectors.resources`, the one the connectors use) against the host in
-the inventory; who owns a resource is checked as each placement is written (:mod:`agent.store.placements`),
-so a clash with a stored account or an earlier line also rejects the whole file, rolled back. Ledger entries are
+the inventory; who owns a resource is checked as each chunk's placements are written
+(:mod:`agent.store.placements`), so a clash with a stored account or an earlier line also rejects the
+whole file. Ledger entries are
 keyed by ``(account, ref)``: importing the same file twice imports nothing the second time. An entry
 without ``ref`` gets one derived from its content, so the same line is never imported twice either.
 """
@@ -13,21 +17,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, tuple_, union, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
-from agent.store.placements import OwnershipError, put_placement, remove_placement
+from agent.store.bulk import table_of, write_rows
+from agent.store.placements import PlacementsRefused, Wanted, sync_placements
 from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
 from policy.errors import LocatedError
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASAP",
+    "CHUNK_ROWS",
     "EARLIEST",
     "LATEST",
     "LEDGER_KINDS",
@@ -56,6 +62,7 @@ __all__ = [
 ]
 
 ASAP = datetime(1970, 1, 1, tzinfo=UTC)  # next_check_at for "look at it on the next tick"
+CHUNK_ROWS = 5000  # lines validated and written together
 LEDGER_KINDS = ("charge", "payment", "credit", "refund", "adjustment")
 _SERVICE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -132,11 +139,10 @@ class _Row:
             if required:
                 raise self.fail(name, "is required")
             return None
-        if isinstance(value, int | Decimal) and not isinstance(value, bool):
-            value = str(value)
+        value = _as_text(value)
         if not isinstance(value, str):
             raise self.fail(name, f"must be text, got {_kind(value)}")
-        if not value or len(value) > max_len or any(c in value for c in "\x00\r\n"):
+        if not value or len(value) > max_len or "\x00" in value or "\r" in value or "\n" in value:
             raise self.fail(name, f"must be 1 to {max_len} characters on one line")
         if pattern is not None and not pattern.match(value):
             raise self.fail(name, f"{value!r} is not valid (expected {pattern.pattern})")
@@ -192,6 +198,11 @@ class _Row:
             raise self.fail(name, str(exc)) from None
 
 
+def _as_text(value: object) -> object:
+    """A number read where text is wanted as its text (as :meth:`_Row.text` takes it); anything else as is."""
+    return str(value) if isinstance(value, int | Decimal) and not isinstance(value, bool) else value
+
+
 def _kind(value: object) -> str:
     return {dict: "a mapping", list: "a list", bool: "true/false", str: "text"}.get(type(value), type(value).__name__)
 
@@ -245,58 +256,76 @@ def parse_json(text: str) -> Any:
     raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
 
 
-def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """The records of a JSON lines or CSV file (by the ``.csv`` suffix), each with its line number.
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The records of a JSON lines or CSV file (by the ``.csv`` suffix), each with its line number, read
+    as a stream (one line at a time).
 
     JSON numbers are read as Decimal or int (never float). In CSV, empty cells are absent and the
     ``resources`` and ``policy`` columns hold JSON. A cell may hold up to 128 KiB (the csv module's limit).
     """
     name = str(path)
+    is_csv = path.suffix.lower() == ".csv"
     try:
-        text = path.read_text(encoding="utf-8")
+        f = path.open(encoding="utf-8", newline="" if is_csv else None)
     except FileNotFoundError:
         raise ImportFileError(name, None, "file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ImportFileError(name, None, "file", f"cannot read: {exc}") from None
-    records: list[tuple[int, dict[str, Any]]] = []
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+    with f:
         try:
-            if not reader.fieldnames:
-                return records
-            for row in reader:
-                line = reader.line_num
-                if None in row:
-                    raise ImportFileError(name, line, "line", "has more cells than the header")
-                rec: dict[str, Any] = {}
-                for key, cell in row.items():
-                    key = (key or "").strip()
-                    if cell is None or cell == "":
-                        continue
-                    if key in _JSON_COLUMNS:
-                        try:
-                            rec[key] = parse_json(cell)
-                        except ValueError as exc:
-                            raise ImportFileError(name, line, key, str(exc)) from None
-                    else:
-                        rec[key] = cell
-                records.append((line, rec))
-        except csv.Error as exc:
-            # line_num counts the lines of the records read completely; the bad one starts on the next
-            raise ImportFileError(name, reader.line_num + 1, "line",
-                                  f"is not valid CSV ({exc}); quote cells, keep each under 128 KiB") from None
-        return records
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        try:
-            value = parse_json(raw)
-        except ValueError as exc:
-            raise ImportFileError(name, n, "line", str(exc)) from None
-        if not isinstance(value, dict):
-            raise ImportFileError(name, n, "line", f"must be a JSON object, got {_kind(value)}")
-        records.append((n, value))
-    return records
+            yield from (_csv_records(name, f) if is_csv else _json_records(name, f))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportFileError(name, None, "file", f"cannot read: {exc}") from None
+
+
+def _csv_records(name: str, f: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(f)
+    try:
+        if not reader.fieldnames:
+            return
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise ImportFileError(name, line, "line", "has more cells than the header")
+            rec: dict[str, Any] = {}
+            for key, cell in row.items():
+                key = (key or "").strip()
+                if cell is None or cell == "":
+                    continue
+                if key in _JSON_COLUMNS:
+                    try:
+                        rec[key] = parse_json(cell)
+                    except ValueError as exc:
+                        raise ImportFileError(name, line, key, str(exc)) from None
+                else:
+                    rec[key] = cell
+            yield line, rec
+    except csv.Error as exc:
+        # line_num counts the lines of the records read completely; the bad one starts on the next
+        raise ImportFileError(name, reader.line_num + 1, "line",
+                              f"is not valid CSV ({exc}); quote cells, keep each under 128 KiB") from None
+
+
+def _json_records(name: str, f: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    n = 0
+    for physical in f:
+        for raw in physical.splitlines():  # the line breaks str.splitlines knows, as when the text was split whole
+            n += 1
+            if not raw.strip() or raw.lstrip().startswith("#"):
+                continue
+            try:
+                value = parse_json(raw)
+            except ValueError as exc:
+                raise ImportFileError(name, n, "line", str(exc)) from None
+            if not isinstance(value, dict):
+                raise ImportFileError(name, n, "line", f"must be a JSON object, got {_kind(value)}")
+            yield n, value
+
+
+def _chunks(records: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    it = iter(records)
+    while chunk := list(islice(it, CHUNK_ROWS)):
+        yield chunk
 
 
 def _check_fields(row: _Row, known: Iterable[str]) -> None:
@@ -307,13 +336,12 @@ def _check_fields(row: _Row, known: Iterable[str]) -> None:
 
 
 def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
-    """The currency of every stored account the ``account`` fields of ``records`` name."""
+    """The currency of every stored account the ``account`` fields of ``records`` (a chunk) name."""
     wanted = sorted({d["account"] for _, d in records if isinstance(d.get("account"), str)})
-    found: dict[str, str] = {}
-    for i in range(0, len(wanted), 500):
-        found.update(tuple(r) for r in session.execute(select(m.Account.id, m.Account.currency)
-                                                      .where(m.Account.id.in_(wanted[i:i + 500]))))
-    return found
+    if not wanted:
+        return {}
+    return {aid: cur for aid, cur in session.execute(select(m.Account.id, m.Account.currency)
+                                                     .where(m.Account.id.in_(wanted)))}
 
 
 def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]:
@@ -428,19 +456,50 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _account_currency(session: Session, row: _Row, aid: str) -> str | None:
+def _with_money(session: Session, ids: Sequence[str]) -> set[str]:
+    """Those of ``ids`` with a ledger entry or an invoice (one query)."""
+    if not ids:
+        return set()
+    return set(session.scalars(union(select(m.LedgerEntry.account).where(m.LedgerEntry.account.in_(ids)),
+                                     select(m.Invoice.account).where(m.Invoice.account.in_(ids)))))
+
+
+def _account_currency(row: _Row, aid: str, stored: str | None, has_money: bool) -> str | None:
     """The currency of an account: billing's ``currency`` when the line has one, else the one it was first
-    imported with; ``None`` for a new account without one (the policy's default then applies). A currency
-    never changes under recorded money."""
+    imported with (``stored``); ``None`` for a new account without one (the policy's default then applies).
+    A currency never changes under recorded money (``has_money``: it has ledger entries or invoices)."""
     currency = row.currency()
-    stored = session.get(m.Account, aid)
-    if stored is None or currency is None or currency == stored.currency:
-        return currency or (stored.currency if stored is not None else None)
-    if (session.scalar(select(m.LedgerEntry.id).where(m.LedgerEntry.account == aid).limit(1)) is not None
-            or session.scalar(select(m.Invoice.id).where(m.Invoice.account == aid).limit(1)) is not None):
-        raise row.fail("currency", f"account {aid} has ledger entries or invoices in {stored.currency}; "
+    if stored is None or currency is None or currency == stored:
+        return currency or stored
+    if has_money:
+        raise row.fail("currency", f"account {aid} has ledger entries or invoices in {stored}; "
                        f"its currency cannot change to {currency}")
     return currency
+
+
+def _first_line(path: Path, key: Callable[[Mapping[str, Any]], object], wanted: object, before: int) -> int | None:
+    """The first line before ``before`` whose record's ``key`` is ``wanted`` (the file is read again: only
+    for the message of a line that repeats an earlier one)."""
+    for line, data in read_records(path):
+        if line >= before:
+            return None
+        try:
+            if key(data) == wanted:
+                return line
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _refusal(row: _Row, pl: _Placement, aid: str, exc: PlacementsRefused) -> ImportFileError:
+    problem = exc.problem
+    return row.fail(f"{pl.at}.{problem.field}", f"{problem}; if it has moved to {aid}, run `arrears accounts "
+                                                f"move-resource {problem.owner} {aid} --service {pl.service} "
+                                                f"--host {pl.host} --reason WHY` first")
+
+
+_ACCOUNT_COLUMNS = ("username", "billing_email", "plan", "reseller", "currency", "trial_ends_at", "has_billing_profile",
+                    "policy", "resources")
 
 
 def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None,
@@ -450,84 +509,96 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
     Each placement is validated for its host in ``inventory`` (when given); a resource that another
     account holds (stored, or earlier in the same file), or a home inside or around another account's
     home, refuses the file with the line and field. Nothing of the file is written then (the caller's
-    transaction is rolled back on the error)."""
+    transaction is rolled back on the error). Each distinct (plan, reseller, currency) is resolved
+    against ``policy`` once; an account with its own policy layer is resolved alone."""
     name = str(path)
-    parsed: list[tuple[_Row, dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    for line, data in read_records(path):
-        row = _Row(name, line, data)
-        _check_fields(row, _ACCOUNT_FIELDS)
-        aid = row.account("id")
-        if aid in seen:
-            raise row.fail("id", f"account {aid!r} already appears on line {seen[aid]}")
-        seen[aid] = line
-        email = row.text("billing_email", pattern=_EMAIL, max_len=320)
-        layer = row.data.get("policy")
-        if layer is not None and not isinstance(layer, dict):
-            raise row.fail("policy", f"must be a mapping of policy settings, got {_kind(layer)}")
-        plan = row.text("plan", max_len=100)
-        reseller = row.text("reseller", max_len=100)
-        layer = _plain(layer) if layer else None
-        currency = _account_currency(session, row, aid)
-        if policy is not None:
-            from policy import PolicyError
-
-            try:
-                currency = policy.resolve(aid, plan, reseller, layer, currency).currency
-            except PolicyError as exc:
-                if exc.filename != f"account {aid}":  # the policy file's amount does not fit this currency
-                    raise row.fail("currency", f"{currency}: {exc}" if currency else str(exc)) from None
-                raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
-        parsed.append((row, {
-            "id": aid,
-            "username": row.text("username", max_len=200),
-            "billing_email": email,
-            "plan": plan,
-            "reseller": reseller,
-            "currency": currency or DEFAULT_CURRENCY,
-            "trial_ends_at": row.instant("trial_ends_at"),
-            "has_billing_profile": row.boolean("has_billing_profile", True),
-            "policy": layer,
-            "resources": _plain(row.data.get("resources") or {}),
-            "placements": _placements(row, inventory),
-        }))
     summary = ImportSummary()
-    for row, rec in parsed:
-        placements: list[_Placement] = rec.pop("placements")
-        acc = session.get(m.Account, rec["id"])
-        if acc is None:
-            acc = m.Account(**rec, state="active", next_check_at=ASAP, changed_at=now, created_at=now,
-                            updated_at=now)
-            session.add(acc)
-            summary.created += 1
-        else:
-            changed = any(getattr(acc, k) != v for k, v in rec.items())
-            for k, v in rec.items():
-                setattr(acc, k, v)
-            if changed:
-                acc.updated_at = now
-                touch(acc, now)
-                summary.updated += 1
+    resolved: dict[tuple[str | None, str | None, str | None], str] = {}
+    table = table_of(m.Account)
+    session.flush()
+    for chunk in _chunks(read_records(path)):
+        ids = sorted({aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)})
+        stored = {r.id: r for r in session.execute(select(table).where(table.c.id.in_(ids)))} if ids else {}
+        money = _with_money(session, [aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)
+                                      and aid in stored and d.get("currency") is not None
+                                      and d["currency"] != stored[aid].currency])
+        parsed: list[tuple[_Row, dict[str, Any], list[_Placement]]] = []
+        for line, data in chunk:
+            row = _Row(name, line, data)
+            _check_fields(row, _ACCOUNT_FIELDS)
+            aid = row.account("id")
+            if aid in summary.accounts:
+                first = _first_line(path, lambda d: account_id(_as_text(d.get("id"))), aid, line)
+                raise row.fail("id", f"account {aid!r} already appears on line {first}")
+            summary.accounts.add(aid)
+            email = row.text("billing_email", pattern=_EMAIL, max_len=320)
+            layer = row.data.get("policy")
+            if layer is not None and not isinstance(layer, dict):
+                raise row.fail("policy", f"must be a mapping of policy settings, got {_kind(layer)}")
+            plan = row.text("plan", max_len=100)
+            reseller = row.text("reseller", max_len=100)
+            layer = _plain(layer) if layer else None
+            before = stored.get(aid)
+            currency = _account_currency(row, aid, before.currency if before is not None else None, aid in money)
+            if policy is not None:
+                currency = _resolved_currency(row, policy, resolved, aid, plan, reseller, layer, currency)
+            parsed.append((row, {
+                "id": aid,
+                "username": row.text("username", max_len=200),
+                "billing_email": email,
+                "plan": plan,
+                "reseller": reseller,
+                "currency": currency or DEFAULT_CURRENCY,
+                "trial_ends_at": row.instant("trial_ends_at"),
+                "has_billing_profile": row.boolean("has_billing_profile", True),
+                "policy": layer,
+                "resources": _plain(row.data.get("resources") or {}),
+            }, _placements(row, inventory)))
+        new, changed = [], []
+        for _row, rec, _pls in parsed:
+            before = stored.get(rec["id"])
+            if before is None:
+                new.append({**rec, "state": "active", "next_check_at": ASAP, "changed_at": now, "created_at": now,
+                            "updated_at": now})
+            elif any(getattr(before, k) != rec[k] for k in _ACCOUNT_COLUMNS):
+                changed.append({**rec, "next_check_at": ASAP, "changed_at": _after(before.changed_at, now),
+                                "updated_at": now})
             else:
                 summary.skipped += 1
-        session.flush()
-        existing = {(p.service, p.host): p for p in
-                    session.scalars(select(m.Placement).where(m.Placement.account == acc.id))}
-        wanted = {(p.service, p.host) for p in placements}
-        for key, p in existing.items():
-            if key not in wanted and not p.state:
-                remove_placement(session, p)  # first: what this account gives up is free for the rest
-        for pl in placements:
-            current = existing.get((pl.service, pl.host))
-            try:
-                put_placement(session, acc.id, pl.service, pl.host, pl.resource, pl.keys, placement=current)
-            except OwnershipError as exc:
-                raise row.fail(f"{pl.at}.{exc.field}", f"{exc}; if it has moved to {acc.id}, run `arrears accounts "
-                                                       f"move-resource {exc.owner} {acc.id} --service {pl.service} "
-                                                       f"--host {pl.host} --reason WHY` first") from None
-        summary.accounts.add(acc.id)
-    session.flush()
+        summary.created += len(new)
+        summary.updated += len(changed)
+        write_rows(session, table, new)
+        write_rows(session, table, changed, key=("id",),
+                   update=(*_ACCOUNT_COLUMNS, "next_check_at", "changed_at", "updated_at"))
+        try:
+            sync_placements(session, [(rec["id"], [Wanted(pl.service, pl.host, pl.resource, pl.keys) for pl in pls])
+                                      for _row, rec, pls in parsed])
+        except PlacementsRefused as exc:
+            row, rec, pls = parsed[exc.position]
+            raise _refusal(row, pls[exc.wanted], rec["id"], exc) from None
     return summary
+
+
+def _resolved_currency(row: _Row, policy: PolicySet, cache: dict[tuple[str | None, str | None, str | None], str],
+                       aid: str, plan: str | None, reseller: str | None, layer: dict[str, Any] | None,
+                       currency: str | None) -> str:
+    """The account's currency after its policy (the policy's default when billing names none); the policy's
+    amounts are checked against it. Accounts without their own layer share the result of their
+    (plan, reseller, currency)."""
+    from policy import PolicyError
+
+    key = (plan, reseller, currency)
+    if layer is None and key in cache:
+        return cache[key]
+    try:
+        result = policy.resolve(aid, plan, reseller, layer, currency).currency
+    except PolicyError as exc:
+        if exc.filename != f"account {aid}":  # the policy file's amount does not fit this currency
+            raise row.fail("currency", f"{currency}: {exc}" if currency else str(exc)) from None
+        raise row.fail(f"policy.{exc.field}" if exc.field else "policy", exc.message) from None
+    if layer is None:
+        cache[key] = result
+    return result
 
 
 # --- ledger --------------------------------------------------------------------------------------
@@ -541,47 +612,40 @@ def _auto_ref(aid: str, at: datetime, amount: Decimal, kind: str, method: str | 
 
 
 def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
-    """Add the entries of ``path``; an entry whose ``(account, ref)`` is already known is skipped."""
+    """Add the entries of ``path``; an entry whose ``(account, ref)`` is already known (stored, or earlier
+    in the file) is skipped."""
     name = str(path)
-    records = read_records(path)
-    currencies = _account_currencies(session, records)
-    rows: list[tuple[_Row, dict[str, Any]]] = []
-    for line, data in records:
-        row = _Row(name, line, data)
-        _check_fields(row, _LEDGER_FIELDS)
-        aid, currency = _stored_account(row, currencies)
-        at = row.instant("at", required=True)
-        assert at is not None
-        amount = row.amount("amount", currency)
-        if amount == 0:
-            raise row.fail("amount", "must not be zero")
-        kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
-        if kind not in LEDGER_KINDS:
-            raise row.fail("kind", f"{kind!r} is not one of {', '.join(LEDGER_KINDS)}")
-        if kind in ("payment", "credit") and amount < 0:
-            raise row.fail("amount", f"a {kind} is positive (charges are negative), got {amount}")
-        if kind == "charge" and amount > 0:
-            raise row.fail("amount", f"a charge is negative (payments are positive), got {amount}")
-        method = row.text("method", pattern=_METHOD, max_len=32)
-        ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
-        rows.append((row, {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method, "ref": ref}))
     summary = ImportSummary()
-    existing: set[tuple[str, str]] = set()
-    accounts = sorted({rec["account"] for _, rec in rows})
-    for i in range(0, len(accounts), 500):
-        existing.update((a, r) for a, r in session.execute(
-            select(m.LedgerEntry.account, m.LedgerEntry.ref).where(m.LedgerEntry.account.in_(accounts[i:i + 500]))))
-    for _row, rec in rows:
-        key = (rec["account"], rec["ref"])
-        if key in existing:
-            summary.skipped += 1
-            continue
-        existing.add(key)
-        session.add(m.LedgerEntry(**rec, imported_at=now))
-        summary.created += 1
-        summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts, now)
+    table = table_of(m.LedgerEntry)
     session.flush()
+    for chunk in _chunks(read_records(path)):
+        currencies = _account_currencies(session, chunk)
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for line, data in chunk:
+            row = _Row(name, line, data)
+            _check_fields(row, _LEDGER_FIELDS)
+            aid, currency = _stored_account(row, currencies)
+            at = row.instant("at", required=True)
+            assert at is not None
+            amount = row.amount("amount", currency)
+            if amount == 0:
+                raise row.fail("amount", "must not be zero")
+            kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
+            if kind not in LEDGER_KINDS:
+                raise row.fail("kind", f"{kind!r} is not one of {', '.join(LEDGER_KINDS)}")
+            if kind in ("payment", "credit") and amount < 0:
+                raise row.fail("amount", f"a {kind} is positive (charges are negative), got {amount}")
+            if kind == "charge" and amount > 0:
+                raise row.fail("amount", f"a charge is negative (payments are positive), got {amount}")
+            method = row.text("method", pattern=_METHOD, max_len=32)
+            ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
+            rows.setdefault((aid, ref), {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method,
+                                         "ref": ref, "imported_at": now})
+        written = write_rows(session, table, list(rows.values()), key=("account", "ref"), returning=("account",))
+        summary.created += len(written)
+        summary.skipped += len(chunk) - len(written)
+        summary.accounts.update(aid for (aid,) in written)
+    _mark_due(session, summary.accounts, now)
     return summary
 
 
@@ -590,47 +654,58 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
 _INVOICE_FIELDS = ("account", "id", "issued_at", "due_at", "amount", "paid_at")
 
 
+def _invoice_key(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    aid, inv = data.get("account"), _as_text(data.get("id"))
+    return (account_id(aid), inv) if isinstance(aid, str) and isinstance(inv, str) else None
+
+
 def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummary:
     """Create or update invoices by ``(account, id)`` (a later file may add ``paid_at``)."""
     name = str(path)
-    records = read_records(path)
-    currencies = _account_currencies(session, records)
-    rows: list[tuple[_Row, dict[str, Any]]] = []
-    seen: dict[tuple[str, str], int] = {}
-    for line, data in records:
-        row = _Row(name, line, data)
-        _check_fields(row, _INVOICE_FIELDS)
-        aid, currency = _stored_account(row, currencies)
-        inv = row.text("id", required=True, max_len=200)
-        assert inv is not None
-        if (aid, inv) in seen:
-            raise row.fail("id", f"invoice {inv!r} of account {aid!r} already appears on line {seen[(aid, inv)]}")
-        seen[(aid, inv)] = line
-        issued = row.instant("issued_at", required=True)
-        due = row.instant("due_at", required=True)
-        assert issued is not None and due is not None
-        if due < issued:
-            raise row.fail("due_at", "is before issued_at")
-        amount = row.amount("amount", currency)
-        if amount <= 0:
-            raise row.fail("amount", f"an invoice amount is positive, got {amount}")
-        rows.append((row, {"account": aid, "invoice_id": inv, "issued_at": issued, "due_at": due, "amount": amount,
-                           "paid_at": row.instant("paid_at")}))
     summary = ImportSummary()
-    for _row, rec in rows:
-        cur = session.scalars(select(m.Invoice).where(m.Invoice.account == rec["account"],
-                                                      m.Invoice.invoice_id == rec["invoice_id"])).first()
-        if cur is None:
-            session.add(m.Invoice(**rec))
-            summary.created += 1
-        elif any(getattr(cur, k) != v for k, v in rec.items()):
-            for k, v in rec.items():
-                setattr(cur, k, v)
-            summary.updated += 1
-        else:
-            summary.skipped += 1
-            continue
-        summary.accounts.add(rec["account"])
-    _mark_due(session, summary.accounts, now)
+    table = table_of(m.Invoice)
+    seen: set[int] = set()  # hashes of the (account, id) of the lines before
+    columns = ("issued_at", "due_at", "amount", "paid_at")
     session.flush()
+    for chunk in _chunks(read_records(path)):
+        currencies = _account_currencies(session, chunk)
+        rows: list[dict[str, Any]] = []
+        for line, data in chunk:
+            row = _Row(name, line, data)
+            _check_fields(row, _INVOICE_FIELDS)
+            aid, currency = _stored_account(row, currencies)
+            inv = row.text("id", required=True, max_len=200)
+            assert inv is not None
+            if hash((aid, inv)) in seen:
+                first = _first_line(path, _invoice_key, (aid, inv), line)
+                if first is not None:
+                    raise row.fail("id", f"invoice {inv!r} of account {aid!r} already appears on line {first}")
+            seen.add(hash((aid, inv)))
+            issued = row.instant("issued_at", required=True)
+            due = row.instant("due_at", required=True)
+            assert issued is not None and due is not None
+            if due < issued:
+                raise row.fail("due_at", "is before issued_at")
+            amount = row.amount("amount", currency)
+            if amount <= 0:
+                raise row.fail("amount", f"an invoice amount is positive, got {amount}")
+            rows.append({"account": aid, "invoice_id": inv, "issued_at": issued, "due_at": due, "amount": amount,
+                         "paid_at": row.instant("paid_at")})
+        keys = [(r["account"], r["invoice_id"]) for r in rows]
+        stored = {(r.account, r.invoice_id): r for r in session.execute(
+            select(table).where(tuple_(table.c.account, table.c.invoice_id).in_(keys)))} if keys else {}
+        writes = []
+        for rec in rows:
+            cur = stored.get((rec["account"], rec["invoice_id"]))
+            if cur is None:
+                summary.created += 1
+            elif any(getattr(cur, k) != rec[k] for k in columns):
+                summary.updated += 1
+            else:
+                summary.skipped += 1
+                continue
+            writes.append(rec)
+            summary.accounts.add(rec["account"])
+        write_rows(session, table, writes, key=("account", "invoice_id"), update=columns)
+    _mark_due(session, summary.accounts, now)
     return summary

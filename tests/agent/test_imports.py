@@ -118,3 +118,106 @@ def test_parse_instant_requires_a_zone() -> None:
     assert parse_instant("2026-03-01T10:00:00Z") == datetime(2026, 3, 1, 10, tzinfo=UTC)
     with pytest.raises(ValueError, match="has no zone"):
         parse_instant("2026-03-01T10:00:00")
+
+
+def _accounts_file(path: Path, n: int, last: dict | None = None, *, resources: bool = True) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"a{i:06d}", "plan": "basic",
+                                "resources": {"web": {"host": "web1", "sites": [f"s{i}.example"]},
+                                              "home": {"host": "web1", "path": f"/home/a{i:06d}"}}
+                                if resources else {}}) + "\n")
+        if last is not None:
+            f.write(json.dumps(last) + "\n")
+    return path
+
+
+def _ledger_file(path: Path, n: int, accounts: int, last: str | None = None) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"account": f"a{i % accounts:06d}", "at": "2026-03-01T00:00:00Z",
+                                "amount": "-1.00", "ref": f"r{i}"}) + "\n")
+        if last is not None:
+            f.write(last + "\n")
+    return path
+
+
+def _counts(store: Store) -> tuple[int, int, int, int]:
+    with store.session() as s:
+        return tuple(len(list(s.scalars(select(t.id)))) for t in  # type: ignore[return-value]
+                     (m.Account, m.Placement, m.ResourceClaim, m.LedgerEntry))
+
+
+@pytest.mark.parametrize(("last", "where", "message"), [
+    ({"id": "thief", "resources": {"web": {"host": "web1", "sites": ["s3.example"]}}},
+     "resources.web.sites[0]", "belongs to account a000003"),
+    ({"id": "nested", "resources": {"home": {"host": "web1", "path": "/home/a000001/inside"}}},
+     "resources.home.path", "lies inside /home/a000001, the home of account a000001"),
+    ({"id": "a000002"}, "id", "account 'a000002' already appears on line 3"),
+])
+def test_a_bad_line_in_the_last_chunk_writes_nothing(store: Store, policy: PolicySet, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, last: dict, where: str,
+                                                     message: str) -> None:
+    monkeypatch.setattr("agent.imports.CHUNK_ROWS", 50)  # 120 good lines are three chunks; the bad one ends the third
+    path = _accounts_file(tmp_path / "a.jsonl", 120, last)
+    with pytest.raises(ImportFileError) as refused, store.session() as s:
+        import_accounts(s, path, NOW, policy)
+    assert str(refused.value).startswith(f"{path}:121: {where}: ")
+    assert message in str(refused.value)
+    assert _counts(store) == (0, 0, 0, 0)
+    # without the bad line the same file imports whole, over its chunks
+    with store.session() as s:
+        assert import_accounts(s, _accounts_file(tmp_path / "ok.jsonl", 120), NOW, policy).created == 120
+    assert _counts(store) == (120, 240, 240, 0)
+
+
+def test_a_bad_ledger_line_in_the_last_chunk_writes_nothing(store: Store, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.imports.CHUNK_ROWS", 50)
+    with store.session() as s:
+        import_accounts(s, _accounts_file(tmp_path / "a.jsonl", 10), NOW)
+    before = _counts(store)
+    bad = '{"account": "a000001", "at": "2026-03-01T00:00:00Z", "amount": "-1.001", "ref": "x"}'
+    path = _ledger_file(tmp_path / "l.jsonl", 120, 10, bad)
+    with pytest.raises(ImportFileError, match=r"l\.jsonl:121: amount: "), store.session() as s:
+        import_ledger(s, path, NOW)
+    assert _counts(store) == before
+    # a ref repeated in a later chunk is skipped, like a stored one
+    repeat = '{"account": "a000001", "at": "2026-03-01T00:00:00Z", "amount": "-1.00", "ref": "r1"}'
+    with store.session() as s:
+        summary = import_ledger(s, _ledger_file(tmp_path / "l2.jsonl", 120, 10, repeat), NOW)
+    assert (summary.created, summary.skipped) == (120, 1)
+
+
+def _peak(run: object) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_flat_in_the_size_of_the_file(store: Store, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten times the lines take about the same memory: no list of all records is kept."""
+    monkeypatch.setattr("agent.imports.CHUNK_ROWS", 100)
+    with store.session() as s:
+        import_accounts(s, write(tmp_path / "one.jsonl", [{"id": "a000000"}]), NOW)
+    peaks = {}
+    for n in (1_000, 10_000, 1_000):  # the first small run warms the statement caches
+        path = _ledger_file(tmp_path / f"l{n}.jsonl", n, 1)
+        with store.session() as s:
+            peaks[n] = _peak(lambda s=s, path=path: import_ledger(s, path, NOW))
+            s.rollback()
+    assert peaks[10_000] < 1.5 * peaks[1_000], peaks
+    peaks = {}
+    for n in (1_000, 10_000, 1_000):
+        path = _accounts_file(tmp_path / f"a{n}.jsonl", n, resources=False)
+        with store.session() as s:
+            peaks[n] = _peak(lambda s=s, path=path: import_accounts(s, path, NOW))
+            s.rollback()
+    # what grows is the set of the file's account ids (under 200 bytes an account), not the records
+    assert peaks[10_000] < 1.5 * peaks[1_000] + 9_000 * 200, peaks
