@@ -387,11 +387,7 @@ _ACCOUNT_FIELDS = ("id", "username", "billing_email", "plan", "reseller", "curre
 
 
 @dataclass
-class _Placement:
-    service: str
-    host: str
-    resource: dict[str, Any]
-    keys: list[tuple[str, str]]
+class _Placement(Wanted):
     at: str  # where it is in the line: resources.web or resources.web[1]
 
 
@@ -571,7 +567,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         write_rows(session, table, changed, key=("id",),
                    update=(*_ACCOUNT_COLUMNS, "next_check_at", "changed_at", "updated_at"))
         try:
-            sync_placements(session, [(rec["id"], [Wanted(pl.service, pl.host, pl.resource, pl.keys) for pl in pls])
+            sync_placements(session, [(rec["id"], list(pls))
                                       for _row, rec, pls in parsed])
         except PlacementsRefused as exc:
             row, rec, pls = parsed[exc.position]

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.base import OP_ID
+from connectors.archive import archive_ops, restore_ops
+from connectors.base import OP_ID, Operation
 from connectors.mail.flags import ALL, difference, parse_flags
 from connectors.observed import Observed, combine
 from connectors.validate import UnsafeValue, mailbox, q
@@ -45,6 +46,7 @@ __all__ = [
     "command",
     "deleted_path",
     "flag_script",
+    "maildir_operation",
     "mark_deleted",
     "observe_mailboxes",
     "op_id",
@@ -137,6 +139,24 @@ def mark_deleted(script: str, state_dir: str, boxes: Sequence[str], *, deleted: 
     else:
         mark = f"rm -f -- {' '.join(paths)}"
     return f"(\n{script}\n) || exit $?\n{mark}\n"
+
+
+def maildir_operation(action: str, account: str, boxes: Sequence[str], dirs: Sequence[str], roots: Sequence[str],
+                      archive_dir: str, state_dir: str, resource: Mapping[str, Any]) -> Operation:
+    """The one operation that deletes (archive -> verify -> remove) or restores the maildirs ``dirs`` of the
+    mailboxes ``boxes``, with the host's record of the delete (:func:`mark_deleted`). A restore needs the
+    ``archive`` and ``sha256`` facts its delete reported."""
+    if action == "delete":
+        script = mark_deleted(archive_ops(account, dirs, roots, archive_dir, "mail"), state_dir, boxes, deleted=True)
+    elif action == "restore":
+        for key in ("archive", "sha256"):
+            if not resource.get(key):
+                raise UnsafeValue("mail restore", resource, f"needs {key!r} (a fact of the delete that archived it)")
+        script = mark_deleted(restore_ops(account, dirs, roots, archive_dir, str(resource["archive"]),
+                                          str(resource["sha256"])), state_dir, boxes, deleted=False)
+    else:
+        raise ValueError(f"mail connector: unknown action {action!r}")
+    return Operation(op_id(account, action, "maildirs"), account, f"mail:{action}", script)
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.archive import archive_ops, check_archive_dir, check_roots, probe_lines, restore_ops
+from connectors.archive import check_archive_dir, check_roots, probe_lines
 from connectors.base import Action, Handler, Operation
 from connectors.mail import (
     FlagShell,
     command,
     flag_script,
-    mark_deleted,
+    maildir_operation,
     observe_mailboxes,
     op_id,
     status_maildir,
@@ -50,7 +50,7 @@ from connectors.mail.flags import FLAGS, difference
 from connectors.observed import Observed
 from connectors.probe import require_commands
 from connectors.resources import mail_resource
-from connectors.validate import UnsafeValue, account_id, path, path_under, q
+from connectors.validate import account_id, path, path_under, q
 
 __all__ = ["DovecotPostfixConnector", "DovecotPostfixSettings", "passwd_key"]
 
@@ -248,19 +248,8 @@ class DovecotPostfixConnector:
         if not res.mailboxes:
             return []
         dirs = [self._maildir(box) for box in res.mailboxes]
-        if action == "delete":
-            script = archive_ops(acct, dirs, s.mail_roots, s.archive_dir, "mail")
-            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=True)
-        elif action == "restore":
-            for key in ("archive", "sha256"):
-                if not resource.get(key):
-                    raise UnsafeValue("mail restore", resource,
-                                      f"needs {key!r} (a fact of the delete that archived it)")
-            script = restore_ops(acct, dirs, s.mail_roots, s.archive_dir, resource["archive"], resource["sha256"])
-            script = mark_deleted(script, s.state_dir, res.mailboxes, deleted=False)
-        else:
-            raise ValueError(f"mail connector: unknown action {action!r}")
-        return [*ops, Operation(op_id(acct, action, "maildirs"), acct, f"mail:{action}", script)]
+        return [*ops, maildir_operation(action, acct, res.mailboxes, dirs, s.mail_roots, s.archive_dir, s.state_dir,
+                                        resource)]
 
     def observe(self, facts: Mapping[str, str]) -> Observed:
         return observe_mailboxes(facts)
