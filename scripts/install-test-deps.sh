@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian servers and tools the test suite needs (sshd, nginx, apache2, dovecot, postfix,
-# PostgreSQL, sudo, faketime, ShellCheck; strace for the bench) without letting the package scripts start system services:
-# the tests start their own servers on a private loopback.
+# PostgreSQL, sudo, faketime, ShellCheck; strace for the bench) without letting the package scripts
+# start system services: the tests start their own servers on a private loopback.
 set -euo pipefail
 pkgs=(openssh-server openssh-client nginx-light apache2 dovecot-core dovecot-imapd dovecot-pop3d
       postfix curl iproute2 procps psmisc cron tar gzip coreutils passwd sudo faketime shellcheck
