@@ -1,0 +1,231 @@
+"""``arrears hosts prepare`` on Debian 12's own nginx, apache2, dovecot and postfix configurations.
+
+The trees come from the packages (tests/servers/stock.py) with two customer vhosts per web server; nginx
+and apache run from them. ``prepare`` must show its changes as diffs and change nothing with
+``--dry-run``, make the hooks, passdb, restrictions, maps and folders, and change nothing the second time;
+then a suspension and a resumption work on those servers and leave every vhost as ``prepare`` left it.
+A vhost too unusual to edit, and a config test that fails, leave the files as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from connectors.fleet import Job
+from connectors.inventory import load_inventory_file
+from connectors.prepare import prepare_hosts
+from connectors.runner import InventoryFleet
+from connectors.web.prepare import insert_hook, site_of
+from tests.servers.base import wait_for
+from tests.servers.stock import CUSTOMER_SITES, StockMail, StockWeb, stock_apache, stock_mail, stock_nginx
+
+SUSPENDED = "http://billing.example.test/suspended"
+ARREARS = str(Path(sys.executable).with_name("arrears"))
+
+
+@dataclass
+class Stock:
+    web: dict[str, StockWeb]
+    mail: StockMail
+    inventory: Path
+
+    def snapshot(self) -> dict[str, str]:
+        """sha256 of every file and the mode of every folder of the four trees."""
+        out: dict[str, str] = {}
+        for root in [*(w.root for w in self.web.values()), self.mail.root]:
+            for p in sorted(root.rglob("*")):
+                if "pkg" in p.relative_to(root).parts or p.name in ("log", "run", "lock") or "log" in p.parts:
+                    continue
+                if p.is_symlink():
+                    out[str(p)] = "-> " + str(p.readlink())
+                elif p.is_dir():
+                    out[str(p)] = oct(p.stat().st_mode & 0o7777)
+                else:
+                    out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode & 0o7777)
+        return out
+
+
+def prepare(stock: Stock, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ARREARS, "hosts", "prepare", "--inventory", str(stock.inventory), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stock]:
+    web = {"nginx": stock_nginx(SUSPENDED), "apache": stock_apache(SUSPENDED)}
+    mail = stock_mail()
+    try:
+        for w in web.values():
+            assert w.daemon is not None
+            w.daemon.start()
+        inventory = tmp_path_factory.mktemp("prepare") / "inventory.yaml"
+        inventory.write_text(yaml.safe_dump({"hosts": {
+            "web-nginx": {"transport": "local", "services": {"web": web["nginx"].settings}},
+            "web-apache": {"transport": "local", "services": {"web": web["apache"].settings}},
+            "mail": {"transport": "local", "services": {"mail": mail.settings}},
+        }}))
+        yield Stock(web, mail, inventory)
+    finally:
+        for w in web.values():
+            w.stop()
+        mail.stop()
+
+
+def get(web: StockWeb, site: str) -> httpx.Response:
+    return httpx.get(web.url("/"), headers={"Host": site}, follow_redirects=False, timeout=10.0)
+
+
+def redirected(web: StockWeb, site: str) -> bool:
+    return bool(get(web, site).headers.get("location") == SUSPENDED)
+
+
+def serves_own_page(web: StockWeb, site: str) -> bool:
+    response = get(web, site)
+    return response.status_code == 200 and site in response.text
+
+
+@pytest.mark.servers
+def test_dry_run_prints_the_diffs_and_changes_nothing(stock: Stock) -> None:
+    before = stock.snapshot()
+    result = prepare(stock, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stock.snapshot() == before
+    out = result.stdout
+    nginx, apache = stock.web["nginx"], stock.web["apache"]
+    for site in CUSTOMER_SITES:
+        assert f"+++ {nginx.vhost_dir}/{site}\n" in out
+        # indented with a tab like the stock file (printed as spaces; --json has the tab)
+        assert f"+\tinclude {nginx.settings['hook_dir']}/{site}.con[f];\n".expandtabs(8) in out
+        assert f"+\tIncludeOptional {apache.settings['hook_dir']}/{site}.conf\n".expandtabs(8) in out
+    assert "+!include auth-arrears.conf.ext\n" in out
+    assert f"+    check_sasl_access hash:{stock.mail.settings['norelay_map']},\n" in out
+    assert "dry run: nothing was changed" in out
+
+
+@pytest.mark.servers
+def test_prepare_then_suspend_and_resume_and_a_second_prepare_changes_nothing(stock: Stock) -> None:
+    result = prepare(stock)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prepared = stock.snapshot()
+    for web in stock.web.values():
+        for site in CUSTOMER_SITES:
+            assert serves_own_page(web, site)
+    # what the services read now: the passdb first, the lookups first, the maps built
+    m = stock.mail
+    passdbs = subprocess.run(["doveconf", "-c", str(m.dovecot_dir / "dovecot.conf"), "-n", "passdb"],
+                             capture_output=True, text=True, check=True).stdout
+    assert passdbs.index("deny = yes") < passdbs.index("driver = pam")
+    restrictions = subprocess.run(["postconf", "-c", str(m.postfix_dir), "-h", "smtpd_recipient_restrictions"],
+                                  capture_output=True, text=True, check=True).stdout
+    assert restrictions.startswith(f"check_recipient_access hash:{m.settings['bounce_map']}, check_sasl_access")
+    assert Path(f"{m.settings['norelay_map']}.db").exists()
+    assert oct(Path(str(m.settings["state_dir"])).stat().st_mode & 0o777) == "0o700"
+
+    again = prepare(stock)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert stock.snapshot() == prepared
+    assert again.stdout.count("(nothing to change)") == 3
+
+    inv = load_inventory_file(stock.inventory)
+    site = CUSTOMER_SITES[0]
+    box = "info@shop.test"
+    jobs = [Job(f"s:{host}", "acct-1", "suspend", service, host, resource)
+            for host, service, resource in (("web-nginx", "web", {"sites": [site]}),
+                                            ("web-apache", "web", {"sites": [site]}),
+                                            ("mail", "mail", {"mailboxes": [box]}))]
+    with InventoryFleet(inv) as fleet:
+        results = fleet.apply(jobs)
+        assert all(r.ok for r in results.values()), {k: r.error for k, r in results.items()}
+        for web in stock.web.values():
+            wait_for(partial(redirected, web, site), what=f"{web.backend} to redirect {site}")
+            assert serves_own_page(web, CUSTOMER_SITES[1])
+        bounce = subprocess.run(["postmap", "-c", str(m.postfix_dir), "-q", box, f"hash:{m.settings['bounce_map']}"],
+                                capture_output=True, text=True, check=False).stdout
+        assert bounce.startswith("550")
+        resumed = fleet.apply([Job(j.key.replace("s:", "r:"), j.account, "resume", j.service, j.host, j.resource,
+                                   results[j.key].facts) for j in jobs])
+        assert all(r.ok for r in resumed.values()), {k: r.error for k, r in resumed.items()}
+    for web in stock.web.values():
+        wait_for(partial(serves_own_page, web, site), what=f"{web.backend} to serve {site} again")
+        for p in web.vhost_dir.iterdir():
+            assert prepared[str(p)] == hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode & 0o7777)
+
+
+def _local_nginx(tmp_path: Path, vhosts: dict[str, str], config_test: str) -> Path:
+    (tmp_path / "sites").mkdir()
+    for name, text in vhosts.items():
+        (tmp_path / "sites" / name).write_text(text)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"hosts": {"web": {"transport": "local", "services": {"web": {
+        "backend": "nginx", "hook_dir": f"{tmp_path}/hooks", "vhost_dir": f"{tmp_path}/sites",
+        "enabled_dir": None, "state_dir": f"{tmp_path}/state", "archive_dir": f"{tmp_path}/archive",
+        "suspended_url": SUSPENDED, "config_test": config_test, "reload": "true"}}}}}))
+    return inventory
+
+
+PLAIN = "server {\n    listen 80;\n    server_name plain.test;\n}\n"
+
+
+def test_an_unusual_vhost_is_left_alone_with_the_line_to_add(tmp_path: Path) -> None:
+    odd = "server { listen 80; server_name odd.test; }\n"
+    inventory = _local_nginx(tmp_path, {"odd.test": odd, "plain.test": PLAIN}, "true")
+    report: dict[str, Any] = prepare_hosts(load_inventory_file(inventory))
+    service = report["hosts"][0]["services"][0]
+    assert not report["ok"]
+    assert service["manual"] == [{"path": f"{tmp_path}/sites/odd.test",
+                                  "line": f"include {tmp_path}/hooks/odd.test.con[f];",
+                                  "where": "first in every server block (the file is too unusual to edit)"}]
+    assert (tmp_path / "sites" / "odd.test").read_text() == odd
+    assert f"    include {tmp_path}/hooks/plain.test.con[f];\n" in (tmp_path / "sites" / "plain.test").read_text()
+
+
+def test_a_failing_config_test_puts_every_file_back(tmp_path: Path) -> None:
+    inventory = _local_nginx(tmp_path, {"plain.test": PLAIN, "other.test": PLAIN.replace("plain", "other")}, "false")
+    report = prepare_hosts(load_inventory_file(inventory))
+    service = report["hosts"][0]["services"][0]
+    assert not report["ok"] and "the config test (false) failed" in service["error"]
+    assert (tmp_path / "sites" / "plain.test").read_text() == PLAIN
+    assert "include" not in (tmp_path / "sites" / "other.test").read_text()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("server {\n\tlisten 80;\n}\nserver {\n  listen 443;\n}\n",
+     "server {\n\tinclude H;\n\tlisten 80;\n}\nserver {\n  include H;\n  listen 443;\n}\n"),
+    ("# server {\nserver {\n    return 200 \"}\";\n}\n",
+     "# server {\nserver {\n    include H;\n    return 200 \"}\";\n}\n"),
+    ("server {\n    include H;\n}\n", "server {\n    include H;\n}\n"),
+    ("upstream x {\n}\nserver {\n}\n", None),
+    ("server\n{\n}\n", None),
+    ("", None),
+])
+def test_nginx_hook_placement(text: str, expected: str | None) -> None:
+    assert insert_hook(text, "nginx", "include H;", r"^[[:space:]]*include[[:space:]]+H;") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("<IfModule mod_ssl.c>\n\t<VirtualHost _default_:443>\n\t\tServerName a\n\t</VirtualHost>\n</IfModule>\n",
+     "<IfModule mod_ssl.c>\n\t<VirtualHost _default_:443>\n\t\tIncludeOptional H\n\t\tServerName a\n"
+     "\t</VirtualHost>\n</IfModule>\n"),
+    ("<VirtualHost *:80>\n<VirtualHost *:81>\n</VirtualHost>\n</VirtualHost>\n", None),
+    ("<VirtualHost *:80> ServerName a </VirtualHost>\n", None),
+])
+def test_apache_hook_placement(text: str, expected: str | None) -> None:
+    assert insert_hook(text, "apache", "IncludeOptional H", r"^[[:space:]]*IncludeOptional[[:space:]]+H$") == expected
+
+
+def test_the_site_comes_from_the_vhost_file_name() -> None:
+    assert site_of("shop.test.conf", "{site}.conf") == "shop.test"
+    assert site_of("shop.test", "{site}") == "shop.test"
+    assert site_of("README", "{site}.conf") is None
+    assert site_of("x;rm.conf", "{site}.conf") is None
