@@ -1,6 +1,7 @@
 """The one-time dovecot and postfix configuration of docs/mail.md, for ``arrears hosts prepare``.
 
-Dovecot (``dovecot_config_dir``): ``conf.d/auth-arrears.conf.ext`` holds the deny passdb, and
+Dovecot (``dovecot_config_dir``): nothing is done when ``doveconf -n passdb`` shows the deny passdb first
+already (however it got there). Otherwise ``conf.d/auth-arrears.conf.ext`` holds the deny passdb, and
 ``conf.d/10-auth.conf`` includes it on the line above its first active ``!include auth-*.conf.ext``
 (Debian's layout), so it comes before the real passdb. Without such a line the file is left alone and the
 include to add is printed. Config test: ``doveconf -c <dir>/dovecot.conf -n``; then the configured reload.
@@ -148,7 +149,33 @@ def plan_dovecot_postfix(service: str, backend: str, settings: BaseModel, connec
     map_dirs = sorted({posixpath.dirname(s.bounce_map), posixpath.dirname(s.norelay_map)})
     plan = Plan(service, backend, folders=[Folder(s.deny_dir, SHARED), *(Folder(d, SHARED) for d in map_dirs),
                                            *base_folders(s)])
-    # dovecot
+    _plan_dovecot(plan, s, remote)
+    _plan_postfix(plan, s, remote)
+    dovecot_conf = f"{s.dovecot_config_dir}/dovecot.conf"
+    plan.test = (f"doveconf -c {q(dovecot_conf)} -n >/dev/null && "
+                 f"postfix -c {q(s.postfix_config_dir)} check")
+    plan.on_change = [command(s.dovecot_reload_command, "dovecot_reload_command"),
+                      command(s.postfix_reload_command, "postfix_reload_command")]
+    return plan
+
+
+def _passdbs(s: DovecotPostfixSettings, remote: Remote) -> list[str] | None:
+    """The passdb sections dovecot reads, in order (``doveconf -n passdb``); None when doveconf cannot say."""
+    rc, out, _ = remote.run(f"doveconf -c {q(s.dovecot_config_dir + '/dovecot.conf')} -n passdb 2>/dev/null\n")
+    if rc != 0:
+        return None
+    return [block for block in re.split(r"^passdb\b[^{]*\{", out, flags=re.MULTILINE)[1:]]
+
+
+def _plan_dovecot(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None:
+    args = f"args = {s.deny_dir}/deny.%s.%{{lport}}"
+    effective = _passdbs(s, remote)
+    if effective and any(args in block for block in effective):
+        if args in effective[0] and "deny = yes" in effective[0]:
+            return  # configured already, by hand or by an earlier run
+        plan.manual.append(Manual(f"{s.dovecot_config_dir}/dovecot.conf", args,
+                                  "in a passdb with deny = yes that comes before every other passdb"))
+        return
     conf_d = f"{s.dovecot_config_dir}/conf.d"
     ext = f"{conf_d}/{PASSDB_FILE}"
     want = passdb(s.deny_dir)
@@ -162,7 +189,9 @@ def plan_dovecot_postfix(service: str, backend: str, settings: BaseModel, connec
         plan.manual.append(Manual(where, f"!include {ext}", "above the first passdb (the deny passdb must come first)"))
     elif edited != auth[0]:
         plan.writes.append(Write(f"{conf_d}/10-auth.conf", auth[0], edited, auth[1]))
-    # postfix
+
+
+def _plan_postfix(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None:
     main_cf = f"{s.postfix_config_dir}/main.cf"
     main = remote.read(main_cf)
     if main is None:
@@ -180,9 +209,3 @@ def plan_dovecot_postfix(service: str, backend: str, settings: BaseModel, connec
             plan.writes.append(Write(m, None, "", 0o644))
         plan.ensure.append((f"[ -e {q(m + _DB_SUFFIX[s.map_type])} ]",
                             f"{command(s.postmap_command, 'postmap_command')} {q(f'{s.map_type}:{m}')}"))
-    dovecot_conf = f"{s.dovecot_config_dir}/dovecot.conf"
-    plan.test = (f"doveconf -c {q(dovecot_conf)} -n >/dev/null && "
-                 f"postfix -c {q(s.postfix_config_dir)} check")
-    plan.on_change = [command(s.dovecot_reload_command, "dovecot_reload_command"),
-                      command(s.postfix_reload_command, "postfix_reload_command")]
-    return plan

@@ -10,6 +10,7 @@ A vhost too unusual to edit, and a config test that fails, leave the files as th
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -28,7 +28,8 @@ from connectors.prepare import prepare_hosts
 from connectors.runner import InventoryFleet
 from connectors.web.prepare import insert_hook, site_of
 from tests.servers.base import wait_for
-from tests.servers.stock import CUSTOMER_SITES, StockMail, StockWeb, stock_apache, stock_mail, stock_nginx
+from tests.servers.stock import CUSTOMER_SITES, StockMail, stock_apache, stock_mail, stock_nginx, web_settings
+from tests.servers.web import WebServer
 
 SUSPENDED = "http://billing.example.test/suspended"
 ARREARS = str(Path(sys.executable).with_name("arrears"))
@@ -36,7 +37,7 @@ ARREARS = str(Path(sys.executable).with_name("arrears"))
 
 @dataclass
 class Stock:
-    web: dict[str, StockWeb]
+    web: dict[str, WebServer]
     mail: StockMail
     inventory: Path
 
@@ -63,7 +64,7 @@ def prepare(stock: Stock, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stock]:
-    web = {"nginx": stock_nginx(SUSPENDED), "apache": stock_apache(SUSPENDED)}
+    web = {"nginx": stock_nginx(), "apache": stock_apache()}
     mail = stock_mail()
     try:
         for w in web.values():
@@ -71,26 +72,28 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stock]:
             w.daemon.start()
         inventory = tmp_path_factory.mktemp("prepare") / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"hosts": {
-            "web-nginx": {"transport": "local", "services": {"web": web["nginx"].settings}},
-            "web-apache": {"transport": "local", "services": {"web": web["apache"].settings}},
+            "web-nginx": {"transport": "local", "services": {"web": web_settings(web["nginx"], SUSPENDED, "{site}")}},
+            "web-apache": {"transport": "local",
+                           "services": {"web": web_settings(web["apache"], SUSPENDED, "{site}.conf")}},
             "mail": {"transport": "local", "services": {"mail": mail.settings}},
         }}))
         yield Stock(web, mail, inventory)
     finally:
         for w in web.values():
             w.stop()
+            shutil.rmtree(w.root, ignore_errors=True)
         mail.stop()
 
 
-def get(web: StockWeb, site: str) -> httpx.Response:
-    return httpx.get(web.url("/"), headers={"Host": site}, follow_redirects=False, timeout=10.0)
+def get(web: WebServer, site: str) -> Any:
+    return web.get(site)
 
 
-def redirected(web: StockWeb, site: str) -> bool:
+def redirected(web: WebServer, site: str) -> bool:
     return bool(get(web, site).headers.get("location") == SUSPENDED)
 
 
-def serves_own_page(web: StockWeb, site: str) -> bool:
+def serves_own_page(web: WebServer, site: str) -> bool:
     response = get(web, site)
     return response.status_code == 200 and site in response.text
 
@@ -106,8 +109,8 @@ def test_dry_run_prints_the_diffs_and_changes_nothing(stock: Stock) -> None:
     for site in CUSTOMER_SITES:
         assert f"+++ {nginx.vhost_dir}/{site}\n" in out
         # indented with a tab like the stock file (printed as spaces; --json has the tab)
-        assert f"+\tinclude {nginx.settings['hook_dir']}/{site}.con[f];\n".expandtabs(8) in out
-        assert f"+\tIncludeOptional {apache.settings['hook_dir']}/{site}.conf\n".expandtabs(8) in out
+        assert f"+\tinclude {nginx.hook_dir}/{site}.con[f];\n".expandtabs(8) in out
+        assert f"+\tIncludeOptional {apache.hook_dir}/{site}.conf\n".expandtabs(8) in out
     assert "+!include auth-arrears.conf.ext\n" in out
     assert f"+    check_sasl_access hash:{stock.mail.settings['norelay_map']},\n" in out
     assert "dry run: nothing was changed" in out

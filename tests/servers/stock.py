@@ -18,14 +18,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.servers.base import Daemon, free_port, in_ci, require_binary
+from tests.servers.web import WebServer
 
-__all__ = ["CUSTOMER_SITES", "StockMail", "StockWeb", "stock_apache", "stock_mail", "stock_nginx"]
+__all__ = ["CUSTOMER_SITES", "StockMail", "stock_apache", "stock_mail", "stock_nginx", "web_settings"]
 
 CUSTOMER_SITES = ("shop.test", "blog.test")
 APT_CACHE = Path("/var/cache/apt/archives")
@@ -55,77 +57,71 @@ def _relocate(path: Path, pairs: list[tuple[str, str]]) -> None:
     path.write_text(text)
 
 
-@dataclass
-class StockWeb:
-    backend: str
-    root: Path
-    port: int
-    settings: dict[str, object]
-    vhost_dir: Path
-    docroots: dict[str, Path] = field(default_factory=dict)
-    daemon: Daemon | None = None
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+def web_settings(server: WebServer, suspended_url: str, vhost_name: str) -> dict[str, object]:
+    """The web connector's settings for a stock server (``vhost_name`` as its customer vhosts are named)."""
+    return {"backend": server.backend, "hook_dir": str(server.hook_dir), "vhost_dir": str(server.vhost_dir),
+            "enabled_dir": str(server.enabled_dir), "vhost_name": vhost_name, "state_dir": str(server.state_dir),
+            "archive_dir": str(server.root / "archive"), "suspended_url": suspended_url,
+            "config_test": server.config_test, "reload": server.reload}
 
 
-def _docroots(root: Path) -> dict[str, Path]:
+def _docroots(root: Path, sites: Sequence[str]) -> dict[str, Path]:
     out = {}
-    for site in CUSTOMER_SITES:
+    for site in sites:
         doc = root / "www" / site
-        doc.mkdir(parents=True)
+        (doc / "a" / "b").mkdir(parents=True)
         (doc / "index.html").write_text(f"<h1>welcome to {site}</h1>\n")
+        (doc / "a" / "b" / "c.html").write_text(f"<p>deep page of {site}</p>\n")
         out[site] = doc
     for p in [root, root / "www", *(root / "www").rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return out
 
 
-def stock_nginx(suspended_url: str) -> StockWeb:
-    """nginx with the package's nginx.conf and default site plus two customer sites copied from it (not started)."""
+def stock_nginx(sites: Sequence[str] = CUSTOMER_SITES, vhost_name: str = "{site}") -> WebServer:
+    """nginx with the package's nginx.conf and default site, plus a customer vhost per site copied from the
+    default one and named by ``vhost_name`` (not started: ``server.daemon.start()``)."""
     require_binary("nginx", "dpkg-deb")
     root = Path(tempfile.mkdtemp(prefix="arrears-stock-nginx-"))
     root.chmod(0o755)
     port = free_port()
     etc = root / "etc" / "nginx"
     shutil.copytree(_extract("nginx-common", root) / "etc" / "nginx", etc, symlinks=True)
-    (root / "run").mkdir()
-    (root / "log").mkdir()
+    for sub in ("run", "log", "state", "page"):
+        (root / sub).mkdir()
     pairs = [("/etc/nginx", str(etc)), ("/run/nginx.pid", f"{root}/run/nginx.pid"), ("/var/log/nginx", f"{root}/log")]
     _relocate(etc / "nginx.conf", pairs)
-    docroots = _docroots(root)
+    docroots = _docroots(root, sites)
     default = (etc / "sites-available" / "default").read_text()
     for site, doc in docroots.items():
         vhost = (default.replace("listen 80 default_server;", f"listen 127.0.0.1:{port};")
                  .replace("listen [::]:80 default_server;", f"listen [::1]:{port};")
                  .replace("server_name _;", f"server_name {site};")
                  .replace("root /var/www/html;", f"root {doc};"))
-        (etc / "sites-available" / site).write_text(vhost)
-        (etc / "sites-enabled" / site).symlink_to(etc / "sites-available" / site)
+        name = vhost_name.format(site=site)
+        (etc / "sites-available" / name).write_text(vhost)
+        (etc / "sites-enabled" / name).symlink_to(etc / "sites-available" / name)
     base = ["nginx", "-c", str(etc / "nginx.conf"), "-e", f"{root}/log/error.log"]
-    web = StockWeb("nginx", root, port, {
-        "backend": "nginx", "hook_dir": f"{etc}/arrears.d", "vhost_dir": f"{etc}/sites-available",
-        "enabled_dir": f"{etc}/sites-enabled", "state_dir": f"{root}/state", "archive_dir": f"{root}/archive",
-        "suspended_url": suspended_url, "config_test": [*base, "-t", "-q"], "reload": [*base, "-s", "reload"],
-    }, etc / "sites-available", docroots)
-    web.daemon = Daemon("nginx", [*base, "-g", "daemon off;"], log=root / "log" / "stdout.log", ports=[port])
-    return web
+    server = WebServer(
+        backend="nginx", root=root, port=port, hook_dir=etc / "arrears.d", vhost_dir=etc / "sites-available",
+        enabled_dir=etc / "sites-enabled", state_dir=root / "state", page_root=root / "page",
+        log=root / "log" / "error.log", config=etc / "nginx.conf", config_test=[*base, "-t", "-q"],
+        reload=[*base, "-s", "reload"], docroots=docroots,
+    )
+    server.daemon = Daemon("nginx", [*base, "-g", "daemon off;"], log=root / "log" / "stdout.log", ports=[port])
+    return server
 
 
-def stock_apache(suspended_url: str) -> StockWeb:
-    """apache2 as its package installs it, with two customer sites copied from 000-default (not started)."""
+def stock_apache(sites: Sequence[str] = CUSTOMER_SITES) -> WebServer:
+    """apache2 as its package installs it, with a customer vhost per site (``<site>.conf``) copied from
+    000-default (not started: ``server.daemon.start()``)."""
     require_binary("apache2", "apache2ctl", "a2enmod", "dpkg-deb")
     root = Path(tempfile.mkdtemp(prefix="arrears-stock-apache-"))
     root.chmod(0o755)
     port = free_port()
     etc = root / "etc" / "apache2"
     shutil.copytree(_extract("apache2", root) / "etc" / "apache2", etc, symlinks=True)
-    for sub in ("run", "lock", "log"):
+    for sub in ("run", "lock", "log", "state", "page"):
         (root / sub).mkdir()
     _relocate(etc / "envvars", [("/var/run/apache2$SUFFIX", f"{root}/run"),
                                 ("/var/lock/apache2$SUFFIX", f"{root}/lock"),
@@ -144,7 +140,7 @@ def stock_apache(suspended_url: str) -> StockWeb:
         tool("a2enmod", "-m", "-q", module)
     for conf in ("charset", "localized-error-pages", "other-vhosts-access-log", "security", "serve-cgi-bin"):
         tool("a2enconf", "-m", "-q", conf)
-    docroots = _docroots(root)
+    docroots = _docroots(root, sites)
     default = (etc / "sites-available" / "000-default.conf").read_text()
     _relocate(etc / "sites-available" / "000-default.conf", [("<VirtualHost *:80>", f"<VirtualHost *:{port}>")])
     tool("a2ensite", "-q", "000-default")
@@ -156,13 +152,14 @@ def stock_apache(suspended_url: str) -> StockWeb:
         (etc / "sites-available" / f"{site}.conf").write_text(vhost)
         tool("a2ensite", "-q", site)
     ctl = ["env", f"APACHE_CONFDIR={etc}", "apache2ctl"]
-    web = StockWeb("apache", root, port, {
-        "backend": "apache", "hook_dir": f"{etc}/arrears.d", "vhost_dir": f"{etc}/sites-available",
-        "enabled_dir": f"{etc}/sites-enabled", "state_dir": f"{root}/state", "archive_dir": f"{root}/archive",
-        "suspended_url": suspended_url, "config_test": [*ctl, "-t"], "reload": [*ctl, "-k", "graceful"],
-    }, etc / "sites-available", docroots)
-    web.daemon = Daemon("apache2", [*ctl, "-DFOREGROUND"], log=root / "log" / "stdout.log", ports=[port])
-    return web
+    server = WebServer(
+        backend="apache", root=root, port=port, hook_dir=etc / "arrears.d", vhost_dir=etc / "sites-available",
+        enabled_dir=etc / "sites-enabled", state_dir=root / "state", page_root=root / "page",
+        log=root / "log" / "error.log", config=etc / "apache2.conf", config_test=[*ctl, "-t"],
+        reload=[*ctl, "-k", "graceful"], docroots=docroots,
+    )
+    server.daemon = Daemon("apache2", [*ctl, "-DFOREGROUND"], log=root / "log" / "stdout.log", ports=[port])
+    return server
 
 
 @dataclass
