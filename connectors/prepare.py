@@ -100,15 +100,32 @@ class Remote:
 
     def read(self, path: str) -> tuple[str, int] | None:
         """The file's text and mode, or None when it is not a regular file."""
-        p = safe_path(path)
-        rc, out, err = self.run(f"if [ -f {q(p)} ] && [ ! -L {q(p)} ]; then stat -c %a -- {q(p)} && "
-                                f"base64 -w0 < {q(p)}; else echo none; fi\n")
-        if rc != 0:
-            raise TransportError(self.transport.host, f"cannot read {p}: {err.strip()}", transient=False)
-        first, _, rest = out.partition("\n")
-        if first.strip() == "none":
-            return None
-        return base64.b64decode(rest.strip()).decode("utf-8", "surrogateescape"), int(first.strip(), 8)
+        return self.read_many([path])[path]
+
+    def read_many(self, paths: Sequence[str]) -> dict[str, tuple[str, int] | None]:
+        """Each file's text and mode (None: not a regular file), in one script."""
+        checked = [safe_path(p) for p in paths]
+        body = "".join(f"if [ -f {q(p)} ] && [ ! -L {q(p)} ]; then printf '%s ' \"$(stat -c %a -- {q(p)})\" && "
+                       f"base64 -w0 < {q(p)} && echo; else echo none; fi\n" for p in checked)
+        rc, out, err = self.run(body or ":\n")
+        lines = out.splitlines()
+        if rc != 0 or len(lines) != len(checked):
+            raise TransportError(self.transport.host, f"cannot read {', '.join(checked)}: {err.strip()}",
+                                 transient=False)
+        found: dict[str, tuple[str, int] | None] = {}
+        for p, line in zip(checked, lines, strict=True):
+            mode, _, data = line.partition(" ")
+            found[p] = None if line == "none" else (base64.b64decode(data).decode("utf-8", "surrogateescape"),
+                                                     int(mode, 8))
+        return found
+
+    def holds(self, tests: Sequence[str]) -> list[bool]:
+        """Whether each shell test holds on the host, in one script."""
+        rc, out, err = self.run("".join(f"if {t}; then echo yes; else echo no; fi\n" for t in tests) or ":\n")
+        lines = out.split()
+        if rc != 0 or len(lines) != len(tests):
+            raise TransportError(self.transport.host, f"cannot check the host: {err.strip()}", transient=False)
+        return [line == "yes" for line in lines]
 
     def files(self, folder: str) -> list[str]:
         """The regular files (not symlinks) directly in ``folder``, sorted; [] when it does not exist."""
@@ -178,7 +195,8 @@ def _apply(plan: Plan, remote: Remote, report: dict[str, Any]) -> None:
     transport = remote.transport
     folders = _folder_changes(plan, remote)
     report["folders"] = [_describe_folder(f, m) for f, m in folders]
-    due = [command for test, command in plan.ensure if _due(remote, test)] if plan.ensure else []
+    done_already = remote.holds([test for test, _ in plan.ensure]) if plan.ensure else []
+    due = [command for (_, command), held in zip(plan.ensure, done_already, strict=True) if not held]
     if report["dry_run"]:
         report["commands"] = due + ([plan.test] if plan.writes and plan.test else []) + \
             (plan.on_change if plan.writes else [])
@@ -219,13 +237,6 @@ def _apply(plan: Plan, remote: Remote, report: dict[str, Any]) -> None:
                 report["ok"] = False
                 report["error"] = f"the change is in place, but {command} failed: {(out + err).strip()}"
                 return
-
-
-def _due(remote: Remote, test: str) -> bool:
-    rc, out, err = remote.run(f"if {test}; then echo done; else echo due; fi\n")
-    if rc != 0:
-        raise TransportError(remote.transport.host, f"cannot check {test}: {err.strip()}", transient=False)
-    return out.strip() == "due"
 
 
 class _Failed(Exception):

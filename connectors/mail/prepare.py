@@ -34,6 +34,7 @@ PASSDB_FILE = "auth-arrears.conf.ext"
 _INCLUDE = f"!include {PASSDB_FILE}"
 _AUTH_INCLUDE = re.compile(r"^\s*!include(_try)?\s+auth-[A-Za-z0-9_.-]+\.conf\.ext\s*$")
 _OURS = re.compile(rf"^\s*!include(_try)?\s+{re.escape(PASSDB_FILE)}\s*$")
+Files = dict[str, tuple[str, int] | None]  # path -> (text, mode) as Remote.read_many gives them
 _DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
 
 
@@ -149,8 +150,11 @@ def plan_dovecot_postfix(service: str, backend: str, settings: BaseModel, connec
     map_dirs = sorted({posixpath.dirname(s.bounce_map), posixpath.dirname(s.norelay_map)})
     plan = Plan(service, backend, folders=[Folder(s.deny_dir, SHARED), *(Folder(d, SHARED) for d in map_dirs),
                                            *base_folders(s)])
-    _plan_dovecot(plan, s, remote)
-    _plan_postfix(plan, s, remote)
+    conf_d = f"{s.dovecot_config_dir}/conf.d"
+    files = remote.read_many([f"{conf_d}/{PASSDB_FILE}", f"{conf_d}/10-auth.conf", f"{s.postfix_config_dir}/main.cf",
+                              f"{s.postfix_config_dir}/master.cf", s.bounce_map, s.norelay_map])
+    _plan_dovecot(plan, s, remote, files)
+    _plan_postfix(plan, s, files)
     dovecot_conf = f"{s.dovecot_config_dir}/dovecot.conf"
     plan.test = (f"doveconf -c {q(dovecot_conf)} -n >/dev/null && "
                  f"postfix -c {q(s.postfix_config_dir)} check")
@@ -164,10 +168,10 @@ def _passdbs(s: DovecotPostfixSettings, remote: Remote) -> list[str] | None:
     rc, out, _ = remote.run(f"doveconf -c {q(s.dovecot_config_dir + '/dovecot.conf')} -n passdb 2>/dev/null\n")
     if rc != 0:
         return None
-    return [block for block in re.split(r"^passdb\b[^{]*\{", out, flags=re.MULTILINE)[1:]]
+    return re.split(r"^passdb\b[^{]*\{", out, flags=re.MULTILINE)[1:]
 
 
-def _plan_dovecot(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None:
+def _plan_dovecot(plan: Plan, s: DovecotPostfixSettings, remote: Remote, files: Files) -> None:
     args = f"args = {s.deny_dir}/deny.%s.%{{lport}}"
     effective = _passdbs(s, remote)
     if effective and any(args in block for block in effective):
@@ -179,10 +183,10 @@ def _plan_dovecot(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None
     conf_d = f"{s.dovecot_config_dir}/conf.d"
     ext = f"{conf_d}/{PASSDB_FILE}"
     want = passdb(s.deny_dir)
-    found = remote.read(ext)
+    found = files[ext]
     if found is None or found[0] != want:
         plan.writes.append(Write(ext, None if found is None else found[0], want, 0o644))
-    auth = remote.read(f"{conf_d}/10-auth.conf")
+    auth = files[f"{conf_d}/10-auth.conf"]
     edited = None if auth is None else edit_auth_conf(auth[0])
     if auth is None or edited is None:
         where = f"{conf_d}/10-auth.conf" if auth is not None else f"{s.dovecot_config_dir}/dovecot.conf"
@@ -191,9 +195,9 @@ def _plan_dovecot(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None
         plan.writes.append(Write(f"{conf_d}/10-auth.conf", auth[0], edited, auth[1]))
 
 
-def _plan_postfix(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None:
+def _plan_postfix(plan: Plan, s: DovecotPostfixSettings, files: Files) -> None:
     main_cf = f"{s.postfix_config_dir}/main.cf"
-    main = remote.read(main_cf)
+    main = files[main_cf]
     if main is None:
         plan.manual.append(Manual(main_cf, f"smtpd_restriction_classes = {s.norelay_class}",
                                   "and the rest of docs/mail.md: there is no main.cf to edit"))
@@ -201,11 +205,11 @@ def _plan_postfix(plan: Plan, s: DovecotPostfixSettings, remote: Remote) -> None
         after = edit_main_cf(main[0], s)
         if after != main[0]:
             plan.writes.append(Write(main_cf, main[0], after, main[1]))
-    master = remote.read(f"{s.postfix_config_dir}/master.cf")
+    master = files[f"{s.postfix_config_dir}/master.cf"]
     for svc, line in _master_overrides(master[0] if master else "", s):
         plan.manual.append(Manual(f"{s.postfix_config_dir}/master.cf", line, f"in the service {svc}"))
     for m in (s.bounce_map, s.norelay_map):
-        if remote.read(m) is None:
+        if files[m] is None:
             plan.writes.append(Write(m, None, "", 0o644))
         plan.ensure.append((f"[ -e {q(m + _DB_SUFFIX[s.map_type])} ]",
                             f"{command(s.postmap_command, 'postmap_command')} {q(f'{s.map_type}:{m}')}"))

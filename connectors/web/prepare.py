@@ -125,15 +125,17 @@ def plan_web(service: str, backend: str, settings: BaseModel, connector: Any, re
     assert isinstance(connector, WebConnector)
     s = connector.settings
     plan = Plan(service, backend, folders=[Folder(s.hook_dir, SHARED), *base_folders(settings)])
+    vhosts: dict[str, str] = {}
     for file in remote.files(s.vhost_dir):
-        name = file.rsplit("/", 1)[-1]
-        site = site_of(name, s.vhost_name)
+        site = site_of(file.rsplit("/", 1)[-1], s.vhost_name)
         if site is None:
             plan.notes.append(f"{file}: skipped, its name does not fit vhost_name {s.vhost_name!r}")
-            continue
-        found = remote.read(file)
+        else:
+            vhosts[file] = site
+    for file, found in remote.read_many(list(vhosts)).items():
         if found is None:
             continue
+        site = vhosts[file]
         text, mode = found
         hook = connector.hook_line(site)
         after = insert_hook(text, backend, hook, connector.hook_pattern(site))
