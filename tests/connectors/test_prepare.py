@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.fleet import Job
 from connectors.inventory import load_inventory_file
@@ -232,3 +234,41 @@ def test_the_site_comes_from_the_vhost_file_name() -> None:
     assert site_of("shop.test", "{site}") == "shop.test"
     assert site_of("README", "{site}.conf") is None
     assert site_of("x;rm.conf", "{site}.conf") is None
+
+
+_DIRECTIVE = st.sampled_from(["listen 80;", "server_name a.test;", 'return 200 "{ }";', "# a comment {",
+                              "location / {", "}", "root /srv/www;", "add_header X-A '}';"])
+_INDENT = st.sampled_from(["", "\t", "  ", "    "])
+
+
+@st.composite
+def _nginx_vhost(draw: st.DrawFn) -> str:
+    blocks = []
+    for _ in range(draw(st.integers(1, 3))):
+        body, depth = [], 1
+        for directive in draw(st.lists(_DIRECTIVE, max_size=6)):
+            if directive == "}" and depth == 1:
+                continue
+            depth += directive.endswith("{") and not directive.startswith("#")
+            depth -= directive == "}"
+            body.append(draw(_INDENT) + directive)
+        body += ["}"] * (depth - 1)
+        if draw(st.booleans()):
+            body.insert(draw(st.integers(0, len(body))), "    include H;")
+        blocks.append("\n".join([draw(_INDENT) + "server {", *body, "}"]))
+    return "\n".join(["# managed by hand", *blocks]) + "\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(_nginx_vhost())
+def test_hook_placement_only_adds_one_line_per_block_and_is_idempotent(text: str) -> None:
+    pattern = r"^[[:space:]]*include[[:space:]]+H;"
+    once = insert_hook(text, "nginx", "include H;", pattern)
+    assert once is not None
+    assert insert_hook(once, "nginx", "include H;", pattern) == once
+    added = [line for line in once.splitlines() if line not in text.splitlines()]
+    assert all(line.strip() == "include H;" for line in added)
+    assert [line for line in once.splitlines() if line.strip() != "include H;"] == \
+        [line for line in text.splitlines() if line.strip() != "include H;"]
+    blocks = sum(1 for line in once.splitlines() if line.strip() == "server {")
+    assert sum(1 for line in once.splitlines() if line.strip() == "include H;") >= blocks  # every block has one
