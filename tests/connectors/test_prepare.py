@@ -272,3 +272,13 @@ def test_hook_placement_only_adds_one_line_per_block_and_is_idempotent(text: str
         [line for line in text.splitlines() if line.strip() != "include H;"]
     blocks = sum(1 for line in once.splitlines() if line.strip() == "server {")
     assert sum(1 for line in once.splitlines() if line.strip() == "include H;") >= blocks  # every block has one
+
+
+def test_an_unknown_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    inventory = _local_nginx(tmp_path, {"plain.test": PLAIN}, "true")
+    result = subprocess.run([ARREARS, "hosts", "prepare", "--inventory", str(inventory), "web", "nosuch"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "unknown hosts nosuch" in result.stderr and "known hosts: web" in result.stderr
+    assert (tmp_path / "sites" / "plain.test").read_text() == PLAIN
+    assert not (tmp_path / "hooks").exists()
