@@ -138,8 +138,8 @@ def _master_overrides(text: str, s: DovecotPostfixSettings) -> list[tuple[str, s
             if value.startswith("$"):  # a main.cf parameter of its own: the operator's to change
                 out.append((service, f"{value[1:]} in main.cf: put the two check_*_access lookups first"))
                 continue
-            lookups = (f"check_recipient_access {s.map_type}:{s.bounce_map},"
-                       f"check_sasl_access {s.map_type}:{s.norelay_map}")
+            lookups = (f"check_recipient_access,{s.map_type}:{s.bounce_map},"  # no blanks in a master.cf -o
+                       f"check_sasl_access,{s.map_type}:{s.norelay_map}")
             out.append((service, "  -o smtpd_recipient_restrictions=" + ",".join(filter(None, [lookups, value]))))
     return out
 

@@ -282,3 +282,34 @@ def test_an_unknown_host_is_refused_before_anything_runs(tmp_path: Path) -> None
     assert "unknown hosts nosuch" in result.stderr and "known hosts: web" in result.stderr
     assert (tmp_path / "sites" / "plain.test").read_text() == PLAIN
     assert not (tmp_path / "hooks").exists()
+
+
+def test_main_cf_keeps_the_operators_restrictions_after_the_lookups() -> None:
+    from connectors.mail.dovecot_postfix import DovecotPostfixSettings
+    from connectors.mail.prepare import edit_main_cf
+
+    s = DovecotPostfixSettings()
+    text = ("smtpd_restriction_classes = greylist\n"
+            "smtpd_recipient_restrictions = permit_mynetworks,\n    reject_unauth_destination\n")
+    once = edit_main_cf(text, s)
+    assert once == (
+        "smtpd_restriction_classes = greylist, arrears_norelay\n"
+        "smtpd_recipient_restrictions =\n"
+        "    check_recipient_access hash:/etc/postfix/arrears/bounce,\n"
+        "    check_sasl_access hash:/etc/postfix/arrears/norelay,\n"
+        "    permit_mynetworks,\n    reject_unauth_destination\n"
+        "\n# arrears: suspended mailboxes bounce (-b) and may not relay (-r); see docs/mail.md\n"
+        "arrears_norelay = permit_auth_destination, reject\n")
+    assert edit_main_cf(once, s) == once
+
+
+def test_dovecot_without_a_passdb_include_and_master_cf_overrides_are_left_to_the_operator() -> None:
+    from connectors.mail.dovecot_postfix import DovecotPostfixSettings
+    from connectors.mail.prepare import _master_overrides, edit_auth_conf
+
+    assert edit_auth_conf("passdb {\n  driver = pam\n}\n") is None
+    master = ("submission inet n - y - - smtpd\n  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject\n"
+              "#smtps inet n - y - - smtpd\n#  -o smtpd_recipient_restrictions=reject\n")
+    assert _master_overrides(master, DovecotPostfixSettings()) == [(
+        "submission", "  -o smtpd_recipient_restrictions=check_recipient_access,hash:/etc/postfix/arrears/bounce,"
+        "check_sasl_access,hash:/etc/postfix/arrears/norelay,permit_sasl_authenticated,reject")]
