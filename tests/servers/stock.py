@@ -13,6 +13,7 @@ root set (for apache with the ``<Directory>`` that grants it, and ``a2enmod rewr
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -168,14 +169,39 @@ class StockMail:
     dovecot_dir: Path
     postfix_dir: Path
     settings: dict[str, object]
+    smtp_port: int = 0
+    postfix: Daemon | None = None
+
+    def start_postfix(self) -> None:
+        """Run postfix from the stock tree, relocated: its queue, data and log below the root, smtpd on a free
+        loopback port. Its reload becomes the connector's ``postfix_reload_command``."""
+        root, pf = self.root, self.postfix_dir
+        for sub in ("queue", "data"):
+            (root / sub).mkdir()
+        shutil.chown(root / "data", "postfix")
+        self.smtp_port = free_port()
+        subprocess.run(["postconf", "-c", str(pf), "-e", f"queue_directory={root}/queue",
+                        f"data_directory={root}/data", f"maillog_file={root}/postfix.log",
+                        f"maillog_file_prefixes={root}", "inet_interfaces=127.0.0.1", "inet_protocols=ipv4"],
+                       check=True, capture_output=True)
+        _relocate(pf / "master.cf", [("\nsmtp      inet", f"\n127.0.0.1:{self.smtp_port} inet")])
+        self.settings["postfix_reload_command"] = f"postfix -c {pf} reload"
+        self.postfix = Daemon("postfix", ["postfix", "-c", str(pf), "start-fg"], log=root / "postfix.out",
+                              ports=[self.smtp_port]).start()
 
     def stop(self) -> None:
+        if self.postfix is not None and self.postfix.proc is not None and self.postfix.proc.poll() is None:
+            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True, check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.postfix.proc.wait(timeout=15)
+            self.postfix.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def stock_mail() -> StockMail:
     """dovecot's configuration as dovecot-core installs it (from /usr/share/dovecot) and postfix's main.cf and
-    master.cf as its postinst writes them, in a temporary root; the daemons are not started."""
+    master.cf as its postinst writes them, in a temporary root. Nothing runs until :meth:`StockMail.start_postfix`;
+    dovecot is not started (its stock passdb is PAM, for system users, not the connector's mailboxes)."""
     require_binary("doveconf", "postconf", "postfix", "postmap")
     root = Path(tempfile.mkdtemp(prefix="arrears-stock-mail-"))
     root.chmod(0o755)
