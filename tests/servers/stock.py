@@ -1,14 +1,15 @@
 """Debian 12's own nginx, apache2, dovecot and postfix configurations, as the packages install them.
 
-Each tree is copied from the package's files (the ``.deb`` in apt's cache, or the copies the package keeps
-under /usr/share), then relocated into a temporary root: every absolute path of the package's own folders
-(``/etc/nginx``, ``/run/nginx.pid``, ``/var/log/...``) points into the root, and listeners use a free
+Each tree is copied from the package's files (the ``.deb`` in apt's cache, else the installed package's
+files when ``dpkg -V`` finds them unchanged, or the copies the package keeps under /usr/share), then
+relocated into a temporary root: every absolute path of the package's own folders (``/etc/nginx``,
+``/run/nginx.pid``, ``/var/log/...``, postfix's queue) points into the root, and listeners use a free
 loopback port. Nothing else is changed. What the package's ``postinst`` does on a fresh install is
 repeated: apache's default modules, confs and ``000-default`` enabled with its own ``a2enmod`` /
 ``a2enconf`` / ``a2ensite``; postfix's ``main.cf`` from ``main.cf.debian`` (+ ``main.cf.tls``) and the
-``smtpd_relay_restrictions`` it sets. Two customer vhosts per web server are made the way an operator
-makes them: a copy of the package's default site with its ``server_name``/``ServerName`` and document
-root set (for apache with the ``<Directory>`` that grants it, and ``a2enmod rewrite`` as docs/web.md asks).
+``smtpd_relay_restrictions`` it sets. Customer vhosts are made the way an operator makes them: a copy of
+the package's default site with its ``server_name``/``ServerName`` and document root set (for apache
+with the ``<Directory>`` that grants it, and ``a2enmod rewrite`` as docs/web.md asks).
 """
 
 from __future__ import annotations
@@ -41,13 +42,29 @@ def _missing(message: str) -> None:
 
 
 def _extract(package: str, root: Path) -> Path:
-    """The package's files extracted below ``root`` (from the newest .deb in apt's cache)."""
-    debs = sorted(glob.glob(str(APT_CACHE / f"{package}_*.deb")))
-    if not debs:
-        _missing(f"no {package} .deb in {APT_CACHE}: run apt-get install --reinstall --download-only {package}")
+    """The package's own files below ``root``: from the newest .deb in apt's cache, or else the installed
+    package's files (``dpkg -L``; only when ``dpkg -V`` finds none of them changed)."""
     target = root / "pkg" / package
     target.mkdir(parents=True)
-    subprocess.run(["dpkg-deb", "-x", debs[-1], str(target)], check=True, capture_output=True)
+    debs = sorted(glob.glob(str(APT_CACHE / f"{package}_*.deb")))
+    if debs:
+        subprocess.run(["dpkg-deb", "-x", debs[-1], str(target)], check=True, capture_output=True)
+        return target
+    changed = subprocess.run(["dpkg", "-V", package], capture_output=True, text=True, check=False).stdout
+    listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=False)
+    if listed.returncode != 0 or changed.strip():
+        _missing(f"no {package} .deb in {APT_CACHE} and the installed files differ from the package "
+                 f"({changed.strip() or listed.stderr.strip()}): apt-get install --download-only --reinstall {package}")
+    for name in listed.stdout.splitlines():
+        source = Path(name)
+        if not name.startswith("/etc/") or not (source.is_file() or source.is_symlink()):
+            continue
+        copy = target / name.lstrip("/")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy, follow_symlinks=False)
+    for name in listed.stdout.splitlines():  # the package's own (maybe empty) folders
+        if name.startswith("/etc/") and Path(name).is_dir():
+            (target / name.lstrip("/")).mkdir(parents=True, exist_ok=True)
     return target
 
 
