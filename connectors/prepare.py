@@ -288,6 +288,9 @@ def prepare_hosts(inv: Inventory, *, hosts: Sequence[str] | None = None, dry_run
         entry: dict[str, Any] = {"host": name, "ok": True, "changed": False, "services": [], "error": None}
         transport = factory(name)
         try:
+            connect = getattr(transport, "connect", None)
+            if callable(connect):
+                connect()  # an unreachable host is one error, not one per service
             remote = Remote(transport, timeout=inv.defaults.batch_timeout)
             for service in inv.hosts[name].services:
                 s = _prepare_service(inv, name, service, remote, dry_run)

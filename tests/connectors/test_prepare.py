@@ -31,7 +31,7 @@ from connectors.inventory import load_inventory_file
 from connectors.prepare import prepare_hosts
 from connectors.runner import InventoryFleet
 from connectors.web.prepare import insert_hook, site_of
-from tests.servers.base import wait_for
+from tests.servers.base import free_port, wait_for
 from tests.servers.stock import CUSTOMER_SITES, StockMail, stock_apache, stock_mail, stock_nginx, web_settings
 from tests.servers.web import WebServer
 
@@ -327,3 +327,20 @@ def test_dovecot_without_a_passdb_include_and_master_cf_overrides_are_left_to_th
     assert _master_overrides(master, DovecotPostfixSettings()) == [(
         "submission", "  -o smtpd_recipient_restrictions=check_recipient_access,hash:/etc/postfix/arrears/bounce,"
         "check_sasl_access,hash:/etc/postfix/arrears/norelay,permit_sasl_authenticated,reject")]
+
+
+def test_an_unreachable_host_is_one_error_and_the_others_are_prepared(tmp_path: Path) -> None:
+    inventory = _local_nginx(tmp_path, {"plain.test": PLAIN}, "true")
+    data = yaml.safe_load(inventory.read_text())
+    (tmp_path / "known_hosts").write_text("")
+    (tmp_path / "key").write_text("")
+    (tmp_path / "key").chmod(0o600)
+    data["hosts"]["gone"] = {"address": "127.0.0.1", "port": free_port(), "known_hosts": str(tmp_path / "known_hosts"),
+                             "key": str(tmp_path / "key"), "services": {"login": {"backend": "unix"}}}
+    data["defaults"] = {"retries": 1, "connect_timeout": 2}
+    inventory.write_text(yaml.safe_dump(data))
+    report = prepare_hosts(load_inventory_file(inventory))
+    gone, web = report["hosts"]
+    assert (gone["host"], gone["ok"], gone["services"]) == ("gone", False, [])
+    assert "cannot connect to 127.0.0.1" in gone["error"]
+    assert web["ok"] and web["changed"]
