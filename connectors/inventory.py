@@ -17,6 +17,13 @@ Example::
         services:
           web:  {backend: nginx, ...}
           home: {backend: archive, roots: [/home], archive_dir: /var/backups/arrears, retention_days: 90}
+      web2:
+        address: web2-prod           # a Host alias of ssh_config (HostName, User, Port, IdentityFile, ProxyJump)
+        ssh_config: /etc/arrears/ssh_config
+        jump: web1                   # or through another inventory host, its key verified like any other
+        allow_agent: true            # keys of ssh-agent (SSH_AUTH_SOCK); key_passphrase_env: VAR for a passphrase
+
+See docs/ssh.md.
 """
 
 from __future__ import annotations
