@@ -91,7 +91,8 @@ class Prepared:
 @pytest.fixture(scope="module", autouse=True)
 def prepared(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     """``arrears hosts prepare`` over SSH on the stock fleet, twice, before the module's first test."""
-    arrears = fleet.config(tmp_path_factory.mktemp("prepare") / "cfg", [fleet.account("acct-1")])
+    arrears = Arrears(tmp_path_factory.mktemp("prepare"))  # prepare reads only the inventory
+    fleet.write_inventory(arrears.folder)
     def texts() -> dict[Path, str]:
         return {p: p.read_text() for w in fleet.web.values() for p in w.vhost_files()}
 
