@@ -128,7 +128,9 @@ override() {
 # naming it changed anything
 _ar_handler() {
   if [ -s "$_ar_tmp/h.$1" ]; then
-    ARREARS_CHANGED=$(tr '\n' ' ' < "$_ar_tmp/h.$1"); export ARREARS_CHANGED
+    # a shell variable, not exported: thousands of ids would not fit in the environment of a command
+    # shellcheck disable=SC2034  # read by the handler
+    ARREARS_CHANGED=$(tr '\n' ' ' < "$_ar_tmp/h.$1")
     _ar_do "handler:$1" "$2" ''
     [ "$_ar_rc" -ne 0 ] || [ -z "$_ar_pending" ] || rm -f "$_ar_pending/$1"
   elif [ -e "$_ar_tmp/m.$1" ] && [ -n "$_ar_pending" ]; then

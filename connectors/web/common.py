@@ -22,8 +22,15 @@ Operations (one per site; ids ``<account>:web:<backend>:<action>:<site>``):
              the delete, re-creates the ``enabled_dir`` link, and leaves each site suspended (resume
              follows on payment).
 
-Before an operation changes a snippet it saves the snippet's previous state (content or absence) and the
-new one under ``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>`` runs once per batch:
+Suspend, resume and status run in the batch's own shell: each queues one line (and a suspension its
+snippet text), and the commit ``web-<backend>-snippets`` (connectors/web/commit.sh) does the work for the
+whole batch in one pass: one ``grep`` of the vhost folders for hook lines, one ``awk`` that works out every
+site's change, one ``rm`` and one ``mv`` (the new snippets are staged in ``<hook_dir>/.arrears-snippets``,
+the account's own pages in ``<page_root>/.arrears-pages``, and renamed in). Its results go out once the
+change is on disk; a site without its hook fails alone.
+
+Before a snippet changes, its previous state (content or absence) and the new one are saved under
+``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>`` runs once per batch:
 it runs the config test; when it passes, one graceful reload. When it fails, every change of the batch
 is rolled back to its previous state, then each is re-applied alone with a config test: those that pass
 stay, those that fail are rolled back and their operation is reported failed with ``config test failed:
@@ -32,8 +39,8 @@ apache's syntax error; else its last line). One reload follows if anything staye
 back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
 
 Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
-``cmp``, ``cp``, ``mv``, ``rm``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``find``, ``printf``, and those of
-:mod:`connectors.archive` for delete and restore.
+``cp``, ``mv``, ``rm``, ``rmdir``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``find``, ``xargs``, ``printf``,
+and those of :mod:`connectors.archive` for delete and restore.
 """
 
 from __future__ import annotations
