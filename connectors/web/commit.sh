@@ -3,14 +3,15 @@
 # _w_pend (the pending records), _w_dirs (the vhost folders, blank-separated), _w_any (an extended regular
 # expression matching any site's hook line). The operations queued one line each, "action<TAB>id<TAB>site
 # <TAB>hook pattern<TAB>path<TAB>message", in $_ar_tmp/wq.$_w_b (suspend, resume) or $_ar_tmp/wr.$_w_b
-# (status); a suspension's snippet text is in $_ar_tmp/ws.<id>, its own page in $_ar_tmp/wp.<id> (path:
-# the page's file; for a resume the page to remove, for a status the site's vhost file).
-# One grep reads every vhost for hook lines, once. One awk then reads the queue, each site's snippet, and
-# works out every change: it writes each snippet's previous and new state to the pending records, each new
-# snippet (and page) into a staging folder beside its target, and the lists of records and files to
-# remove, all before any rename. Then one rm removes the stale records and the snippets of resumed sites
-# (their previous state is saved), and one mv renames the staged pages, then the staged snippets, in.
-# The facts and results it prints go out once all of that is done.
+# (status), a suspension's snippet text last (its lines joined by tabs), its own page in $_ar_tmp/wp.<id>
+# (path: the page's file; for a resume the page to remove, for a status the site's vhost file).
+# One grep reads every vhost for hook lines, once. One awk then reads the queue and each site's snippet, and
+# works out every change: it saves a snippet about to be replaced as its pending record
+# ($_w_pend/<site>.conf; none: there was no snippet), writes each new snippet (and page) into a staging
+# folder beside its target, and lists the stale records and pages to remove and the snippets that leave,
+# all before any rename. Then one rm removes the stale records, one mv moves the snippets of resumed sites
+# into the pending records, and one mv renames the staged pages, then the staged snippets, in. The facts
+# and results it prints go out once all of that is done.
 # shellcheck shell=sh
 _w_stage=$_w_hooks/.arrears-snippets
 _w_pstage=
@@ -43,10 +44,11 @@ function put(f, text) {
   if (close(f) != 0) { printf "cannot write %s\n", f > "/dev/stderr"; exit 2 }
 }
 function fact(i, k, v) { printf "@@arrears-fact %s %s.%s=%s\n", id[i], site[i], k, v }
-function read_queue(f,   l, w) {
+function read_queue(f,   l, w, k, j) {
   while ((getline l < f) > 0) {
-    if (split(l, w, "\t") < 6) continue
-    n++; act[n] = w[1]; id[n] = w[2]; site[n] = w[3]; path[n] = w[5]; msg[n] = w[6]
+    if ((k = split(l, w, "\t")) < 7) continue
+    n++; act[n] = w[1]; id[n] = w[2]; site[n] = w[3]; path[n] = w[5]; msg[n] = w[6]; text[n] = w[7]
+    for (j = 8; j <= k; j++) text[n] = text[n] "\n" w[j]
     if (w[4] != "-") pat[w[3]] = tolower(w[4])  # one backend, one pattern per site
   }
   close(f)
@@ -65,9 +67,9 @@ BEGIN {
     }
   }
   close(tmp "/wh." b)
-  rm = tmp "/w.rm"; printf "" > rm
+  rm = tmp "/w.rm"; printf "" > rm; mvs = tmp "/w.mv"; printf "" > mvs
   for (i = 1; i <= n; i++) {
-    s = site[i]; snip = hooks "/" s ".conf"; rec = pend "/" s; ch = 0
+    s = site[i]; snip = hooks "/" s ".conf"; rec = pend "/" s ".conf"; ch = 0
     if (act[i] == "status") {
       fact(i, "hook", (s in hooked) ? "present" : "missing")
       fact(i, "suspended", slurp(snip) ? "yes" : "no")
@@ -75,6 +77,8 @@ BEGIN {
       printf "@@arrears-done %s 0\n", id[i]
       continue
     }
+    if (s in changing) { printf "@@arrears-fail %s site %s is changed twice in one batch\n", id[i], s; continue }
+    changing[s]
     if (act[i] == "suspend") {
       if (!(s in hooked)) { fact(i, "hook", "missing"); printf "@@arrears-fail %s %s\n", id[i], msg[i]; continue }
       fact(i, "hook", "present")
@@ -82,28 +86,26 @@ BEGIN {
         slurp(tmp "/wp." id[i]); page = got
         if (!slurp(path[i]) || got != page) { p = path[i]; sub(/.*\//, "", p); put(pstage "/" p, page); pages = 1; ch = 1 }
       }
-      slurp(tmp "/ws." id[i]); text = got
       if (slurp(snip)) {
-        if (got != text) { put(rec ".prev", got); print rec ".absent" > rm; ch = 2 }
-      } else { print rec ".prev" > rm; put(rec ".absent", ""); ch = 2 }
-      if (ch == 2) { put(rec ".new", text); print rec ".remove" > rm; put(stage "/" s ".conf", text); staged = 1 }
+        if (got != text[i]) { put(rec, got); ch = 2 }
+      } else { print rec > rm; ch = 2 }  # no record: there was no snippet
+      if (ch == 2) { put(stage "/" s ".conf", text[i]); staged = 1 }
       fact(i, "suspended", "yes")
     } else {
       if (path[i] != "-" && slurp(path[i])) { print path[i] > rm; ch = 1 }
-      if (slurp(snip)) {
-        # the snippet leaves, kept as the state before this batch (for a rollback)
-        put(rec ".prev", got); put(rec ".remove", ""); print rec ".new" > rm; print rec ".absent" > rm
-        print snip > rm; ch = 1
-      }
+      if (slurp(snip)) { print snip > mvs; ch = 1 }  # it leaves, kept as the state before this batch
       fact(i, "suspended", "no")
     }
     printf "@@arrears-done %s %d\n", id[i], ch ? 1 : 0
   }
-  close(rm)
+  close(rm); close(mvs)
   if (pages) put(tmp "/w.pages", "")
   if (staged) put(tmp "/w.staged", "")
 }' || fail "cannot work out the snippets"
-if [ -s "$_ar_tmp/w.rm" ]; then xargs -d '\n' rm -f -- < "$_ar_tmp/w.rm" || fail "cannot remove the snippets"; fi
+if [ -s "$_ar_tmp/w.rm" ]; then xargs -d '\n' rm -f -- < "$_ar_tmp/w.rm" || fail "cannot remove the old records"; fi
+if [ -s "$_ar_tmp/w.mv" ]; then
+  xargs -d '\n' mv -f -t "$_w_pend" -- < "$_ar_tmp/w.mv" || fail "cannot remove the snippets"
+fi
 if [ -e "$_ar_tmp/w.pages" ]; then mv -f -- "$_w_pstage"/* "$_w_proot/" || fail "cannot write the pages"; fi
 if [ -e "$_ar_tmp/w.staged" ]; then mv -f -- "$_w_stage"/* "$_w_hooks/" || fail "cannot write the snippets"; fi
 if [ -e "$_w_stage" ]; then rmdir -- "$_w_stage" 2>/dev/null || true; fi

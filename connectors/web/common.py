@@ -280,11 +280,15 @@ class WebConnector:
         pattern = q(self.hook_pattern(site))
         return f"{{ grep -qsiE -- {pattern} {q(self.vhost_path(site))} || grep -RqsiE -- {pattern} {dirs}; }}"
 
-    def _queue(self, action: str, site: str, *, pattern: str = "-", path: str = "-", message: str = "-") -> str:
-        """Script line: queue one site's change (or report) for the batch's one pass, connectors/web/commit.sh."""
+    def _queue(self, action: str, site: str, *, pattern: str = "-", path: str = "-", message: str = "-",
+               text: str = "") -> str:
+        """Script line: queue one site's change (or report) for the batch's one pass, connectors/web/commit.sh;
+        the snippet ``text`` last, its lines joined by tabs (no line of it holds one: see :func:`config_line`)."""
+        if "\t" in text:
+            raise UnsafeValue("snippet", text, "contains a tab")
         queue = "wr" if action == "status" else "wq"
-        return (f"printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' {action} \"$_ar_id\" {q(site)} {q(pattern)} {q(path)} "
-                f"{q(message)} >> \"$_ar_tmp/{queue}.{self.backend}\" {_UNQUEUED}\n")
+        return (f"printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' {action} \"$_ar_id\" {q(site)} {q(pattern)} {q(path)} "
+                f"{q(message)} {q(text.replace(chr(10), chr(9)))} >> \"$_ar_tmp/{queue}.{self.backend}\" {_UNQUEUED}\n")
 
     def _queued(self, account: str, action: str, site: str, script: str, *, notify: bool = True) -> Operation:
         op = self._op(account, action, site, script, notify=notify)
@@ -308,8 +312,7 @@ class WebConnector:
             script = (f"printf '%s' {q(html)} > \"$_ar_tmp/wp.$_ar_id\" && "
                       f"printf '' > \"$_ar_tmp/wpage.{self.backend}\" {_UNQUEUED}\n")
         text = self.snippet(account, site, target, self.own_page(site) if own else None)
-        script += (f"printf '%s' {q(text)} > \"$_ar_tmp/ws.$_ar_id\" {_UNQUEUED}\n"
-                   + self._queue("suspend", site, pattern=self.hook_pattern(site), path=page, message=missing))
+        script += self._queue("suspend", site, pattern=self.hook_pattern(site), path=page, message=missing, text=text)
         return self._queued(account, action, site, script)
 
     def _resume(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
@@ -381,7 +384,7 @@ class WebConnector:
             script = self._vars(site) + f"""
 if [ -e {q(vhost)} ]; then fail {q(f"site {site}: {vhost} was not archived and removed; the site stays suspended")}; fi
 {unlink}if {self._hook_check(site)}; then fail {q(still)}; fi
-rm -f -- "$_w_pend/$_w_site.prev" "$_w_pend/$_w_site.absent" "$_w_pend/$_w_site.new" "$_w_pend/$_w_site.remove"
+rm -f -- "$_w_pend/$_w_site.conf" "$_w_pend/$_w_site.new"
 if [ -e "$_w_snip" ]; then rm -f -- "$_w_snip"; changed; fi
 fact "$_w_site.deleted" yes
 """
