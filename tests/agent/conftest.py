@@ -1,9 +1,8 @@
-"""Fixtures for the agent tests: a migrated store in a temporary folder and the sample policy."""
+"""Fixtures for the agent tests: a migrated store on each backend (tests/backends.py) and the sample policy."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from tests.scenarios.harness import POLICY
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'arrears.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
     yield s
     s.close()
 

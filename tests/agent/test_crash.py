@@ -113,8 +113,8 @@ def _wait_orphans(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _suspension_rows(fleet: LocalFleet, account: str) -> list[tuple[Any, ...]]:
-    return fleet.arrears.query("select status, at from stages_taken where account = ? and stage = 'suspension'",
-                               account)
+    return fleet.arrears.query("select status, at from stages_taken where account = :account "
+                               "and stage = 'suspension'", account=account)
 
 
 def test_sigkill_while_a_host_batch_is_in_flight_then_a_run_finishes_the_work(

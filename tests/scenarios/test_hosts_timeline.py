@@ -59,7 +59,7 @@ def test_suspend_and_resume_on_the_hosts(arrears: Arrears, tmp_path: Path) -> No
 
 
 def test_show_tells_the_operator_about_an_unreachable_host(arrears: Arrears) -> None:
-    state = CliState(discover(str(arrears.folder)))
+    state = CliState(discover(str(arrears.folder), arrears.db))
     fleet = FakeFleet()
     fleet.fail_host("mail1", error="mail1: connection refused")
     try:

@@ -39,7 +39,7 @@ def arrears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Arrears:
     a.ok("ledger", "import", str(a.write("ledger.jsonl", [
         {"account": "evil-01", "at": day(0, 8), "amount": "-30.00", "kind": "charge", "ref": HOSTILE},
         {"account": "csv-02", "at": day(0, 8), "amount": "-12.50", "kind": "charge", "ref": "-2+3+cmd"}])))
-    state = CliState(discover(str(a.folder)))
+    state = CliState(discover(str(a.folder), a.db))
     fleet = FakeFleet()
     fleet.fail_job("evil-01", JOB_ERROR)
     try:
