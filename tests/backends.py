@@ -7,6 +7,8 @@ once on the test cluster's PostgreSQL (tests/servers/postgres.py); the PostgreSQ
   of its own, already at the newest schema, dropped after the test.
 - ``db_url``: one such database.
 - ``empty_db_url``: a database with nothing in it on both (what the migrations start from).
+
+:func:`query` reads a database directly, whichever it is (the harnesses' look at what no command shows).
 """
 
 from __future__ import annotations
@@ -14,16 +16,40 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.pool import NullPool
 
-__all__ = ["BACKENDS", "db_url", "empty_db_url", "new_database", "sqlite_url"]
+__all__ = ["BACKENDS", "db_url", "dump", "empty_db_url", "new_database", "query", "sqlite_url"]
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)]
 
 
 def sqlite_url(folder: Path) -> str:
     return f"sqlite:///{folder / 'arrears.db'}"
+
+
+def query(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (``:name`` parameters) on the database at ``url``, on a connection of its own."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (to prove that a refused command wrote nothing)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            tables = inspect(conn).get_table_names()
+            return {t: sorted(map(tuple, conn.execute(text(f'select * from "{t}"'))), key=repr) for t in tables}
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)

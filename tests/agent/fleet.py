@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
 from agent.demo import DemoAccount, account_line, demo_inventory, demo_policy, host_dirs, lay_out_host_files
+from tests import backends
 from tests.servers.base import wait_for
 
 __all__ = ["FROM_ADDR", "Arrears", "Gate", "LocalFleet", "build_fleet", "debtor"]
@@ -96,7 +95,7 @@ class Arrears:
 
     @property
     def url(self) -> str:
-        return self.db or f"sqlite:///{self.folder / 'arrears.db'}"
+        return self.db or backends.sqlite_url(self.folder)
 
     def argv(self, *args: str) -> list[str]:
         return [*_arrears_argv(), "--config", str(self.folder), *(("--db", self.db) if self.db else ()), *args]
@@ -126,12 +125,7 @@ class Arrears:
 
     def query(self, sql: str, **params: object) -> list[tuple[Any, ...]]:
         """Read the database directly (what no command shows, e.g. claimed jobs); ``:name`` parameters."""
-        engine = create_engine(self.url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(text(sql), params)]
-        finally:
-            engine.dispose()
+        return backends.query(self.url, sql, **params)
 
     def job_statuses(self, account: str | None = None) -> dict[str, int]:
         where = "where account = :account" if account else ""

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.pool import NullPool
 
 from agent.cli import cli
+from tests import backends
 
 __all__ = ["POLICY", "Arrears", "day"]
 
@@ -111,23 +110,12 @@ class Arrears:
 
     @property
     def url(self) -> str:
-        return self.db or f"sqlite:///{self.folder / 'arrears.db'}"
+        return self.db or backends.sqlite_url(self.folder)
 
     def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         """Read the database directly (what no command shows); ``:name`` parameters."""
-        engine = create_engine(self.url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(text(sql), params)]
-        finally:
-            engine.dispose()
+        return backends.query(self.url, sql, **params)
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table (to prove that a refused command wrote nothing)."""
-        engine = create_engine(self.url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                tables = inspect(conn).get_table_names()
-                return {t: sorted(map(tuple, conn.execute(text(f'select * from "{t}"'))), key=repr) for t in tables}
-        finally:
-            engine.dispose()
+        return backends.dump(self.url)
