@@ -8,12 +8,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
 
 from agent.cli.app import CliError, CliState, get_state, wall_clock
 from agent.cli.run import agent_lock, check_config, run_once
+from agent.cli.serve import api_options, listen_from
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
@@ -74,25 +76,30 @@ def _failed_notices(state: CliState) -> int:
               show_default=True)
 @click.option("--prune-every", type=click.FloatRange(0), default=24.0, show_default=True, metavar="HOURS",
               help="remove archives past their retention this often (0: never; see `arrears hosts prune`)")
+@api_options("--api", None)
 @click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
-           prune_every: float, max_ticks: int | None) -> None:
+           prune_every: float, listen: str | None, tls_cert: Path | None, tls_key: Path | None, behind_proxy: bool,
+           max_ticks: int | None) -> None:
     """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
-    `payment --now` and `ledger import --now`) runs the next tick at once.
+    `payment --now` and `ledger import --now`) runs the next tick at once. With --api HOST:PORT the same
+    process serves the HTTP API (as `arrears serve` does); a payment posted with `now` wakes its tick.
     """
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
     state = get_state(ctx)
+    where = listen_from(listen, tls_cert, tls_key, behind_proxy) if listen is not None else None
     _setup_logging(log_level)
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory = state.inventory
     fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
+    api: Any = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
@@ -102,8 +109,21 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                     server = serve(metrics, metrics_host, metrics_port)
                 except (OSError, ValueError) as exc:
                     raise CliError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+            if where is not None:
+                from agent.api.app import create_app
+                from agent.api.server import ListenError, background
+                from agent.api.server import server as api_server
+                from agent.service import Arrears
+
+                service = Arrears.open(state.config)
+                api = api_server(create_app(service), where, log_level=log_level)
+                try:
+                    background(api)
+                except ListenError as exc:
+                    raise CliError(str(exc)) from None
             log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
-                                                  "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
+                                                  "metrics": f"{metrics_host}:{metrics_port}" if server else None,
+                                                  "api": where.url if where is not None else None}})
 
             pruned_at: list[float] = []
 
@@ -124,6 +144,9 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
 
             run_daemon(tick, interval=interval, metrics=metrics, clock=wall_clock, max_ticks=max_ticks)
     finally:
+        if api is not None:
+            api.should_exit = True
+            service.close()
         if server is not None:
             server.shutdown()
             server.server_close()
