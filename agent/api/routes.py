@@ -53,8 +53,23 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1", responses=_PROBLEMS)
 
 AccountId = Annotated[str, Path(description="the account's id, as billing knows it", max_length=64)]
-At = Annotated[AwareDatetime | None, Query(description="the moment to answer for (ISO-8601 with a zone), as the "
-                                                       "CLI's --at; default now")]
+
+
+def _moment(at: Annotated[AwareDatetime | None, Query(description="the moment to answer for (ISO-8601 with a zone), "
+                                                                  "as the CLI's --at; default now")] = None
+            ) -> datetime | None:
+    """``at`` within the instants arrears accepts (:func:`agent.imports.check_instant`), else a 422."""
+    if at is None:
+        return None
+    from agent.imports import check_instant
+
+    try:
+        return check_instant(at, what="at")
+    except ValueError as exc:
+        raise Problem(422, "invalid-value", str(exc), errors=[("?at", str(exc))]) from None
+
+
+At = Annotated[datetime | None, Depends(_moment)]
 Cursor = Annotated[str | None, Query(description="a page's next_cursor, for the page after it", max_length=200)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
@@ -198,7 +213,7 @@ def put_account(request: Request, id: AccountId, body: AccountIn,
             summary="May the account pay an order from its balance?")
 def can_spend(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ_OR_BILLING)],
               amount: Annotated[str, Query(max_length=40, description="the order's amount, not negative")],
-              at: At = None) -> JSONResponse:
+              at: At) -> JSONResponse:
     """The purchase gate (`arrears can-spend`): `{allowed, available, reason}`."""
     svc = _service(request)
     return _answer(_call(lambda: svc.can_spend(id, amount, now=at), where={"amount": "?amount", "id": "{id}"}))
@@ -208,7 +223,7 @@ def can_spend(request: Request, id: AccountId, caller: Annotated[Caller, Depends
 
 @router.get("/accounts/{id}", response_model=AccountView, tags=["accounts"], summary="An account now")
 def get_account(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ_OR_BILLING)],
-                at: At = None) -> JSONResponse:
+                at: At) -> JSONResponse:
     """What `arrears show --json` prints: state, balance, holds, episode, stages taken, next measure, work
     waiting on hosts."""
     svc = _service(request)
@@ -217,7 +232,7 @@ def get_account(request: Request, id: AccountId, caller: Annotated[Caller, Depen
 
 @router.get("/accounts/{id}/explain", response_model=Explanation, tags=["accounts"],
             summary="Why the account is where it is")
-def explain(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)], at: At = None) -> JSONResponse:
+def explain(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)], at: At) -> JSONResponse:
     """What `arrears explain --json` prints: triggers, thresholds, inputs, and which policy layer set what."""
     svc = _service(request)
     return _answer(_call(lambda: svc.explain(id, now=at)))
@@ -225,7 +240,7 @@ def explain(request: Request, id: AccountId, caller: Annotated[Caller, Depends(R
 
 @router.get("/accounts/{id}/forecast", response_model=list[ForecastItem], tags=["accounts"],
             summary="The account's measures to come")
-def forecast(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)], at: At = None,
+def forecast(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)], at: At,
              days: Annotated[int, Query(ge=1, le=3650, description="how far ahead")] = 30) -> JSONResponse:
     """What `arrears forecast ACCOUNT --json` prints: every measure in the next `days` days, assuming nothing
     is paid."""
@@ -257,7 +272,7 @@ class JobsPage(BaseModel):
 
 
 @router.get("/debtors", response_model=DebtorsPage, tags=["reports"], summary="The billing balance report")
-def debtors(request: Request, caller: Annotated[Caller, Depends(READ)], at: At = None, cursor: Cursor = None,
+def debtors(request: Request, caller: Annotated[Caller, Depends(READ)], at: At, cursor: Cursor = None,
             limit: Limit = 100) -> JSONResponse:
     """`arrears debtors --json`, a page at a time: every account with a negative balance or in a debt episode."""
     svc = _service(request)
@@ -265,7 +280,7 @@ def debtors(request: Request, caller: Annotated[Caller, Depends(READ)], at: At =
 
 
 @router.get("/plan", response_model=PlanPageOut, tags=["reports"], summary="What a run would do now")
-def plan(request: Request, caller: Annotated[Caller, Depends(READ)], at: At = None, cursor: Cursor = None,
+def plan(request: Request, caller: Annotated[Caller, Depends(READ)], at: At, cursor: Cursor = None,
          limit: Limit = 100) -> JSONResponse:
     """`arrears plan --json`, a page at a time: the measures (and resumes) of the accounts due, changing
     nothing."""
