@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
+from agent.service.values import wall_clock
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -181,12 +182,6 @@ def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
 
 # --- shared state --------------------------------------------------------------------------------
 
-
-def wall_clock() -> datetime:
-    """The real clock, read here and nowhere else: a command's ``now`` when it has no ``--at``, the daemon's
-    at each tick. Everything below the CLI (agent/, connectors/, policy/) is handed that ``now``
-    (tests/suite/test_clock.py holds it so), which is what makes ``--at`` a faithful simulation."""
-    return datetime.now(UTC)
 
 
 
