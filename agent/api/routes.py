@@ -76,6 +76,8 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
                                               description="the same key again returns the first answer and does "
                                                           "nothing more")]
 
+_KEY = {"idempotency_key": "header:Idempotency-Key"}
+
 BILLING = require("billing")
 READ = require("read")
 READ_OR_BILLING = require("read", "billing")
@@ -323,7 +325,7 @@ def suspend(request: Request, id: AccountId, body: SuspendIn, caller: Annotated[
     """`arrears suspend`: an admin hold that payments do not lift, applied on every host."""
     svc = _service(request)
     return _answer(_call(lambda: svc.suspend(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                             apply_now=body.now, idempotency_key=key)))
+                                             apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/resume", response_model=ActionOutcome, tags=["admin"], summary="Lift the admin hold")
@@ -332,7 +334,7 @@ def resume(request: Request, id: AccountId, body: ResumeIn, caller: Annotated[Ca
     """`arrears resume`: refused (409) while the account is in debt, unless `grace_days` records a promise."""
     svc = _service(request)
     return _answer(_call(lambda: svc.resume(id, reason=body.reason, grace_days=body.grace_days, actor=caller.name,
-                                            dry_run=body.dry_run, apply_now=body.now, idempotency_key=key)))
+                                            dry_run=body.dry_run, apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/delete", response_model=ActionOutcome, tags=["admin"], summary="Delete on every host")
@@ -341,7 +343,7 @@ def delete(request: Request, id: AccountId, body: ActionIn, caller: Annotated[Ca
     """`arrears delete --yes`: archive, verify, remove on every host."""
     svc = _service(request)
     return _answer(_call(lambda: svc.delete(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                            apply_now=body.now, idempotency_key=key)))
+                                            apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/restore", response_model=ActionOutcome, tags=["admin"],
@@ -351,4 +353,4 @@ def restore(request: Request, id: AccountId, body: ActionIn, caller: Annotated[C
     """`arrears restore`: back from its archives, suspended (admin hold) until an admin resumes it."""
     svc = _service(request)
     return _answer(_call(lambda: svc.restore(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                             apply_now=body.now, idempotency_key=key)))
+                                             apply_now=body.now, idempotency_key=key), where=_KEY))

@@ -39,16 +39,17 @@ def _env() -> dict[str, str]:
 class ApiServer:
     folder: Path
     url: str
-    tokens: dict[tuple[str, ...], str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def token(self, *scopes: str, name: str | None = None) -> str:
-        """A token with ``scopes`` (one per set of scopes, named after them unless ``name`` says otherwise)."""
-        if scopes not in self.tokens:
-            made = subprocess.run([arrears_command(), "--config", str(self.folder), "tokens", "add",
-                                   name or "-".join(scopes), *(a for s in scopes for a in ("--scope", s)), "--json"],
+        """The token called ``name`` (default: its scopes joined by ``-``) with ``scopes``, made once."""
+        name = name or "-".join(scopes)
+        if name not in self.tokens:
+            made = subprocess.run([arrears_command(), "--config", str(self.folder), "tokens", "add", name,
+                                   *(a for s in scopes for a in ("--scope", s)), "--json"],
                                   capture_output=True, text=True, env=_env(), check=True, stdin=subprocess.DEVNULL)
-            self.tokens[scopes] = json.loads(made.stdout)["token"]
-        return self.tokens[scopes]
+            self.tokens[name] = json.loads(made.stdout)["token"]
+        return self.tokens[name]
 
     def client(self, *scopes: str, name: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token(*scopes, name=name)}"} if scopes else {}

@@ -222,7 +222,8 @@ def test_an_admin_action_with_an_idempotency_key_is_done_once(api: ApiServer, cl
         # without the key the same request is a second suspension, which the rules refuse
         problem(admin.post("/v1/accounts/acme-01/suspend", json={"reason": "abuse report 12"}), 409)
     audit = cli.json("history", "acme-01")["audit"]
-    assert [(a["action"], a["actor"]) for a in audit if a["action"] == "suspend"] == [("suspend", "panel-admin")]
+    assert [(a["action"], a["actor"]) for a in audit if a["action"] == "manual.suspend"] == [
+        ("manual.suspend", "panel-admin")]
 
 
 # --- where it may listen --------------------------------------------------------------------------
