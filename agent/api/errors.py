@@ -88,7 +88,7 @@ def _validation(_request: Request, exc: Exception) -> JSONResponse:
 
 def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kinds = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+    kinds = {400: "unreadable-body", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
              413: "body-too-large", 415: "unsupported-media-type"}
     kind = kinds.get(exc.status_code, "http-error")
     return problem_response(Problem(exc.status_code, kind, str(exc.detail), headers=dict(exc.headers or {})))

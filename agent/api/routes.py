@@ -44,7 +44,8 @@ T = TypeVar("T")
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemModel, "description": text}
-    for code, text in ((401, "no valid bearer token"), (403, "the token's scopes do not cover this endpoint"),
+    for code, text in ((400, "the body cannot be read as JSON"), (401, "no valid bearer token"),
+                       (403, "the token's scopes do not cover this endpoint"),
                        (404, "no such account"), (409, "refused by the rules as asked"),
                        (413, "the request body is over the limit"), (422, "an invalid value (see errors)"),
                        (503, "the database is busy, or the server's configuration is invalid; retry later"))
