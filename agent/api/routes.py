@@ -26,6 +26,7 @@ from agent.service import (
     Explanation,
     ForecastItem,
     History,
+    ImportResult,
     InvalidInput,
     JobView,
     LedgerResult,
@@ -200,6 +201,33 @@ def post_ledger(request: Request, body: LedgerIn, caller: Annotated[Caller, Depe
     line = _money_fields(body.model_dump(exclude={"now"}, exclude_none=True))
     result = _call(lambda: svc.post_ledger(line, actor=caller.name, apply_now=body.now))
     return _answer(result, 200 if result.repeated else 201)
+
+
+class LedgerLine(_Body):
+    account: str = Field(max_length=64)
+    at: AwareDatetime
+    amount: str = Field(max_length=40)
+    kind: Literal["charge", "payment", "credit", "refund", "adjustment"] | None = None
+    method: str | None = Field(None, max_length=32)
+    ref: str | None = Field(None, max_length=200)
+
+
+class LedgerBatchIn(_Body):
+    """Ledger lines, as the lines of a ledger file; all are written or none."""
+
+    records: list[LedgerLine] = Field(max_length=10_000)
+    now: bool = Field(False, description="apply them at once")
+
+
+@router.post("/ledger/import", response_model=ImportResult, tags=["billing"], summary="Import ledger lines")
+def import_ledger(request: Request, body: LedgerBatchIn, caller: Annotated[Caller, Depends(BILLING)]) -> JSONResponse:
+    """`arrears ledger import` of the lines in the body, in one transaction: a line whose `ref` the account
+    already has is skipped; one invalid line refuses the batch (422, its pointer `#/records/N/FIELD`) and
+    nothing is written."""
+    svc = _service(request)
+    records = [_money_fields(r.model_dump(exclude_none=True)) for r in body.records]
+    return _answer(_call(lambda: svc.import_records("ledger", records, actor=caller.name, apply_now=body.now,
+                                                    source="request")))
 
 
 @router.put("/accounts/{id}", response_model=AccountView, tags=["billing"], summary="Create or update an account")

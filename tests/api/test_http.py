@@ -129,8 +129,8 @@ def test_a_ledger_line_posted_twice_is_recorded_once(api: ApiServer, cli: Arrear
 ])
 def test_bad_input_is_a_422_problem_naming_the_field_and_writes_nothing(api: ApiServer, cli: Arrears, path: str,
                                                                          body: dict[str, Any], pointer: str) -> None:
-    before = cli.dump()
     with api.client("billing") as billing:
+        before = cli.dump()
         found = problem(billing.post(path, json=body), 422)
     assert pointer in [e["pointer"] for e in found["errors"]], found
     assert cli.dump() == before
@@ -150,9 +150,9 @@ def test_unknown_accounts_malformed_json_and_bad_queries_are_4xx(api: ApiServer)
 
 
 def test_a_body_over_the_limit_is_refused_with_413(api: ApiServer, cli: Arrears) -> None:
-    before = cli.dump()
     huge = b'{"account": "acme-01", "amount": "1", "ref": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     with api.client("billing") as billing:
+        before = cli.dump()
         problem(billing.post("/v1/payments", content=huge, headers={"content-type": "application/json"}), 413)
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it comes
@@ -261,3 +261,18 @@ def test_the_served_openapi_document_is_the_committed_one(api: ApiServer) -> Non
 
     served = httpx.get(f"{api.url}/v1/openapi.json").json()
     assert served == json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+
+
+def test_a_ledger_batch_is_written_whole_or_not_at_all(api: ApiServer, cli: Arrears) -> None:
+    lines = [{"account": "bravo-02", "at": day(0, 6), "amount": "-1.00", "kind": "charge", "ref": f"b-{n}"}
+             for n in range(3)]
+    with api.client("billing") as billing:
+        before = cli.dump()
+        bad = billing.post("/v1/ledger/import", json={"records": [*lines, {**lines[0], "ref": "b-9",
+                                                                              "amount": "1.001"}]})
+        assert [e["pointer"] for e in problem(bad, 422)["errors"]] == ["#/records/3/amount"]
+        assert cli.dump() == before
+        ok = billing.post("/v1/ledger/import", json={"records": lines})
+        assert ok.status_code == 200 and (ok.json()["created"], ok.json()["skipped"]) == (3, 0), ok.text
+        again = billing.post("/v1/ledger/import", json={"records": lines})
+        assert (again.json()["created"], again.json()["skipped"]) == (0, 3)
