@@ -97,6 +97,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (the machine's load disturbs it least)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -179,14 +185,20 @@ def main() -> None:
                   f"python {sys.version.split()[0]}, {args.accounts:,} accounts")
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
                 can_spend(client, args.accounts, 200)  # warm-up: imports, caches, the connection
+                cpu = cpu_seconds(proc.pid)
                 times = can_spend(client, args.accounts, args.requests)
+                cpu = cpu_seconds(proc.pid) - cpu
             print(f"can-spend over one keep-alive connection, {args.requests:,} requests for random accounts: "
                   f"p50 {statistics.median(times):.2f} ms, p90 {percentile(times, 90):.2f} ms, "
                   f"p99 {percentile(times, 99):.2f} ms, max {max(times):.2f} ms, "
-                  f"{len(times) / (sum(times) / 1000):.0f} requests/s")
+                  f"{len(times) / (sum(times) / 1000):.0f} requests/s; server CPU {cpu / len(times) * 1000:.2f} ms "
+                  "per request")
             for clients in (1, 4):
+                cpu = cpu_seconds(proc.pid)
                 rate = payments(url, token, args.accounts, args.payments, clients, f"{os.getpid()}-{clients}")
-                print(f"payments ingested, {args.payments:,} from {clients} connection(s): {rate:.0f}/s")
+                cpu = cpu_seconds(proc.pid) - cpu
+                print(f"payments ingested, {args.payments:,} from {clients} connection(s): {rate:.0f}/s wall; "
+                      f"server CPU {cpu / args.payments * 1000:.2f} ms per payment ({args.payments / cpu:.0f}/cpu-s)")
             print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
         finally:
             proc.terminate()

@@ -113,7 +113,9 @@ def authenticate(session: Session, token: str) -> TokenInfo | None:
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     digest = _digest(token)
-    row = session.scalar(select(m.ApiToken).where(m.ApiToken.hash == digest))
+    row = session.execute(select(m.ApiToken.name, m.ApiToken.hash, m.ApiToken.scopes, m.ApiToken.created_at,
+                                 m.ApiToken.created_by, m.ApiToken.revoked_at)
+                          .where(m.ApiToken.hash == digest)).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, digest):
         return None
-    return _info(row)
+    return TokenInfo(row.name, tuple(row.scopes), row.created_at, row.created_by, row.revoked_at)
