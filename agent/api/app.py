@@ -40,10 +40,13 @@ endpoints take `at`, the moment to answer for (the command line's `--at`). Error
 
 @dataclass
 class Api:
-    """What every request works with: the Python API, and the database the tokens are kept in."""
+    """What every request works with: the Python API (whose database keeps the tokens too)."""
 
     service: Arrears
-    store: Store
+
+    @property
+    def store(self) -> Store:
+        return self.service.store
 
 
 def build_app(*, max_body: int = MAX_BODY) -> FastAPI:
@@ -69,10 +72,8 @@ def build_app(*, max_body: int = MAX_BODY) -> FastAPI:
 
 def create_app(service: Arrears, *, max_body: int = MAX_BODY) -> FastAPI:
     """The application serving ``service``'s database."""
-    from agent.store.db import open_store
-
     app = build_app(max_body=max_body)
-    app.state.api = Api(service, open_store(service.config.db_url))
+    app.state.api = Api(service)
     return app
 
 

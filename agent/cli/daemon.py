@@ -13,8 +13,7 @@ from typing import Any
 
 import click
 
-from agent.cli.app import CliError, CliState, get_state, wall_clock
-from agent.cli.run import agent_lock, check_config, run_once
+from agent.cli.app import CliError, api, wall_clock
 from agent.cli.serve import api_options, listen_from
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
@@ -48,24 +47,6 @@ def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
             "errors": [*summary["errors"], *x["errors"]][:20]}
 
 
-def _pending_jobs(state: CliState) -> int:
-    """Outbox jobs waiting for a later tick (back-off, an unreachable host, or left by a stop)."""
-    from sqlalchemy import func, select
-
-    from agent.store import models as m
-
-    with state.store.session() as s:
-        return int(s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == "pending")) or 0)
-
-
-def _failed_notices(state: CliState) -> int:
-    """Notices that failed for good (the ones `arrears status` lists)."""
-    from agent.store.repo import failed_notices
-
-    with state.store.session() as s:
-        return len(failed_notices(s))
-
-
 @click.command("daemon")
 @click.option("--interval", type=click.FloatRange(0.1, 86400), default=300.0, show_default=True,
               help="seconds between ticks")
@@ -91,19 +72,19 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
-    state = get_state(ctx)
+    svc, _ = api(ctx)
     where = listen_from(listen, tls_cert, tls_key, behind_proxy) if listen is not None else None
     _setup_logging(log_level)
-    check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
-    inventory = state.inventory
-    fleet = InventoryFleet(inventory) if inventory is not None else None
+    svc.check()  # policy, templates and inventory: a mistake stops the daemon before it starts
+    inventory = svc.inventory
+    fleet = svc.fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
-    api: Any = None
+    http: Any = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with agent_lock(state, role=DAEMON) as lock:
+        with svc.lock(role=DAEMON) as lock:
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
@@ -115,13 +96,15 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                 from agent.api.server import server as api_server
                 from agent.service import Arrears
 
-                service = Arrears.open(state.config)
-                api = api_server(create_app(service), where, log_level=log_level)
+                # the API's own Python API on the real clock (the command's stands at its start); its
+                # "now" wakes this daemon as it wakes any other
+                web = Arrears(svc.config)
+                http = api_server(create_app(web), where, log_level=log_level)
                 try:
-                    background(api)
+                    background(http)
                 except ListenError as exc:
                     raise CliError(str(exc)) from None
-            log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
+            log.info("started", extra={"fields": {"interval": interval, "database": svc.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None,
                                                   "api": where.url if where is not None else None}})
 
@@ -130,9 +113,10 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             def tick(stop: threading.Event) -> Mapping[str, Any]:
                 if lock is not None:
                     lock.verify()  # a lock lost with its database session is taken again, or no work is done
-                summary = run_once(state, wall_clock(), fleet=fleet, sole_worker=True, stop=stop)
-                metrics.pending_jobs.set(_pending_jobs(state))
-                metrics.notices_failed.set(_failed_notices(state))
+                summary = svc.run(now=wall_clock(), locked=True, stop=stop).to_json()
+                backlog = svc.backlog()
+                metrics.pending_jobs.set(backlog.pending_jobs)
+                metrics.notices_failed.set(backlog.failed_notices)
                 line = _count(metrics, summary)
                 if inventory is not None and prune_every and not stop.is_set() and (
                         not pruned_at or time.monotonic() - pruned_at[-1] >= prune_every * 3600):
@@ -144,9 +128,9 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
 
             run_daemon(tick, interval=interval, metrics=metrics, clock=wall_clock, max_ticks=max_ticks)
     finally:
-        if api is not None:
-            api.should_exit = True
-            service.close()
+        if http is not None:
+            http.should_exit = True
+            web.close()
         if server is not None:
             server.shutdown()
             server.server_close()

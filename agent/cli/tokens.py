@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from agent.cli.app import CliError, actor_name, echo, emit_json, get_state, iso, json_option, session, table
+from agent.cli.app import CliError, api, echo, emit_json, iso, json_option, table
 
 __all__ = ["tokens"]
 
@@ -26,10 +26,10 @@ def add(ctx: click.Context, name: str, scopes: tuple[str, ...], as_json: bool) -
     """Make a token called NAME (the actor the audit log names); it is shown once, here."""
     from agent.api.tokens import TokenError, add_token
 
-    state = get_state(ctx)
+    svc, now = api(ctx)
     try:
-        with session(state) as s:
-            token, info = add_token(s, name, scopes, actor=actor_name(None), now=state.now)
+        with svc.session() as s:
+            token, info = add_token(s, name, scopes, actor=svc.actor_of(None), now=now)
     except TokenError as exc:
         raise CliError(str(exc)) from None
     if as_json:
@@ -47,8 +47,8 @@ def list_command(ctx: click.Context, revoked: bool, as_json: bool) -> None:
     """The tokens in force: name, scopes, when and by whom made (never the token)."""
     from agent.api.tokens import list_tokens
 
-    state = get_state(ctx)
-    with session(state, write=False) as s:
+    svc, _ = api(ctx)
+    with svc.session(write=False) as s:
         infos = list_tokens(s, revoked=revoked)
     if as_json:
         emit_json([i.as_dict() for i in infos])
@@ -68,10 +68,10 @@ def revoke(ctx: click.Context, name: str, as_json: bool) -> None:
     """Revoke the token called NAME: the API refuses it from the next request on."""
     from agent.api.tokens import TokenError, revoke_token
 
-    state = get_state(ctx)
+    svc, now = api(ctx)
     try:
-        with session(state) as s:
-            info = revoke_token(s, name, actor=actor_name(None), now=state.now)
+        with svc.session() as s:
+            info = revoke_token(s, name, actor=svc.actor_of(None), now=now)
     except TokenError as exc:
         raise CliError(str(exc)) from None
     if as_json:

@@ -36,6 +36,7 @@ from agent.service.results import (
     AccountView,
     ActionOutcome,
     Applied,
+    Backlog,
     DebtorRow,
     Explanation,
     ForecastItem,
@@ -325,7 +326,8 @@ class Arrears:
         """Record a payment of ``amount`` (positive) by ``method`` paid at ``at`` (default ``now``).
         ``ref`` (billing's, unique per account; default a new one): a ref recorded before with the same
         amount and method returns that first payment (``repeated``) and credits nothing twice; with a
-        different one it is :class:`Refused`. It takes effect on the next run, or at once (``apply_now``)."""
+        different one it is :class:`Refused`. It takes effect on the next run, or at once (``apply_now``; not
+        again for a repeat)."""
         from agent.service import money
 
         return money.payment(self, account, amount, method=method, ref=ref, at=at, now=self.now(now), actor=actor,
@@ -436,6 +438,12 @@ class Arrears:
         from agent.service import reads
 
         return reads.status(self)
+
+    def backlog(self) -> Backlog:
+        """Outbox jobs waiting for a later tick and notices that failed for good (the daemon's gauges)."""
+        from agent.service import reads
+
+        return reads.backlog(self)
 
     @_translated
     def jobs(self, *, status: JobStatus | None = None, account: str | None = None, cursor: str | None = None,

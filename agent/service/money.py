@@ -57,9 +57,9 @@ def payment(svc: Arrears, account: str, amount: Decimal | str, *, method: str, r
             audit(s, at=now, actor=svc.actor_of(actor), action="payment", account=acc.id,
                   reason=f"{method} payment", details={"amount": str(value), "method": method, "ref": ref})
             result = PaymentResult(account=account, amount=value, method=method, ref=ref, at=paid_at)
-    if apply_now:
+    if apply_now and not result.repeated:  # a repeat is the first answer: that call applied it, or the next run
         return PaymentResult(account=result.account, amount=result.amount, method=result.method, ref=result.ref,
-                             at=result.at, applied=svc.apply_at_once(now=now), repeated=result.repeated)
+                             at=result.at, applied=svc.apply_at_once(now=now))
     return result
 
 
@@ -90,10 +90,9 @@ def post_ledger(svc: Arrears, line: Mapping[str, Any], *, now: datetime, actor: 
                                                              "method": entry["method"], "ref": ref})
             result = LedgerResult(account=aid, at=entry["at"], amount=entry["amount"], kind=entry["kind"],
                                   method=entry["method"], ref=ref)
-    if apply_now:
+    if apply_now and not result.repeated:
         return LedgerResult(account=result.account, at=result.at, amount=result.amount, kind=result.kind,
-                            method=result.method, ref=result.ref, applied=svc.apply_at_once(now=now),
-                            repeated=result.repeated)
+                            method=result.method, ref=result.ref, applied=svc.apply_at_once(now=now))
     return result
 
 

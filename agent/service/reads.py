@@ -20,6 +20,7 @@ from agent.service.results import (
     AccountRow,
     AccountView,
     AuditView,
+    Backlog,
     DebtorRow,
     EpisodeHistory,
     EpisodeRef,
@@ -52,7 +53,7 @@ from agent.store.repo import get_account, load_snapshots, open_episode, open_hol
 if TYPE_CHECKING:
     from agent.service.arrears import Arrears
 
-__all__ = ["accounts", "debtors", "explain", "forecast", "history", "iter_debtors", "jobs", "notice_fields",
+__all__ = ["accounts", "backlog", "debtors", "explain", "forecast", "history", "iter_debtors", "jobs", "notice_fields",
            "plan", "show", "status"]
 
 R = TypeVar("R", bound=Record)
@@ -321,6 +322,14 @@ def status(svc: Arrears) -> StatusReport:
         jobs = dict(s.execute(select(m.Job.status, func.count()).group_by(m.Job.status)).tuples().all())
         failed = [_failed_notice(n, at) for n, at in failed_notices(s)]
     return StatusReport(states, jobs, svc.config.db_url, failed)
+
+
+def backlog(svc: Arrears) -> Backlog:
+    from agent.store.repo import failed_notices
+
+    with svc.session(write=False) as s:
+        pending = s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == "pending"))
+        return Backlog(int(pending or 0), len(failed_notices(s)))
 
 
 def jobs(svc: Arrears, status: str | None, account: str | None, cursor: str | None,

@@ -21,6 +21,7 @@ __all__ = [
     "ActionOutcome",
     "Applied",
     "AuditView",
+    "Backlog",
     "DebtorRow",
     "Difference",
     "EpisodeHistory",
@@ -395,6 +396,15 @@ class StatusReport(Record):
     jobs: dict[str, int]
     database: str
     failed_notices: list[FailedNoticeRow]
+
+
+@dataclass(frozen=True)
+class Backlog(Record):
+    """What the daemon's gauges show after each tick: outbox jobs waiting for a later tick (back-off, an
+    unreachable host, or left by a stop) and notices that failed for good."""
+
+    pending_jobs: int
+    failed_notices: int
 
 
 @dataclass(frozen=True)
