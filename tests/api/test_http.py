@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,34 @@ def test_a_ledger_batch_is_written_whole_or_not_at_all(api: ApiServer, cli: Arre
         assert ok.status_code == 200 and (ok.json()["created"], ok.json()["skipped"]) == (3, 0), ok.text
         again = billing.post("/v1/ledger/import", json={"records": lines})
         assert (again.json()["created"], again.json()["skipped"]) == (0, 3)
+
+
+def test_show_explain_forecast_and_plan_are_the_same_data_from_the_cli_python_and_http(api: ApiServer,
+                                                                                       cli: Arrears) -> None:
+    import json
+
+    from agent.service import Arrears as PythonApi
+    from agent.service.results import jsonable
+
+    at = day(1)
+    moment = datetime.fromisoformat(at)
+
+    def plain(value: Any) -> Any:
+        return json.loads(json.dumps(jsonable(value)))
+
+    with PythonApi.open(cli.folder) as python, api.client("read") as http:
+        for account in ("acme-01", "cash-03"):
+            faces = {
+                "show": (cli.json("show", account, "--at", at), plain(python.show(account, now=moment)),
+                         http.get(f"/v1/accounts/{account}", params={"at": at}).json()),
+                "explain": (cli.json("explain", account, "--at", at), plain(python.explain(account, now=moment)),
+                            http.get(f"/v1/accounts/{account}/explain", params={"at": at}).json()),
+                "forecast": (cli.json("forecast", account, "--at", at),
+                             plain(python.forecast(account, now=moment)),
+                             http.get(f"/v1/accounts/{account}/forecast", params={"at": at}).json()),
+            }
+            for what, (by_cli, by_python, by_http) in faces.items():
+                assert by_cli == by_python == by_http, (what, account)
+        by_python = plain(python.plan(now=moment).items)
+        assert cli.json("plan", "--at", at) == by_python == _all_pages(http, "/v1/plan", at=at)
+        assert by_python, "the plan has measures to compare"
