@@ -43,6 +43,7 @@ ALLOWED = {
     ("hosts.py", "connectors.inventory.InventoryError"): "an error class, to print its message",
     ("hosts.py", "connectors.inventory.load_inventory_file"): "reads the inventory to check",
     ("hosts.py", "connectors.maintenance.prune_archives"): "the connectors' archive pruning",
+    ("hosts.py", "connectors.prepare.prepare_hosts"): "the connectors' host preparation (hosts prepare)",
     # the daemon command is the process around the ticks: signals, logging, metrics, its fleet
     ("daemon.py", "agent.daemon.JsonFormatter"): "the daemon's log format",
     ("daemon.py", "agent.daemon.run_daemon"): "the loop that calls the service's run every interval",
