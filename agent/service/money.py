@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from agent.service.errors import InvalidInput, Refused
 from agent.service.results import LedgerResult, OverrideResult, PaymentResult, SpendVerdict
-from agent.service.values import check_method, parse_moment, parse_money
+from agent.service.values import check_instant, check_method, parse_moment, parse_money
 from agent.store import models as m
 from agent.store.repo import audit, get_account, load_snapshots
 
@@ -35,7 +35,7 @@ def payment(svc: Arrears, account: str, amount: Decimal | str, *, method: str, r
 
     check_method(method)
     ref = ref or f"payment:{uuid.uuid4().hex}"
-    paid_at = svc.now(at) if at is not None else now
+    paid_at = check_instant(at, what="at") if at is not None else now
     if apply_now:
         _ = svc.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with svc.session() as s:

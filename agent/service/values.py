@@ -19,7 +19,7 @@ from agent.service.errors import InvalidInput
 if TYPE_CHECKING:
     from policy.loader import PolicySet
 
-__all__ = ["actor_name", "check_method", "parse_instant", "parse_moment", "parse_money", "wall_clock"]
+__all__ = ["actor_name", "check_instant", "check_method", "parse_instant", "parse_moment", "parse_money", "wall_clock"]
 
 _METHOD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 

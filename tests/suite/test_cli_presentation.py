@@ -38,12 +38,12 @@ ALLOWED = {
     ("templates.py", "agent.notices.preview_context"): "the preview's context, from the service's fields",
     ("templates.py", "agent.notices.render_page"): "renders a preview page",
     ("templates.py", "agent.notices.sample_context"): "the example values printed beside each variable",
-    # `hosts check|prune` are the connectors' own tools on inventory.yaml; no account or debt is involved
+    # `hosts check|prune|prepare` are the connectors' own tools on inventory.yaml; no account or debt is involved
     ("hosts.py", "connectors.hosts_check.check_hosts"): "the connectors' host check",
     ("hosts.py", "connectors.inventory.InventoryError"): "an error class, to print its message",
     ("hosts.py", "connectors.inventory.load_inventory_file"): "reads the inventory to check",
     ("hosts.py", "connectors.maintenance.prune_archives"): "the connectors' archive pruning",
-    ("hosts.py", "connectors.prepare.prepare_hosts"): "the connectors' host preparation (hosts prepare)",
+    ("hosts.py", "connectors.prepare.prepare_hosts"): "the connectors' host preparation (hooks, config lines)",
     # the daemon command is the process around the ticks: signals, logging, metrics, its fleet
     ("daemon.py", "agent.daemon.JsonFormatter"): "the daemon's log format",
     ("daemon.py", "agent.daemon.run_daemon"): "the loop that calls the service's run every interval",
