@@ -277,22 +277,33 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     for _ in range(max_rounds):
         if stop is not None and stop.is_set():
             break
-        claimed = _claim(session, now, worker)
-        summary.claimed += len(claimed)
-        if claimed:
-            host_jobs = [j for j in claimed if j.kind == "host"]
-            if pages is not None:
-                _render_pages(session, pages, host_jobs, now, rendered)
-            _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
-                           transient_wait, rendered)
-            _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
-                         summary, sole_worker=sole_worker)
-            _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
+        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, worker, settings, summary,
+                         progress, transient_tries, transient_wait, sole_worker)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
             break
     return summary
+
+
+def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, composer: NoticeComposer | None,
+           events: EventSink | None, pages: PageComposer | None, rendered: dict[str, str | None], now: datetime,
+           worker: str, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
+           transient_tries: int, transient_wait: float, sole_worker: bool) -> int:
+    """One round: claim what is due and run it; returns how many jobs it claimed. The round's job rows
+    are let go when it returns, so that the next round's claims have no stale rows to bring up to date."""
+    claimed = _claim(session, now, worker)
+    summary.claimed += len(claimed)
+    if claimed:
+        host_jobs = [j for j in claimed if j.kind == "host"]
+        if pages is not None:
+            _render_pages(session, pages, host_jobs, now, rendered)
+        _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
+                       transient_wait, rendered)
+        _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
+                     summary, sole_worker=sole_worker)
+        _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
+    return len(claimed)
 
 
 # --- claiming ------------------------------------------------------------------------------------
