@@ -44,7 +44,8 @@ from agent.config import AgentSettings
 from agent.outbox import staff_notice_job
 from agent.store import models as m
 from agent.store.repo import audit, load_snapshots
-from agent.tick import ACTOR, resolve_for
+from agent.tick import resolve_for
+from agent.transitions import ACTOR
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 

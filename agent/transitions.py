@@ -24,18 +24,27 @@ from typing import Any
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
-from agent.outbox import event_row, insert_jobs, notice_row
+from agent.outbox import event_row, hook_row, host_rows, insert_jobs, notice_row
 from agent.store import models as m
 
 __all__ = [
     "ACTOR",
+    "RESTORED_REASON",
     "Account",
     "Effects",
     "Transition",
     "accounts_now",
     "after_episode_end",
     "after_episode_start",
+    "audit_row",
+    "episode_ended",
+    "episode_started",
+    "hold_released",
+    "measure_queued",
+    "needs_resume",
+    "resume_queued",
     "settled",
+    "stage_row",
     "take",
     "write",
 ]
@@ -44,6 +53,7 @@ ACTOR = "policy"  # the actor of what the policy decided (the admin's actions na
 
 HOLDS: Table = m.Hold.__table__  # type: ignore[assignment]
 AUDIT: Table = m.AuditEntry.__table__  # type: ignore[assignment]
+STAGES: Table = m.StageTaken.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ class Effects:
     holds: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)  # transitions queued, in flight
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # resume host jobs (see :func:`resume_queued`)
 
 
 def settled(state: str, *, holds: bool, episode: bool) -> str:
@@ -106,8 +118,78 @@ def after_episode_end(state: str) -> str:
     return "active" if state == "debtor" else state
 
 
+RESTORED_REASON = "restored from archive"
 _MANUAL_REASONS = {"suspend": "suspended by an admin", "resume": "resumed by an admin",
-                   "delete": "deleted by an admin", "restore": "restored from archive"}
+                   "delete": "deleted by an admin", "restore": RESTORED_REASON}
+
+
+# --- queueing: what the tick's decision implies ---------------------------------------------------
+
+
+def audit_row(now: datetime, action: str, account: str, reason: str | None, details: dict[str, Any], *,
+              actor: str = ACTOR) -> dict[str, Any]:
+    return {"at": now, "actor": actor, "action": action, "account": account, "reason": reason, "details": details}
+
+
+def stage_row(episode: int, account: str, stage: str, action: str, now: datetime, *, template: str | None,
+              hold: str | None, reason: dict[str, Any]) -> dict[str, Any]:
+    """A transition queued: in flight until every job it needs is done (then :func:`take`)."""
+    return {"episode": episode, "account": account, "stage": stage, "action": action, "status": "in_flight",
+            "queued_at": now, "at": None, "template": template, "hold": hold, "reason": reason}
+
+
+def episode_started(account: str, episode: int, trigger: str, started_at: datetime, reason: str, now: datetime,
+                    effects: Effects) -> None:
+    """A debt episode started: its audit row and the ``debt_started`` event for billing (the account's
+    state: :func:`after_episode_start`)."""
+    effects.audit.append(audit_row(now, "episode.start", account, reason,
+                                   {"episode": episode, "trigger": trigger, "started_at": started_at.isoformat()}))
+    effects.jobs.append(event_row(account, episode, "episode", "debt_started", now, reason=reason))
+
+
+def episode_ended(account: str, episode: int, reason: str, now: datetime, effects: Effects) -> None:
+    """The debt episode ended: its audit row (its work not started is dropped by the caller; the account's
+    state: :func:`after_episode_end`)."""
+    effects.audit.append(audit_row(now, "episode.end", account, reason, {"episode": episode}))
+
+
+def hold_released(account: str, kind: str, now: datetime, effects: Effects) -> None:
+    effects.audit.append(audit_row(now, "hold.release", account, f"{kind} hold released", {"hold": kind}))
+
+
+def measure_queued(account: str, episode: int, stage: str, action: str, now: datetime, effects: Effects, *,
+                   template: str | None, hold: str | None, hook: str | None, reason: dict[str, Any],
+                   placements: Sequence[tuple[str, str]]) -> None:
+    """A measure is due: its stage, in flight, and the jobs it needs (a notice; one host job per placement
+    for a suspension or deletion; a hook's event). A suspension's or deletion's own notice waits until
+    the hosts applied it (:func:`take`)."""
+    effects.stages.append(stage_row(episode, account, stage, action, now, template=template,
+                                    hold=hold if action == "suspend" else None, reason=reason))
+    if action == "notice":
+        effects.jobs.append(notice_row(account, episode, stage, template, now))
+    elif action in ("suspend", "delete"):
+        effects.jobs.extend(host_rows(account, episode, stage, action, placements, now))
+    elif action == "hook":
+        effects.jobs.append(hook_row(account, episode, stage, hook, now))
+
+
+def needs_resume(state: str, *, resume: bool, partly_suspended: bool) -> bool:
+    """Whether the hosts must be resumed: the last hold went while the account is suspended, or a
+    suspension that some hosts applied never completed (the episode ended first)."""
+    return (resume and state == "suspended") or (partly_suspended and state != "suspended")
+
+
+def resume_queued(account: str, episode: int, stage: str, released: Sequence[str], now: datetime,
+                  effects: Effects, *, placements: Sequence[tuple[str, str]]) -> None:
+    """A resume: its stage, in flight, and one host job per placement (in ``effects.resumes``: written
+    after the suspension's host work not started yet is dropped)."""
+    effects.stages.append(stage_row(episode, account, stage, "resume", now, template=None, hold=None,
+                                    reason={"rule": "exit.resume", "text": "the last hold was released",
+                                            "released": list(released)}))
+    effects.resumes.extend(host_rows(account, episode, stage, "resume", placements, now))
+
+
+# --- taking: what a transition that took effect implies --------------------------------------------
 
 
 def take(t: Transition, acc: Account, now: datetime, effects: Effects) -> str:
@@ -142,11 +224,11 @@ def take(t: Transition, acc: Account, now: datetime, effects: Effects) -> str:
     elif t.action == "restore":
         effects.jobs.append(event_row(acc.id, key_episode, t.stage, "restored", now, reason=text))
     if t.manual:
-        effects.audit.append({"at": now, "actor": "agent", "action": f"manual.{t.action}.taken", "account": acc.id,
-                              "reason": f"{t.stage} took effect", "details": {"stage": t.stage}})
+        effects.audit.append(audit_row(now, f"manual.{t.action}.taken", acc.id, f"{t.stage} took effect",
+                                       {"stage": t.stage}, actor="agent"))
     else:
-        effects.audit.append({"at": now, "actor": ACTOR, "action": f"stage.{t.action}", "account": acc.id,
-                              "reason": t.reason, "details": {"episode": t.episode, "stage": t.stage}})
+        effects.audit.append(audit_row(now, f"stage.{t.action}", acc.id, t.reason,
+                                       {"episode": t.episode, "stage": t.stage}))
     return acc.state
 
 
@@ -162,14 +244,15 @@ def _notice(t: Transition, acc: Account, now: datetime, effects: Effects) -> Non
 
 
 def write(session: Session, effects: Effects) -> int:
-    """Write ``effects`` with one statement per table; returns how many jobs were new (a job queued
-    before, under the same key, is not queued again)."""
+    """Write ``effects`` (but its ``resumes``) with one statement per table; returns how many jobs were
+    new (a job queued before, under the same key, is not queued again)."""
     if effects.holds:
         session.execute(insert(HOLDS), effects.holds)
-    queued = insert_jobs(session, effects.jobs) if effects.jobs else 0
+    if effects.stages:
+        session.execute(insert(STAGES), effects.stages)
     if effects.audit:
         session.execute(insert(AUDIT), effects.audit)
-    return queued
+    return insert_jobs(session, effects.jobs) if effects.jobs else 0
 
 
 def accounts_now(session: Session, accounts: Sequence[m.Account], *, suspensions: bool) -> dict[str, Account]:
