@@ -1,11 +1,13 @@
 """``arrears hosts prepare`` on Debian 12's own nginx, apache2, dovecot and postfix configurations.
 
-The trees come from the packages (tests/servers/stock.py) with two customer vhosts per web server; nginx,
-apache and postfix run from them (prepare's reloads reach the running daemons). ``prepare`` must show its
-changes as diffs and change nothing with ``--dry-run``, make the hooks, passdb, restrictions, maps and
-folders, and change nothing the second time; then a suspension and a resumption work on those servers
-(the sites redirect, postfix bounces the mailbox) and leave every vhost as ``prepare`` left it. A vhost
-too unusual to edit, and a config test that fails, leave the files as they were.
+The trees come from the packages (tests/servers/stock.py) with two customer vhosts per web server, and the
+stock dovecot switched to the passwd-file passdb its 10-auth.conf offers, for two virtual mailboxes (the
+stock PAM passdb serves system users, not ``user@domain`` mailboxes); nginx, apache, postfix and dovecot
+run from them (prepare's reloads reach the running daemons). ``prepare`` must show its changes as diffs
+and change nothing with ``--dry-run``, make the hooks, passdb, restrictions, maps and folders, and change
+nothing the second time; then a suspension and a resumption work on those servers (the sites redirect,
+postfix bounces the mailbox, dovecot refuses its IMAP and POP3 logins) and leave every vhost as
+``prepare`` left it. A vhost too unusual to edit, and a config test that fails, leave the files as they were.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ from connectors.prepare import prepare_hosts
 from connectors.runner import InventoryFleet
 from connectors.web.prepare import insert_hook, site_of
 from tests.servers.base import free_port, wait_for
+from tests.servers.mail import imap_login_ok, pop3_login_ok
 from tests.servers.stock import CUSTOMER_SITES, StockMail, stock_apache, stock_mail, stock_nginx, web_settings
 from tests.servers.web import WebServer
 
 SUSPENDED = "http://billing.example.test/suspended"
+MAILBOXES = {"info@shop.test": "pw-info", "sales@shop.test": "pw-sales"}  # the operator's virtual mailboxes
 ARREARS = str(Path(sys.executable).with_name("arrears"))
 
 
@@ -77,6 +81,8 @@ def stock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stock]:
             assert w.daemon is not None
             w.daemon.start()
         mail.start_postfix()
+        mail.serve_mailboxes(MAILBOXES)
+        mail.start_dovecot()
         inventory = tmp_path_factory.mktemp("prepare") / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"hosts": {
             "web-nginx": {"transport": "local", "services": {"web": web_settings(web["nginx"], SUSPENDED, "{site}")}},
@@ -103,6 +109,12 @@ def rcpt(mail: StockMail, box: str) -> int:
         client.mail("someone@outside.test")
         code, _ = client.rcpt(box)
         return code
+
+
+def logins(mail: StockMail, box: str) -> tuple[bool, bool]:
+    """Whether the running stock dovecot accepts the mailbox's (IMAP, POP3) login."""
+    return (imap_login_ok("127.0.0.1", mail.imap_port, box, MAILBOXES[box]),
+            pop3_login_ok("127.0.0.1", mail.pop3_port, box, MAILBOXES[box]))
 
 
 def redirected(web: WebServer, site: str) -> bool:
@@ -144,7 +156,7 @@ def test_prepare_then_suspend_and_resume_and_a_second_prepare_changes_nothing(st
     m = stock.mail
     passdbs = subprocess.run(["doveconf", "-c", str(m.dovecot_dir / "dovecot.conf"), "-n", "passdb"],
                              capture_output=True, text=True, check=True).stdout
-    assert passdbs.index("deny = yes") < passdbs.index("driver = pam")
+    assert passdbs.index("deny = yes") < passdbs.index(f"{m.dovecot_dir}/users")  # before the operator's own
     restrictions = subprocess.run(["postconf", "-c", str(m.postfix_dir), "-h", "smtpd_recipient_restrictions"],
                                   capture_output=True, text=True, check=True).stdout
     assert restrictions.startswith(f"check_recipient_access hash:{m.settings['bounce_map']}, check_sasl_access")
@@ -158,7 +170,8 @@ def test_prepare_then_suspend_and_resume_and_a_second_prepare_changes_nothing(st
 
     inv = load_inventory_file(stock.inventory)
     site = CUSTOMER_SITES[0]
-    box = "info@shop.test"
+    box, other = MAILBOXES
+    assert logins(m, box) == logins(m, other) == (True, True)
     jobs = [Job(f"s:{host}", "acct-1", "suspend", service, host, resource)
             for host, service, resource in (("web-nginx", "web", {"sites": [site]}),
                                             ("web-apache", "web", {"sites": [site]}),
@@ -170,11 +183,15 @@ def test_prepare_then_suspend_and_resume_and_a_second_prepare_changes_nothing(st
             wait_for(partial(redirected, web, site), what=f"{web.backend} to redirect {site}")
             assert serves_own_page(web, CUSTOMER_SITES[1])
         wait_for(lambda: rcpt(m, box) == 550, what="the running postfix to bounce the suspended mailbox")
-        assert rcpt(m, "sales@shop.test") == 250  # everyone else: as before (the stock mynetworks lets us relay)
+        assert rcpt(m, other) == 250  # everyone else: as before (the stock mynetworks lets us relay)
+        # the running dovecot refuses the suspended mailbox's logins through the deny passdb prepare put first
+        wait_for(lambda: logins(m, box) == (False, False), what="dovecot to refuse the suspended mailbox")
+        assert logins(m, other) == (True, True)
         resumed = fleet.apply([Job(j.key.replace("s:", "r:"), j.account, "resume", j.service, j.host, j.resource,
                                    results[j.key].facts) for j in jobs])
         assert all(r.ok for r in resumed.values()), {k: r.error for k, r in resumed.items()}
     wait_for(lambda: rcpt(m, box) == 250, what="postfix to stop bouncing the resumed mailbox")
+    wait_for(lambda: logins(m, box) == (True, True), what="dovecot to accept the resumed mailbox again")
     for web in stock.web.values():
         wait_for(partial(serves_own_page, web, site), what=f"{web.backend} to serve {site} again")
         for p in web.vhost_dir.iterdir():
@@ -315,6 +332,19 @@ def test_main_cf_keeps_the_operators_restrictions_after_the_lookups() -> None:
         "\n# arrears: suspended mailboxes bounce (-b) and may not relay (-r); see docs/mail.md\n"
         "arrears_norelay = permit_auth_destination, reject\n")
     assert edit_main_cf(once, s) == once
+
+
+def test_the_deny_passdb_goes_above_the_stock_system_passdb() -> None:
+    from connectors.mail.prepare import edit_auth_conf
+
+    stock = Path("/usr/share/dovecot/conf.d/10-auth.conf")
+    if not stock.exists():
+        pytest.skip("dovecot-core is not installed")
+    before = stock.read_text().splitlines(keepends=True)
+    after = edit_auth_conf("".join(before))
+    assert after is not None
+    n = before.index("!include auth-system.conf.ext\n")
+    assert after.splitlines(keepends=True) == [*before[:n], "!include auth-arrears.conf.ext\n", *before[n:]]
 
 
 def test_dovecot_without_a_passdb_include_and_master_cf_overrides_are_left_to_the_operator() -> None:

@@ -60,7 +60,7 @@ def test_suspend_and_resume_on_the_hosts(arrears: Arrears, tmp_path: Path) -> No
 def test_show_tells_the_operator_about_an_unreachable_host(arrears: Arrears) -> None:
     fleet = FakeFleet()
     fleet.fail_host("mail1", error="mail1: connection refused")
-    with Service.open(arrears.folder, fleet=fleet) as svc:
+    with Service.open(arrears.folder, db=arrears.db, fleet=fleet) as svc:
         for n in (0, 5, 8):
             svc.run(now=parse_instant(day(n)))
     info = arrears.show("acme-01", 8)

@@ -40,7 +40,7 @@ def arrears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Arrears:
         {"account": "csv-02", "at": day(0, 8), "amount": "-12.50", "kind": "charge", "ref": "-2+3+cmd"}])))
     fleet = FakeFleet()
     fleet.fail_job("evil-01", JOB_ERROR)
-    with Service.open(a.folder, fleet=fleet) as svc:
+    with Service.open(a.folder, db=a.db, fleet=fleet) as svc:
         for n in (0, 5, 8):
             svc.run(now=parse_instant(day(n)))
     return a

@@ -38,7 +38,7 @@ def _by_cli(a: Arrears, operation: str, account: str, at: str) -> Any:
 
 def _by_python(a: Arrears, operation: str, account: str, at: str) -> Any:
     now = parse_instant(at)
-    with Service.open(a.folder) as svc:
+    with Service.open(a.folder, db=a.db) as svc:
         if operation == "show":
             data: Any = svc.show(account, now=now).to_json()
         elif operation == "explain":
@@ -51,6 +51,12 @@ def _by_python(a: Arrears, operation: str, account: str, at: str) -> Any:
 
 
 WAYS: dict[str, Way] = {"python": _by_python}
+
+
+@pytest.fixture
+def _on_each_backend() -> None:
+    """On SQLite only (tests/scenarios/conftest.py runs the other scenarios on both): the ways are compared
+    on one module-wide timeline, and each reads the same rows whichever the database."""
 
 
 @pytest.fixture(scope="module")

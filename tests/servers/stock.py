@@ -7,7 +7,10 @@ relocated into a temporary root: every absolute path of the package's own folder
 loopback port. Nothing else is changed. What the package's ``postinst`` does on a fresh install is
 repeated: apache's default modules, confs and ``000-default`` enabled with its own ``a2enmod`` /
 ``a2enconf`` / ``a2ensite``; postfix's ``main.cf`` from ``main.cf.debian`` (+ ``main.cf.tls``) and the
-``smtpd_relay_restrictions`` it sets. Customer vhosts are made the way an operator makes them: a copy of
+``smtpd_relay_restrictions`` it sets; dovecot's ``private/dovecot.{pem,key}`` (the snakeoil pair, or a
+self-signed one without it). Dovecot runs with a ``local.conf`` (the stock ``dovecot.conf`` includes it last)
+for its relocation, after the operator's switch to virtual mailboxes (:meth:`StockMail.serve_mailboxes`).
+Customer vhosts are made the way an operator makes them: a copy of
 the package's default site with its ``server_name``/``ServerName`` and document root set (for apache
 with the ``<Directory>`` that grants it, and ``a2enmod rewrite`` as docs/web.md asks).
 """
@@ -180,6 +183,9 @@ def stock_apache(sites: Sequence[str] = CUSTOMER_SITES) -> WebServer:
     return server
 
 
+VMAIL_UID = 5000  # the virtual mailboxes' owner, as operators name it ``vmail`` (no system user needed)
+
+
 @dataclass
 class StockMail:
     root: Path
@@ -187,7 +193,72 @@ class StockMail:
     postfix_dir: Path
     settings: dict[str, object]
     smtp_port: int = 0
+    imap_port: int = 0
+    pop3_port: int = 0
     postfix: Daemon | None = None
+    dovecot: Daemon | None = None
+
+    def serve_mailboxes(self, boxes: dict[str, str]) -> None:
+        """What an operator does to the stock dovecot to serve ``user@domain`` mailboxes (the connector's
+        mailboxes; the stock passdb is PAM, for system users): ``10-auth.conf`` switched from
+        ``auth-system.conf.ext`` to the ``auth-passwdfile.conf.ext`` it lists, and the users file (its path
+        below the root) with each mailbox's password, owner and maildir."""
+        conf_d = self.dovecot_dir / "conf.d"
+        _relocate(conf_d / "10-auth.conf", [("\n!include auth-system.conf.ext\n", "\n#!include auth-system.conf.ext\n"),
+                                            ("\n#!include auth-passwdfile.conf.ext\n",
+                                             "\n!include auth-passwdfile.conf.ext\n")])
+        users = self.dovecot_dir / "users"
+        _relocate(conf_d / "auth-passwdfile.conf.ext", [("/etc/dovecot/users", str(users))])
+        mail = self.root / "mail"
+        mail.mkdir(exist_ok=True)
+        os.chown(mail, VMAIL_UID, VMAIL_UID)
+        # dovecot looks a user up in a passwd-file with ' escaped as \' (docs/mail.md)
+        users.write_text("".join(f"{box.replace(chr(39), chr(92) + chr(39))}:{{PLAIN}}{pw}:{VMAIL_UID}:{VMAIL_UID}::"
+                                 f"{mail}/{box.partition('@')[2]}/{box.partition('@')[0]}::\n"
+                                 for box, pw in boxes.items()))
+        shutil.chown(users, "root", "dovecot")  # dovecot's auth process reads it as the dovecot user
+        users.chmod(0o640)
+
+    def start_dovecot(self) -> None:
+        """Run dovecot from the stock tree with ``local.conf`` (the stock ``dovecot.conf`` includes it last)
+        relocating what the package points outside it: runtime, state and log below the root, IMAP and POP3
+        on free loopback ports (no IMAPS/POP3S), plaintext logins allowed (the test's clients do not
+        STARTTLS) and no failure delay; mail in maildirs where the connector's ``maildir_template`` says.
+        Its reload and kick become the connector's commands."""
+        root, conf = self.root, self.dovecot_dir / "dovecot.conf"
+        self.imap_port, self.pop3_port = free_port(), free_port()
+        (root / "run").mkdir(exist_ok=True)
+        (self.dovecot_dir / "local.conf").write_text(f"""\
+base_dir = {root}/run/dovecot
+state_dir = {root}/dovecot-state
+instance_name = arrears-{root.name}
+log_path = {root}/dovecot.log
+listen = 127.0.0.1
+disable_plaintext_auth = no
+auth_failure_delay = 0
+mail_location = maildir:{root}/mail/%d/%n
+service imap-login {{
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+""")
+        self.settings.update(imap_ports=[self.imap_port], pop3_ports=[self.pop3_port], webmail_ports=[],
+                             dovecot_reload_command=f"doveadm -c {conf} reload",
+                             kick_command=f"doveadm -c {conf} kick")
+        self.dovecot = Daemon("dovecot", ["dovecot", "-F", "-c", str(conf)], log=root / "dovecot.out",
+                              ports=[self.imap_port, self.pop3_port]).start()
 
     def start_postfix(self) -> None:
         """Run postfix from the stock tree, relocated: its queue, data and log below the root, smtpd on a free
@@ -212,19 +283,36 @@ class StockMail:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.postfix.proc.wait(timeout=15)
             self.postfix.stop()
+        if self.dovecot is not None:
+            self.dovecot.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def stock_mail() -> StockMail:
     """dovecot's configuration as dovecot-core installs it (from /usr/share/dovecot) and postfix's main.cf and
-    master.cf as its postinst writes them, in a temporary root. Nothing runs until :meth:`StockMail.start_postfix`;
-    dovecot is not started (its stock passdb is PAM, for system users, not the connector's mailboxes)."""
+    master.cf as its postinst writes them, in a temporary root. Nothing runs until :meth:`StockMail.start_postfix`
+    and :meth:`StockMail.start_dovecot` (after :meth:`StockMail.serve_mailboxes`: the stock passdb is PAM, for
+    system users, not the connector's mailboxes)."""
     require_binary("doveconf", "postconf", "postfix", "postmap")
     root = Path(tempfile.mkdtemp(prefix="arrears-stock-mail-"))
     root.chmod(0o755)
     dovecot = root / "etc" / "dovecot"
     shutil.copytree("/usr/share/dovecot", dovecot, ignore=shutil.ignore_patterns("dh.pem", "*.sh", "*.cnf",
                                                                                   "stopwords", "protocols.d"))
+    # dovecot-core's postinst links the ssl-cert snakeoil pair as private/dovecot.{pem,key}; without one (no
+    # ssl-cert package) a self-signed pair stands in, since dovecot reads 10-ssl.conf's files when it starts
+    private = dovecot / "private"
+    private.mkdir(mode=0o700)
+    snakeoil = Path("/etc/ssl/certs/ssl-cert-snakeoil.pem"), Path("/etc/ssl/private/ssl-cert-snakeoil.key")
+    if all(p.exists() for p in snakeoil):
+        (private / "dovecot.pem").symlink_to(snakeoil[0])
+        (private / "dovecot.key").symlink_to(snakeoil[1])
+    else:
+        require_binary("openssl")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+                        "/CN=mail.test", "-keyout", str(private / "dovecot.key"), "-out", str(private / "dovecot.pem")],
+                       check=True, capture_output=True)
+    _relocate(dovecot / "conf.d" / "10-ssl.conf", [("/etc/dovecot/private/", f"{private}/")])
     postfix = root / "etc" / "postfix"
     postfix.mkdir(parents=True)
     main = Path("/usr/share/postfix/main.cf.debian").read_text()
@@ -240,7 +328,7 @@ def stock_mail() -> StockMail:
         "backend": "dovecot-postfix", "deny_dir": f"{arrears}/dovecot", "password_lock_file": f"{arrears}/dovecot/lock",
         "bounce_map": f"{arrears}/postfix/bounce", "norelay_map": f"{arrears}/postfix/norelay",
         "postmap_command": f"postmap -c {postfix}",
-        # the mail daemons are not started here: their reloads and kicks are no-ops
+        # until the daemons are started, their reloads and kicks are no-ops
         "postfix_reload_command": "true", "dovecot_reload_command": "true", "kick_command": "true",
         "dovecot_config_dir": str(dovecot), "postfix_config_dir": str(postfix), "state_dir": f"{root}/state",
         "mail_roots": [f"{root}/mail"], "maildir_template": f"{root}/mail/{{domain}}/{{local}}",
