@@ -3,7 +3,8 @@
 One module per concern: :mod:`~agent.cli.setup` (init, imports), :mod:`~agent.cli.money` (payments and
 the admin's overrides), :mod:`~agent.cli.reports` and :mod:`~agent.cli.account` / :mod:`~agent.cli.explain`
 (read commands), :mod:`~agent.cli.run` (plan, run), :mod:`~agent.cli.admin` (manual actions),
-:mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`.
+:mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`,
+:mod:`~agent.cli.agents`.
 
 A command's module is imported only when the command runs (or its own help is shown), so a command
 pays for the libraries it uses and no others; ``arrears --help`` lists them from :data:`COMMANDS`.
@@ -76,8 +77,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hosts": ("hosts", "hosts", "Inspect the hosts of the inventory."),
     "demo": ("demo", "demo", "Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors "
              "with --at."),
-    "daemon": ("daemon", "daemon", "Run a tick every INTERVAL seconds until SIGTERM; one daemon per database "
-               "(SQLite or PostgreSQL)."),
+    "daemon": ("daemon", "daemon", "Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite "
+               "database, any number per PostgreSQL database (one per --name; see `arrears agents` and "
+               "docs/scale.md)."),
+    "agents": ("agents", "agents", "The agents working on this database: their last heartbeat and tick, the jobs "
+               "they hold claimed and the hosts whose batch they run."),
 }
 
 # the subcommands of the groups accounts, ledger and invoices: group -> (module, attribute) of each

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from agent.cli.app import CliError, CliState, get_state, wall_clock
-from agent.cli.run import agent_lock, check_config, run_once
+from agent.cli.run import agent_lock, check_config, name_option, run_once
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
@@ -75,10 +75,12 @@ def _failed_notices(state: CliState) -> int:
 @click.option("--prune-every", type=click.FloatRange(0), default=24.0, show_default=True, metavar="HOURS",
               help="remove archives past their retention this often (0: never; see `arrears hosts prune`)")
 @click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
+@name_option
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
-           prune_every: float, max_ticks: int | None) -> None:
-    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
+           prune_every: float, max_ticks: int | None, name: str | None) -> None:
+    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database, any number per
+    PostgreSQL database (one per --name; see `arrears agents` and docs/scale.md).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once.
@@ -91,26 +93,26 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory = state.inventory
     fleet = InventoryFleet(inventory) if inventory is not None else None
-    metrics = Metrics()
     server = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with agent_lock(state, role=DAEMON) as lock:
+        with agent_lock(state, role=DAEMON, name=name) as agent:
+            metrics = Metrics(agent.name)
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
                 except (OSError, ValueError) as exc:
                     raise CliError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
-            log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
+            log.info("started", extra={"fields": {"agent": agent.name, "interval": interval,
+                                                  "database": state.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
 
             pruned_at: list[float] = []
 
             def tick(stop: threading.Event) -> Mapping[str, Any]:
-                if lock is not None:
-                    lock.verify()  # a lock lost with its database session is taken again, or no work is done
-                summary = run_once(state, wall_clock(), fleet=fleet, sole_worker=True, stop=stop)
+                agent.verify()  # a lock lost with its database session is taken again, or no work is done
+                summary = run_once(state, wall_clock(), fleet=fleet, stop=stop, agent=agent)
                 metrics.pending_jobs.set(_pending_jobs(state))
                 metrics.notices_failed.set(_failed_notices(state))
                 line = _count(metrics, summary)

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from agent.cli.app import CliError, CliState, InertTable, emit_json, inert
 from agent.cli.app import console as app_console
-from agent.cli.run import agent_lock, run_once
+from agent.cli.run import Working, agent_lock, run_once
 from agent.config import discover
 from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
 
@@ -70,7 +70,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
         import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy,
                         load_inventory_file(folder / "inventory.yaml"))
 
-    def run_day(day: int, now: datetime) -> dict[str, Any]:
+    def run_day(day: int, now: datetime, agent: Working) -> dict[str, Any]:
         lines = billing_day(day, cast)
         if lines:
             path = folder / "billing" / f"ledger-day{day:02d}.jsonl"
@@ -86,17 +86,18 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
                                             notice_template="admin_suspended")
                         else:
                             actions.resume(s, acc.id, state.policy, actor="admin", reason=reason, now=now)
-        return run_once(state, now, sole_worker=True)
+        return run_once(state, now, agent=agent)
 
     totals: Counter[str] = Counter()
     try:
         columns = (TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
                    TimeElapsedColumn())
-        with agent_lock(state), Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+        with agent_lock(state, role="demo") as agent, \
+                Progress(*columns, console=console, transient=True, disable=as_json) as bar:
             task = bar.add_task("days", total=days + 1)
             for day in range(days + 1):
                 now = DEMO_START + timedelta(days=day)
-                summary = run_day(day, now)
+                summary = run_day(day, now, agent)
                 bar.advance(task)
                 if as_json:
                     emit_json({"day": day, **summary}, indent=None)

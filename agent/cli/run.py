@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,15 @@ from agent.config import ConfigError
 if TYPE_CHECKING:
     import threading
 
+    from agent.agents import AgentRegistration
+    from agent.claims import Claims
     from agent.lock import AgentLock
     from agent.notices import Templates
     from connectors.fleet import Fleet, Job, JobResult, Progress
 
 __all__ = [
     "LazyFleet",
+    "Working",
     "agent_lock",
     "apply_at_once",
     "check_config",
@@ -98,11 +102,38 @@ class LazyFleet:
             self._fleet.close()
 
 
+@dataclass
+class Working:
+    """The agent this process is while it works: its instance lock, its row in ``agents`` (heartbeat,
+    lease; :mod:`agent.agents`) and how it claims work (:mod:`agent.claims`)."""
+
+    name: str
+    lock: AgentLock | None
+    registration: AgentRegistration | None
+    claims: Claims
+
+    def verify(self) -> None:
+        """Before a tick: the instance lock is still held (taken again after a lost database session)."""
+        if self.lock is not None:
+            self.lock.verify()
+
+    def ticked(self, summary: dict[str, Any]) -> None:
+        if self.registration is not None:
+            x = summary["executor"]
+            self.registration.ticked({"now": summary["now"], "accounts": summary["accounts"],
+                                      "measures": len(summary["measures"]), "taken": len(x["taken"]),
+                                      "claimed": x["claimed"], "done": x["done"], "reclaimed": x["reclaimed"],
+                                      "notices_sent": x["notices_sent"]})
+
+
 def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
-             sole_worker: bool = False, stop: threading.Event | None = None) -> dict[str, Any]:
+             sole_worker: bool = False, stop: threading.Event | None = None,
+             agent: Working | None = None) -> dict[str, Any]:
     """One tick and one executor pass at ``now`` (also used by the daemon and the demo).
 
-    ``sole_worker``: the caller holds the database's instance lock (see :mod:`agent.lock`).
+    ``agent``: the agent this process is (:func:`agent_lock`); its claims are made under its name and
+    its tick is recorded. Without one, ``sole_worker``: the caller holds the database's instance lock
+    (see :mod:`agent.lock`).
     ``stop``: once set, the executor finishes the batches in flight and claims nothing new.
     """
     from agent.executor import TemplateComposer, execute
@@ -138,11 +169,14 @@ def run_once(state: CliState, now: datetime, *, fleet: Fleet | None = None,
         with state.store.sessions() as s:
             t = tick(s, policy, now, settings)
             x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
-                        sole_worker=sole_worker, stop=stop)
+                        sole_worker=sole_worker, stop=stop, claims=agent.claims if agent is not None else None)
     finally:
         if own_fleet:
             active_fleet.close()
-    return {**t.as_dict(), "executor": x.as_dict()}
+    summary = {**t.as_dict(), "executor": x.as_dict()}
+    if agent is not None:
+        agent.ticked(summary)
+    return summary
 
 
 def checked_templates(state: CliState) -> Templates | None:
@@ -170,22 +204,32 @@ def check_config(state: CliState) -> None:
 
 
 @contextmanager
-def agent_lock(state: CliState, role: str = "run") -> Iterator[AgentLock | None]:
-    """Hold the database's instance lock for a run: one agent at a time works on it (see :mod:`agent.lock`).
-    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1. Yields the lock
-    (None for an in-memory database), which a daemon verifies before each tick."""
+def agent_lock(state: CliState, role: str = "run", name: str | None = None) -> Iterator[Working]:
+    """Be an agent of the database while inside: hold its instance lock (SQLite: the one agent; PostgreSQL:
+    the agent's name, see :mod:`agent.lock`), heartbeat in ``agents`` and claim work under the name.
+    ``role`` ``daemon`` marks a holder that ``payment --now`` may wake with SIGUSR1."""
+    from agent.agents import AgentRegistration, agent_name
+    from agent.claims import Claims
     from agent.lock import AlreadyRunning, instance_lock
 
-    lock = instance_lock(state.config.db_url, role)
-    if lock is None:
-        yield None
+    try:
+        me = agent_name(role, name)
+    except ValueError as exc:
+        raise CliError(f"--name: {exc}") from None
+    lock = instance_lock(state.config.db_url, role, me)
+    if lock is None:  # an in-memory database: this process is all there is
+        yield Working(me, None, None, Claims(me, state.settings, sole=True))
         return
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     try:
-        yield lock
+        registration = AgentRegistration(state.store, me, role, state.settings.lease_seconds).start()
+        try:
+            yield Working(me, lock, registration, Claims(me, state.settings, sole=lock.sole, registered=True))
+        finally:
+            registration.stop()
     finally:
         lock.release()
 
@@ -202,24 +246,30 @@ def apply_at_once(state: CliState, now: datetime) -> dict[str, Any]:
                                                 "it takes effect on the next run"}
     if pid is not None:
         return {"daemon": pid, "message": f"the daemon (pid {pid}) runs a tick now"}
-    with agent_lock(state):
-        result = run_once(state, now, sole_worker=True)
+    with agent_lock(state) as agent:
+        result = run_once(state, now, agent=agent)
     taken = result["executor"]["taken"]
     return {"run": result, "message": f"applied now: {len(taken)} measures taken"
             + "".join(f"; {t['account']} {t['stage']}" for t in taken)}
 
 
 
+name_option = click.option("--name", default=None, metavar="NAME",
+                           help="this agent's name (default: ARREARS_AGENT, else one made of the machine's "
+                                "name; see `arrears agents`)")
+
+
 @click.command("run")
 @at_option
 @json_option
+@name_option
 @click.pass_context
-def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
+def run_command(ctx: click.Context, at: datetime | None, as_json: bool, name: str | None) -> None:
     """Evaluate the due accounts, queue their measures and apply them (hosts, notices)."""
     state = get_state(ctx)
     now = set_now(state, at)
-    with agent_lock(state):
-        result = run_once(state, now, sole_worker=True)
+    with agent_lock(state, name=name) as agent:
+        result = run_once(state, now, agent=agent)
     if as_json:
         emit_json(result)
         return
