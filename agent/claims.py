@@ -5,7 +5,8 @@ Any number of agents drain one outbox. Each claim runs in one short transaction:
 1. The hosts with due host jobs get a row in ``host_leases`` (if they have none yet; committed apart).
 2. The agent takes its share of the hosts that are free (no holder, or one whose lease ended, or itself):
    ``SELECT ... FOR UPDATE SKIP LOCKED`` on those rows, so two agents claiming at the same moment take
-   different hosts, and at most ``ceil(hosts / live agents)`` of them, so every agent gets some. A host
+   different hosts, and at most ``ceil(free hosts / live agents running no batch)`` of them, so every
+   agent gets some. A host
    is so worked on by one agent at a time: one batch per host across all agents, in the order of its
    jobs. The leases are given back after the batch.
 3. The due host jobs of those hosts, and up to :data:`CLAIM_LIMIT` other due jobs (notices, events),
@@ -101,10 +102,15 @@ class Claims:
                             .values(seen_at=clock, lease_until=clock + timedelta(seconds=self.settings.lease_seconds)))
         leased: list[str] = []
         if hosts:
-            live = int(session.scalar(select(func.count()).select_from(live_agents(clock).subquery())) or 0)
-            share = math.ceil(len(hosts) / max(1, live if self.registered else live + 1))
             free = or_(m.HostLease.agent == "", m.HostLease.agent == self.worker,
                        m.HostLease.agent.not_in(live_agents(clock)))
+            # the free hosts are shared among the live agents that run no batch now (this one included)
+            busy = select(m.HostLease.agent).where(m.HostLease.agent != "", m.HostLease.agent != self.worker)
+            idle = int(session.scalar(select(func.count()).select_from(
+                live_agents(clock).where(m.AgentRow.name.not_in(busy)).subquery())) or 0)
+            open_hosts = sum(int(session.scalar(select(func.count()).select_from(m.HostLease).where(
+                m.HostLease.host.in_(hosts[i:i + _IDS]), free)) or 0) for i in range(0, len(hosts), _IDS))
+            share = math.ceil(open_hosts / max(1, idle if self.registered else idle + 1))
             for i in range(0, len(hosts), _IDS):
                 if len(leased) >= share:
                     break

@@ -30,7 +30,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +41,8 @@ from _many import ROOT, build, cli, day, sql, start_agent
 
 sys.path.insert(0, str(ROOT))
 
-from tests.servers.postgres import PgCluster  # noqa: E402
-from tests.servers.smtp import SmtpServer  # noqa: E402
+from tests.servers.postgres import PgCluster
+from tests.servers.smtp import SmtpServer
 
 DAYS = (0, 5, 8, 9)
 
@@ -201,8 +200,9 @@ def main() -> int:
             totals.update(kills=o.kills, duplicates=o.duplicates, beyond=o.beyond_window, missing=o.missing,
                           wrong=len(o.measures_wrong), reconcile=o.reconcile_differences + o.reconcile_errors,
                           claimed=o.left_claimed, errors=len(o.agent_errors))
-            print(f"{t:5d}  {seed:5d}  {o.kills:5d}  {o.restarts_refused:7d}  {o.sweeps:6d}  {len(o.measures_wrong):11d}"
-                  f"  {o.duplicates:3d}  {o.beyond_window:13d}  {o.missing:7d}  {o.reconcile_differences:9d}  "
+            print(f"{t:5d}  {seed:5d}  {o.kills:5d}  {o.restarts_refused:7d}  {o.sweeps:6d}  "
+                  f"{len(o.measures_wrong):11d}  {o.duplicates:3d}  {o.beyond_window:13d}  {o.missing:7d}  "
+                  f"{o.reconcile_differences:9d}  "
                   f"{o.left_claimed:19d}  {len(o.agent_errors):6d}  {o.seconds:7.1f}", flush=True)
             for line in (o.measures_wrong[:5] + o.agent_errors[:5]):
                 print(f"       {line}")
