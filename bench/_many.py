@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,9 +118,21 @@ def cli(cfg: Path, db: str, *args: str, check: bool = True) -> subprocess.Comple
 
 
 def start_agent(cfg: Path, db: str, name: str, at: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(cfg), "--db", db, "run",
-                             "--at", at, "--name", name, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    """``arrears run --at AT --name NAME`` in the background; what it prints to stderr is in ``p.stderr``
+    (a file, read it after the exit), stdout is dropped."""
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process; closed with it)
+    p = subprocess.Popen([sys.executable, "-m", "agent.cli", "--config", str(cfg), "--db", db, "run",
+                          "--at", at, "--name", name],
+                         stdout=subprocess.DEVNULL, stderr=err, text=True, env=env(), cwd=ROOT)
+    p.stderr = err  # a file, never a pipe: an agent never blocks on what it prints
+    return p
+
+
+def stderr_of(p: subprocess.Popen[str]) -> str:
+    """What the finished agent ``p`` printed to stderr."""
+    assert p.stderr is not None
+    p.stderr.seek(0)
+    return p.stderr.read()
 
 
 def sql(db: str, statement: str) -> list[tuple[Any, ...]]:

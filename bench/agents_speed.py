@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _many import ROOT, build, cli, day, sql, start_agent
+from _many import ROOT, build, cli, day, sql, start_agent, stderr_of
 
 sys.path.insert(0, str(ROOT))
 
@@ -46,9 +46,8 @@ def timed(cfg: Path, db: str, agents: int, at: str) -> float:
     started = time.monotonic()
     procs = [start_agent(cfg, db, f"agent-{i}", at) for i in range(agents)]
     for p in procs:
-        _, err = p.communicate(timeout=900)
-        if p.returncode != 0:
-            raise RuntimeError(f"agent exit {p.returncode}: {err[-500:]}")
+        if p.wait(timeout=900) != 0:
+            raise RuntimeError(f"agent exit {p.returncode}: {stderr_of(p)[-500:]}")
     return time.monotonic() - started
 
 

@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _many import ROOT, build, cli, day, sql, start_agent
+from _many import ROOT, build, cli, day, sql, start_agent, stderr_of
 
 sys.path.insert(0, str(ROOT))
 
@@ -96,7 +96,7 @@ def run_tick(cfg: Path, db: str, at: str, rng: random.Random, agents: int, kills
             code = p.poll()
             if code is None:
                 continue
-            err = p.stderr.read() if p.stderr else ""
+            err = stderr_of(p)
             procs.pop(name)
             if code == 2 and "already working on this database" in err:
                 # its predecessor of that name is not gone yet (its session still closing): start again
