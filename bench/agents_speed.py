@@ -4,10 +4,9 @@ PostgreSQL database (a throwaway cluster: tests/servers/postgres.py).
 The hosts are nginx hosts on this machine (``transport: local``), ACCOUNTS_PER_HOST sites each; every
 account is due for suspension, so the tick runs one batch per host. The latency is the host's own
 reload command (``sleep LATENCY``), which runs once per batch that changed a site, as nginx's reload
-would. Each agent runs at most PARALLEL host batches at once (``defaults.parallel``). The time is the
-wall time from starting the agents (``arrears run`` processes) to the last one's exit; ``startup`` is
-one agent's time for a tick with nothing to do (process start, imports, the database), paid by every
-configuration once.
+would. Each agent runs at most PARALLEL host batches at once (``defaults.parallel``). The agents
+(bench/_agent.py) start and register first; the time is the wall time from starting their tick at once
+to the last one's end (one tick and one executor pass each, as ``arrears run``).
 
     python bench/agents_speed.py                       # 64 hosts, 100 ms, agents 1 2 4, parallel 4
     python bench/agents_speed.py --agents 1 2 --parallel 8
@@ -18,12 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _many import ROOT, build, cli, day, sql, start_agent, stderr_of
+from _many import ROOT, build, cli, day, env, sql
 
 sys.path.insert(0, str(ROOT))
 
@@ -42,13 +42,25 @@ def prepare(cluster: PgCluster, work: Path, args: argparse.Namespace) -> tuple[P
     return cfg, db
 
 
-def timed(cfg: Path, db: str, agents: int, at: str) -> float:
-    started = time.monotonic()
-    procs = [start_agent(cfg, db, f"agent-{i}", at) for i in range(agents)]
+def timed(cfg: Path, db: str, agents: int, at: str, go: Path) -> tuple[float, list[float]]:
+    """Start ``agents`` agents, let them all register, then start their tick at once: the wall time
+    until the last one finished, and each one's own tick time."""
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "_agent.py"), str(cfg), db, f"agent-{i}", at,
+                               str(go)], stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+             for i in range(agents)]
     for p in procs:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"agent did not start: exit {p.wait()}")
+    started = time.monotonic()
+    go.touch()
+    own = []
+    for p in procs:
+        assert p.stdout is not None
+        own.append(float(p.stdout.readline() or "nan"))
         if p.wait(timeout=900) != 0:
-            raise RuntimeError(f"agent exit {p.returncode}: {stderr_of(p)[-500:]}")
-    return time.monotonic() - started
+            raise RuntimeError(f"agent exit {p.returncode}")
+    return time.monotonic() - started, own
 
 
 def main() -> int:
@@ -66,13 +78,10 @@ def main() -> int:
           "per agent")
     times: dict[int, float] = {}
     try:
-        idle_cfg, idle_db = prepare(cluster, root / "idle", argparse.Namespace(**{**vars(args), "hosts": 1}))
-        startup = timed(idle_cfg, idle_db, 1, day(5, 11))
-        print(f"startup (one agent, nothing to do): {startup:.2f} s")
-        print("agents  tick s  speed-up  speed-up past startup  hosts per agent")
+        print("agents  tick s  speed-up  each agent's tick s  hosts per agent")
         for n in args.agents:
             cfg, db = prepare(cluster, root / f"n{n}", args)
-            t = timed(cfg, db, n, day(8))
+            t, own = timed(cfg, db, n, day(8), root / f"go-{n}")
             suspended = int(sql(db, "SELECT count(*) FROM accounts WHERE state = 'suspended'")[0][0])
             if suspended != args.hosts * args.per_host:
                 raise RuntimeError(f"{suspended} accounts suspended, want {args.hosts * args.per_host}")
@@ -80,8 +89,8 @@ def main() -> int:
                 db, "SELECT claimed_by, count(DISTINCT host) FROM jobs WHERE kind = 'host' GROUP BY claimed_by"))
             times[n] = t
             base = times.get(args.agents[0], t)
-            print(f"{n:6d}  {t:6.2f}  {base / t:7.2f}x  {max(base - startup, 1e-9) / max(t - startup, 1e-9):20.2f}x  "
-                  f"{per_agent}", flush=True)
+            print(f"{n:6d}  {t:6.2f}  {base / t:7.2f}x  {' '.join(f'{x:.2f}' for x in own):>19}  {per_agent}",
+                  flush=True)
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
