@@ -27,7 +27,7 @@ def day(n: float, hour: int = 10) -> str:
     return (START.replace(hour=hour) + timedelta(days=n)).isoformat()
 
 
-def policy(*, lease_seconds: int, smtp_port: int | None) -> dict[str, Any]:
+def policy(*, lease_seconds: int, smtp_port: int | None, tick_chunk: int = 500) -> dict[str, Any]:
     """Notice at once, a warning after 5 days, suspension 3 days later; payment resumes."""
     notices: dict[str, Any] = {"from_addr": "billing@example.net", "company": "Example Hosting",
                                "payment_url": "https://billing.example.net/pay/{account_id}"}
@@ -49,7 +49,7 @@ def policy(*, lease_seconds: int, smtp_port: int | None) -> dict[str, Any]:
             "resume_on_payment": True, "pay_with_negative": False,
         },
         "notices": notices,
-        "agent": {"lease_seconds": lease_seconds, "backoff_seconds": 1},
+        "agent": {"lease_seconds": lease_seconds, "backoff_seconds": 1, "tick_chunk": tick_chunk},
     }
 
 
@@ -71,13 +71,14 @@ def inventory(folder: Path, hosts: Sequence[str], *, parallel: int, reload: Sequ
 
 
 def build(folder: Path, *, hosts: int, accounts: int, parallel: int, reload: Sequence[str], lease_seconds: int,
-          smtp_port: int | None, payers: int = 0) -> tuple[Path, list[str]]:
+          smtp_port: int | None, payers: int = 0, tick_chunk: int = 500) -> tuple[Path, list[str]]:
     """Write the configuration, the hosts' files, accounts.jsonl and ledger.jsonl under ``folder``; returns
     the configuration folder and the account ids. ``payers``: the first accounts pay back on day 9."""
     names = [f"web-{i:02d}" for i in range(hosts)]
     cfg = folder / "cfg"
     cfg.mkdir(parents=True)
-    (cfg / "policy.yaml").write_text(yaml.safe_dump(policy(lease_seconds=lease_seconds, smtp_port=smtp_port)))
+    (cfg / "policy.yaml").write_text(yaml.safe_dump(policy(lease_seconds=lease_seconds, smtp_port=smtp_port,
+                                                                      tick_chunk=tick_chunk)))
     (cfg / "inventory.yaml").write_text(yaml.safe_dump(inventory(folder, names, parallel=parallel, reload=reload)))
     ids: list[str] = []
     lines, ledger = [], []

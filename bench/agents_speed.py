@@ -4,7 +4,9 @@ PostgreSQL database (a throwaway cluster: tests/servers/postgres.py).
 The hosts are nginx hosts on this machine (``transport: local``), ACCOUNTS_PER_HOST sites each; every
 account is due for suspension, so the tick runs one batch per host. The latency is the host's own
 reload command (``sleep LATENCY``), which runs once per batch that changed a site, as nginx's reload
-would. Each agent runs at most PARALLEL host batches at once (``defaults.parallel``). The agents
+would. Each agent runs at most PARALLEL host batches at once (``defaults.parallel``). The agents' ticks
+take the due accounts in chunks of TICK_CHUNK (``agent.tick_chunk``), so each one records some and
+starts on their hosts while the others record more. The agents
 (bench/_agent.py) start and register first; the time is the wall time from starting their tick at once
 to the last one's end (one tick and one executor pass each, as ``arrears run``).
 
@@ -32,7 +34,8 @@ from tests.servers.postgres import PgCluster
 
 def prepare(cluster: PgCluster, work: Path, args: argparse.Namespace) -> tuple[Path, str]:
     cfg, _ = build(work, hosts=args.hosts, accounts=args.hosts * args.per_host, parallel=args.parallel,
-                   reload=["sleep", str(args.latency)], lease_seconds=60, smtp_port=None)
+                   reload=["sleep", str(args.latency)], lease_seconds=60, smtp_port=None,
+                   tick_chunk=args.tick_chunk)
     db = cluster.url(cluster.create_database())
     cli(cfg, db, "accounts", "import", str(work / "accounts.jsonl"))
     cli(cfg, db, "ledger", "import", str(work / "ledger.jsonl"))
@@ -70,6 +73,8 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--agents", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tick-chunk", type=int, default=16,
+                        help="agent.tick_chunk: the due accounts the agents' ticks take in turn")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="arrears-speed-"))
     cluster = PgCluster(root).start()
