@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from sqlalchemy import or_, select, tuple_, union, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
-from agent.store.bulk import table_of, write_rows
+from agent.store.bulk import insert_ignore, table_of, write_rows
 from agent.store.placements import PlacementsRefused, Wanted, sync_placements
 from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
@@ -139,9 +140,10 @@ class _Row:
             if required:
                 raise self.fail(name, "is required")
             return None
-        value = _as_text(value)
-        if not isinstance(value, str):
-            raise self.fail(name, f"must be text, got {_kind(value)}")
+        if type(value) is not str:
+            value = _as_text(value)
+            if not isinstance(value, str):
+                raise self.fail(name, f"must be text, got {_kind(value)}")
         if not value or len(value) > max_len or "\x00" in value or "\r" in value or "\n" in value:
             raise self.fail(name, f"must be 1 to {max_len} characters on one line")
         if pattern is not None and not pattern.match(value):
@@ -238,12 +240,15 @@ def _json_depth_ok(value: object) -> bool:
     return False
 
 
+_DECODER = json.JSONDecoder(parse_float=lambda t: Decimal(_json_number(t)), parse_int=lambda t: int(_json_number(t)),
+                            parse_constant=_json_constant)
+
+
 def parse_json(text: str) -> Any:
     """One JSON value, numbers as Decimal/int (never float); ValueError (with what to do) for malformed
     JSON, NaN/Infinity, numbers over 100 digits and nesting deeper than :data:`MAX_JSON_DEPTH`."""
     try:
-        value = json.loads(text, parse_float=lambda t: Decimal(_json_number(t)),
-                           parse_int=lambda t: int(_json_number(t)), parse_constant=_json_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
     except _BadJSON as exc:
@@ -251,7 +256,8 @@ def parse_json(text: str) -> Any:
     except RecursionError:
         value = None
     else:
-        if _json_depth_ok(value):
+        # nesting is never deeper than the brackets opened: most lines need no walk
+        if text.count("{") + text.count("[") <= MAX_JSON_DEPTH or _json_depth_ok(value):
             return value
     raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
 
@@ -328,8 +334,14 @@ def _chunks(records: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[list[tupl
         yield chunk
 
 
-def _check_fields(row: _Row, known: Iterable[str]) -> None:
-    known = tuple(known)
+@lru_cache(maxsize=8)
+def _field_set(known: Sequence[str]) -> frozenset[str]:
+    return frozenset(known)
+
+
+def _check_fields(row: _Row, known: Sequence[str]) -> None:
+    if row.data.keys() <= _field_set(known):
+        return
     for key in row.data:
         if key not in known:
             raise row.fail(str(key), f"unknown field; known fields: {', '.join(known)}")
@@ -566,11 +578,12 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
         write_rows(session, table, new)
         write_rows(session, table, changed, key=("id",),
                    update=(*_ACCOUNT_COLUMNS, "next_check_at", "changed_at", "updated_at"))
+        # a new account without placements has nothing to sync (it holds nothing, and gives up nothing)
+        placed = [p for p in parsed if p[2] or p[1]["id"] in stored]
         try:
-            sync_placements(session, [(rec["id"], list(pls))
-                                      for _row, rec, pls in parsed])
+            sync_placements(session, [(rec["id"], list(pls)) for _row, rec, pls in placed])
         except PlacementsRefused as exc:
-            row, rec, pls = parsed[exc.position]
+            row, rec, pls = placed[exc.position]
             raise _refusal(row, pls[exc.wanted], rec["id"], exc) from None
     return summary
 
@@ -637,10 +650,10 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
             ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
             rows.setdefault((aid, ref), {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method,
                                          "ref": ref, "imported_at": now})
-        written = write_rows(session, table, list(rows.values()), key=("account", "ref"), returning=("account",))
+        written = insert_ignore(session, table, list(rows.values()), key=("account", "ref"))
         summary.created += len(written)
         summary.skipped += len(chunk) - len(written)
-        summary.accounts.update(aid for (aid,) in written)
+        summary.accounts.update(aid for aid, _ref in written)
     _mark_due(session, summary.accounts, now)
     return summary
 

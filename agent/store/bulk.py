@@ -5,11 +5,13 @@ before reading what a write depends on. Which dialect's ``insert`` construct is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table
+from sqlalchemy import DateTime, Row, Table
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 from agent.store.db import StoreError
 
@@ -53,14 +55,75 @@ def write_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
     if returning:
         stmt = stmt.returning(*(table.c[c] for c in returning), sort_by_parameter_order=ordered)
         return list(session.execute(stmt, list(rows)))
-    session.execute(stmt, list(rows))
+    if _executemany(session, stmt, rows) is None:
+        session.execute(stmt, list(rows))
     return []
 
 
+def _executemany(session: Session, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int | None:
+    """On SQLite, ``stmt`` compiled once and run with the driver's ``executemany`` over ``rows``, each value
+    converted by its column type's own bind processor (the one SQLAlchemy would apply; a timestamp column's
+    repeated values, such as the command's clock, are converted once); the number of rows it inserted or
+    updated. None, and nothing done, when the statement needs more than the rows give (a column default
+    computed in Python), or off SQLite: the caller then lets SQLAlchemy run it (its "insertmanyvalues"
+    batches are what PostgreSQL wants)."""
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        return None
+    columns = list(rows[0])
+    compiled = stmt.compile(dialect=dialect, column_keys=columns)
+    names = compiled.positiontup
+    if names is None or not set(names) <= set(columns):
+        return None
+    convert = [_converter(compiled.binds[n].type, dialect) for n in names]
+    params = [tuple([c(r[n]) if c is not None else r[n] for n, c in zip(names, convert, strict=True)])
+              for r in rows]
+    return int(conn.exec_driver_sql(compiled.string, params).rowcount)
+
+
+def _converter(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return None
+    base = type_.impl_instance if isinstance(type_, TypeDecorator) else type_
+    if not isinstance(base, DateTime):
+        return cast(Callable[[Any], Any], process)
+    done: dict[datetime, Any] = {}  # equal aware instants convert to the same stored value
+
+    def once(value: Any) -> Any:
+        if type(value) is not datetime:
+            return process(value)
+        try:
+            return done[value]
+        except KeyError:
+            out = done[value] = process(value)
+            return out
+
+    return once
+
+
 def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *,
-                  key: Sequence[str]) -> list[Row[Any]]:
+                  key: Sequence[str]) -> Sequence[tuple[Any, ...]]:
     """Insert ``rows`` into ``table``, skipping each row whose unique ``key`` columns exist already (in
-    the table, or earlier in ``rows``); returns the ``key`` columns of the rows inserted."""
+    the table, or earlier in ``rows``); returns the ``key`` columns of the rows inserted.
+
+    On SQLite the rows go in with one ``executemany`` inside a savepoint first: when every row was
+    inserted (an import's first run, new jobs) that is the answer; when some were skipped, the savepoint is
+    rolled back and the rows are inserted again with ``RETURNING`` to learn which."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "sqlite":
+        begin_write(session)  # the driver does not begin a transaction for a savepoint: its release would commit
+        conn = session.connection()
+        conn.exec_driver_sql("SAVEPOINT arrears_insert_ignore")  # one name: one cached statement per chunk
+        stmt = _insert(session, table).on_conflict_do_nothing(index_elements=list(key))
+        written = _executemany(session, stmt, rows)
+        if written != len(rows):
+            conn.exec_driver_sql("ROLLBACK TO arrears_insert_ignore")
+        conn.exec_driver_sql("RELEASE arrears_insert_ignore")
+        if written == len(rows):
+            return [tuple(r[c] for c in key) for r in rows]
     return write_rows(session, table, rows, key=key, returning=key)
 
 
