@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, tuple_, union, update
+from sqlalchemy import bindparam, or_, select, tuple_, union, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -347,13 +347,19 @@ def _check_fields(row: _Row, known: Sequence[str]) -> None:
             raise row.fail(str(key), f"unknown field; known fields: {', '.join(known)}")
 
 
+# built once: a statement built per chunk leaves reference cycles behind (its bound values), which only a
+# full garbage collection frees
+_ACCOUNTS = table_of(m.Account)
+_CURRENCIES = select(_ACCOUNTS.c.id, _ACCOUNTS.c.currency).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+_STORED_ACCOUNTS = select(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
     """The currency of every stored account the ``account`` fields of ``records`` (a chunk) name."""
     wanted = sorted({d["account"] for _, d in records if isinstance(d.get("account"), str)})
     if not wanted:
         return {}
-    return {aid: cur for aid, cur in session.execute(select(m.Account.id, m.Account.currency)
-                                                     .where(m.Account.id.in_(wanted)))}
+    return {aid: cur for aid, cur in session.connection().execute(_CURRENCIES, {"ids": wanted})}
 
 
 def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]:
@@ -526,7 +532,7 @@ def import_accounts(session: Session, path: Path, now: datetime, policy: PolicyS
     session.flush()
     for chunk in _chunks(read_records(path)):
         ids = sorted({aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)})
-        stored = {r.id: r for r in session.execute(select(table).where(table.c.id.in_(ids)))} if ids else {}
+        stored = {r.id: r for r in session.connection().execute(_STORED_ACCOUNTS, {"ids": ids})} if ids else {}
         money = _with_money(session, [aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)
                                       and aid in stored and d.get("currency") is not None
                                       and d["currency"] != stored[aid].currency])
