@@ -384,18 +384,30 @@ def _after(previous: datetime | None, now: datetime) -> datetime:
     return previous + timedelta(microseconds=1)
 
 
+_CHANGED_SINCE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)),
+                                               _ACCOUNTS.c.changed_at >= bindparam("now"))
+_MARK_DUE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+             .where(or_(_ACCOUNTS.c.changed_at.is_(None), _ACCOUNTS.c.changed_at < bindparam("now")))
+             .values(next_check_at=bindparam("asap"), changed_at=bindparam("now")))
+
+
 def _mark_due(session: Session, ids: Iterable[str], now: datetime) -> None:
     wanted = sorted(set(ids))
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
+    conn = session.connection()
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, m.Account)]
+    for i in range(0, len(wanted), 2000):
+        chunk = wanted[i:i + 2000]
         # the rare account changed at or after ``now`` already (a second import at the same clock, a replay
-        # going back): one step past its stamp; then every other one at ``now``
-        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(chunk), m.Account.changed_at >= now)):
+        # going back): one step past its stamp; then every other one at ``now``, with one statement
+        later = list(conn.execute(_CHANGED_SINCE, {"ids": chunk, "now": now}).scalars())
+        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(later))) if later else ():
             touch(acc, now)
         session.flush()
-        session.execute(update(m.Account).where(m.Account.id.in_(chunk))
-                        .where(or_(m.Account.changed_at.is_(None), m.Account.changed_at < now))
-                        .values(next_check_at=ASAP, changed_at=now))
+        conn.execute(_MARK_DUE, {"ids": chunk, "now": now, "asap": ASAP})
+    marked = set(wanted)
+    for acc in loaded:  # accounts this session holds see the new values when next read
+        if acc.id in marked:
+            session.expire(acc, ["next_check_at", "changed_at"])
 
 
 # --- accounts ------------------------------------------------------------------------------------
