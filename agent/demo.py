@@ -16,12 +16,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-__all__ = ["DEMO_START", "DemoAccount", "DemoError", "account_line", "billing_day", "build_demo", "demo_accounts",
-           "demo_inventory", "demo_policy", "host_dirs", "lay_out_host_files"]
+if TYPE_CHECKING:
+    from agent.service import Arrears
+
+__all__ = [
+    "DEMO_START",
+    "DemoAccount",
+    "DemoError",
+    "account_line",
+    "billing_day",
+    "build_demo",
+    "demo_accounts",
+    "demo_inventory",
+    "demo_policy",
+    "final_states",
+    "host_dirs",
+    "import_cast",
+    "lay_out_host_files",
+    "replay_day",
+]
 
 DEMO_START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # 07:00 in Amsterdam; the clocks change on day 27
 MARKER = ".arrears-demo"
@@ -208,3 +225,45 @@ def build_demo(folder: Path, *, replace: bool = False) -> list[DemoAccount]:
     billing.mkdir()
     (billing / "accounts.jsonl").write_text("".join(json.dumps(account_line(folder, a)) + "\n" for a in cast))
     return cast
+
+
+# --- the replay -----------------------------------------------------------------------------------
+
+
+def import_cast(svc: Arrears, folder: Path) -> None:
+    """Billing's accounts of the demo, as of :data:`DEMO_START`."""
+    from agent.imports import import_accounts
+    from connectors.inventory import load_inventory_file
+
+    with svc.store.session() as s:
+        import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, svc.policy,
+                        load_inventory_file(folder / "inventory.yaml"))
+
+
+def replay_day(svc: Arrears, folder: Path, cast: list[DemoAccount], day: int, now: datetime) -> dict[str, Any]:
+    """Day ``day`` of the demo at ``now``: billing's lines of the day, the admins' actions, then one run
+    (the caller holds the instance lock). Returns the run's summary (as ``arrears run --json``)."""
+    from agent import actions
+    from agent.imports import import_ledger
+
+    lines = billing_day(day, cast)
+    if lines:
+        path = folder / "billing" / f"ledger-day{day:02d}.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        with svc.store.session() as s:
+            import_ledger(s, path, now)
+    for acc in cast:
+        for when, what, reason in acc.admin:
+            if when == day:
+                with svc.store.session() as s:
+                    if what == "suspend":
+                        actions.suspend(s, acc.id, actor="admin", reason=reason, now=now,
+                                        notice_template="admin_suspended")
+                    else:
+                        actions.resume(s, acc.id, svc.policy, actor="admin", reason=reason, now=now)
+    return svc.run(now=now, locked=True).to_json()
+
+
+def final_states(svc: Arrears) -> dict[str, str]:
+    """Each account's recorded state after the replay."""
+    return {a.id: a.state for a in svc.accounts()}

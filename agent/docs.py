@@ -154,6 +154,12 @@ FIELDS: dict[str, str] = {
     "_RawHost.known_hosts": "known_hosts file (default: `defaults.known_hosts`); relative to the inventory's "
                             "folder",
     "_RawHost.sudo": "default: `defaults.sudo`",
+    "_RawHost.jump": "the inventory host this one is reached through (a bastion; its host key is verified too)",
+    "_RawHost.ssh_config": "an OpenSSH ssh_config whose Host aliases `address` may name (default: "
+                           "`defaults.ssh_config`); relative to the inventory's folder",
+    "_RawHost.allow_agent": "also offer the keys of ssh-agent (default: `defaults.allow_agent`)",
+    "_RawHost.key_passphrase_env": "environment variable holding the key's passphrase (default: "
+                                   "`defaults.key_passphrase_env`)",
     "_RawHost.services": "`{web|mail|login|home: {backend: NAME, settings...}}`: the backends' settings below",
     # web
     "WebSettings.hook_dir": "folder of the per-site include files (snippets) the vhosts include",
@@ -601,8 +607,9 @@ _BACKEND_NOTES = {
 _INVENTORY = """\
 ## inventory.yaml
 
-The hosts arrears acts on. Unknown keys are refused with the line. Relative `key` and `known_hosts`
-paths resolve against the folder of the inventory file (not the current folder); `~` is expanded.
+The hosts arrears acts on. Unknown keys are refused with the line. Relative `key`, `known_hosts` and
+`ssh_config` paths resolve against the folder of the inventory file (not the current folder); `~` is
+expanded.
 
 {top}
 

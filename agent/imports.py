@@ -51,10 +51,12 @@ __all__ = [
     "LEDGER_KINDS",
     "ImportFileError",
     "ImportSummary",
+    "Records",
     "check_instant",
     "import_accounts",
     "import_invoices",
     "import_ledger",
+    "ledger_entry",
     "parse_amount",
     "parse_instant",
     "parse_json",
@@ -262,13 +264,41 @@ def parse_json(text: str) -> Any:
     raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+class Records:
+    """Records that are not read from a file: already parsed (``records``, numbered from 1 as lines are)
+    or JSON lines in a text stream that can be read again (``stream``). ``name`` stands for the file's
+    path in errors (``name:line: field: ...``). Every import takes one where it takes a path."""
+
+    def __init__(self, name: str, records: Sequence[Mapping[str, Any]] | None = None, *,
+                 stream: IO[str] | None = None) -> None:
+        self.name = name
+        self.records = records
+        self.stream = stream
+
+    def __str__(self) -> str:
+        return self.name
+
+    def read(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        if self.stream is not None:
+            self.stream.seek(0)
+            yield from _json_records(self.name, self.stream)
+            return
+        for n, record in enumerate(self.records or (), 1):
+            if not isinstance(record, Mapping):
+                raise ImportFileError(self.name, n, "line", f"must be a JSON object, got {_kind(record)}")
+            yield n, dict(record)
+
+
+def read_records(path: Path | Records) -> Iterator[tuple[int, dict[str, Any]]]:
     """The records of a JSON lines or CSV file (by the ``.csv`` suffix), each with its line number, read
-    as a stream (one line at a time).
+    as a stream (one line at a time); or those of :class:`Records`.
 
     JSON numbers are read as Decimal or int (never float). In CSV, empty cells are absent and the
     ``resources`` and ``policy`` columns hold JSON. A cell may hold up to 128 KiB (the csv module's limit).
     """
+    if isinstance(path, Records):
+        yield from path.read()
+        return
     name = str(path)
     is_csv = path.suffix.lower() == ".csv"
     try:
@@ -503,7 +533,8 @@ def _account_currency(row: _Row, aid: str, stored: str | None, has_money: bool) 
     return currency
 
 
-def _first_line(path: Path, key: Callable[[Mapping[str, Any]], object], wanted: object, before: int) -> int | None:
+def _first_line(path: Path | Records, key: Callable[[Mapping[str, Any]], object], wanted: object,
+                before: int) -> int | None:
     """The first line before ``before`` whose record's ``key`` is ``wanted`` (the file is read again: only
     for the message of a line that repeats an earlier one)."""
     for line, data in read_records(path):
@@ -528,7 +559,7 @@ _ACCOUNT_COLUMNS = ("username", "billing_email", "plan", "reseller", "currency",
                     "policy", "resources")
 
 
-def import_accounts(session: Session, path: Path, now: datetime, policy: PolicySet | None = None,
+def import_accounts(session: Session, path: Path | Records, now: datetime, policy: PolicySet | None = None,
                     inventory: Inventory | None = None) -> ImportSummary:
     """Create or update the accounts of ``path`` and their placements; each is looked at on the next tick.
 
@@ -638,7 +669,35 @@ def _auto_ref(aid: str, at: datetime, amount: Decimal, kind: str, method: str | 
     return f"auto:{digest[:24]}"
 
 
-def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
+def _ledger_line(row: _Row, currencies: Mapping[str, str]) -> dict[str, Any]:
+    """The ledger entry of one checked record: ``account``, ``at``, ``amount``, ``kind``, ``method``, ``ref``
+    (derived from the content when the record has none)."""
+    _check_fields(row, _LEDGER_FIELDS)
+    aid, currency = _stored_account(row, currencies)
+    at = row.instant("at", required=True)
+    assert at is not None
+    amount = row.amount("amount", currency)
+    if amount == 0:
+        raise row.fail("amount", "must not be zero")
+    kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
+    if kind not in LEDGER_KINDS:
+        raise row.fail("kind", f"{kind!r} is not one of {', '.join(LEDGER_KINDS)}")
+    if kind in ("payment", "credit") and amount < 0:
+        raise row.fail("amount", f"a {kind} is positive (charges are negative), got {amount}")
+    if kind == "charge" and amount > 0:
+        raise row.fail("amount", f"a charge is negative (payments are positive), got {amount}")
+    method = row.text("method", pattern=_METHOD, max_len=32)
+    ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
+    return {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method, "ref": ref}
+
+
+def ledger_entry(session: Session, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ledger entry one record (``name`` line 1 in errors) stands for, checked as an import checks it,
+    without writing it: ``account``, ``at``, ``amount``, ``kind``, ``method``, ``ref``."""
+    return _ledger_line(_Row(name, 1, data), _account_currencies(session, [(1, data)]))
+
+
+def import_ledger(session: Session, path: Path | Records, now: datetime) -> ImportSummary:
     """Add the entries of ``path``; an entry whose ``(account, ref)`` is already known (stored, or earlier
     in the file) is skipped."""
     name = str(path)
@@ -649,25 +708,8 @@ def import_ledger(session: Session, path: Path, now: datetime) -> ImportSummary:
         currencies = _account_currencies(session, chunk)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for line, data in chunk:
-            row = _Row(name, line, data)
-            _check_fields(row, _LEDGER_FIELDS)
-            aid, currency = _stored_account(row, currencies)
-            at = row.instant("at", required=True)
-            assert at is not None
-            amount = row.amount("amount", currency)
-            if amount == 0:
-                raise row.fail("amount", "must not be zero")
-            kind = row.text("kind", max_len=32) or ("payment" if amount > 0 else "charge")
-            if kind not in LEDGER_KINDS:
-                raise row.fail("kind", f"{kind!r} is not one of {', '.join(LEDGER_KINDS)}")
-            if kind in ("payment", "credit") and amount < 0:
-                raise row.fail("amount", f"a {kind} is positive (charges are negative), got {amount}")
-            if kind == "charge" and amount > 0:
-                raise row.fail("amount", f"a charge is negative (payments are positive), got {amount}")
-            method = row.text("method", pattern=_METHOD, max_len=32)
-            ref = row.text("ref", max_len=200) or _auto_ref(aid, at, amount, kind, method)
-            rows.setdefault((aid, ref), {"account": aid, "at": at, "amount": amount, "kind": kind, "method": method,
-                                         "ref": ref, "imported_at": now})
+            entry = _ledger_line(_Row(name, line, data), currencies)
+            rows.setdefault((entry["account"], entry["ref"]), {**entry, "imported_at": now})
         written = insert_ignore(session, table, list(rows.values()), key=("account", "ref"))
         summary.created += len(written)
         summary.skipped += len(chunk) - len(written)
@@ -686,7 +728,7 @@ def _invoice_key(data: Mapping[str, Any]) -> tuple[str, str] | None:
     return (account_id(aid), inv) if isinstance(aid, str) and isinstance(inv, str) else None
 
 
-def import_invoices(session: Session, path: Path, now: datetime) -> ImportSummary:
+def import_invoices(session: Session, path: Path | Records, now: datetime) -> ImportSummary:
     """Create or update invoices by ``(account, id)`` (a later file may add ``paid_at``)."""
     name = str(path)
     summary = ImportSummary()

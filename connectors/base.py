@@ -29,7 +29,8 @@ An operation whose handler cannot be recorded is not run.
 An operation may name a *commit* (a :class:`Handler` with ``commit=True``): then the operation only
 checks and queues its change (into a file under ``$_ar_tmp``), and the commit, run once after all
 operations and before the handlers, applies every queued change to each shared file in one pass (one
-read, one write, one rename per file) and prints each operation's result. Those results go out only
+read, one write, one rename per file) and prints each operation's result: done (changed or not; a change
+the operation made itself counts too), or failed with its own message. Those results go out only
 once the commit returned, so an operation is reported done only when its change is on disk; the pending
 handler records were written and fsynced when the operations ran, before any file changed. When the
 commit fails, each of its operations fails with the commit's message and their handlers still run.

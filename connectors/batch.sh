@@ -59,7 +59,8 @@ _ar_do() {
   esac
   _ar_rc=$?
   if [ "${4:--}" != - ] && [ "$_ar_rc" -eq 0 ]; then
-    printf '%s %s\n' "$1" "$3" >> "$_ar_tmp/k.$4"
+    if [ -s "$_ar_tmp/c" ]; then _ar_ch=1; else _ar_ch=0; fi  # a change of its own, besides the queued one
+    printf '%s %s %s\n' "$1" "$_ar_ch" "$3" >> "$_ar_tmp/k.$4"
     return 0
   fi
   if [ -s "$_ar_tmp/c" ] && [ "$_ar_rc" -eq 0 ]; then
@@ -68,9 +69,10 @@ _ar_do() {
   _ar_emit "$1" "$_ar_rc"
 }
 # _ar_commit NAME FUNCTION: run a commit (one pass over the files its operations queued changes to); it
-# prints "@@arrears-done ID CHANGED(0|1)" and "@@arrears-fact ID KEY=VALUE" lines, which go out only after it
-# returned. When it fails, each of its operations fails with its message, and the handlers its operations
-# name still run: part of the change may be on disk.
+# prints "@@arrears-done ID CHANGED(0|1)", "@@arrears-fail ID MESSAGE" (that operation failed, nothing of it
+# changed) and "@@arrears-fact ID KEY=VALUE" lines, which go out only after it returned. When it fails, each
+# of its operations fails with its message, and the handlers its operations name still run: part of the
+# change may be on disk.
 _ar_commit() {
   [ -s "$_ar_tmp/k.$1" ] || return 0
   : > "$_ar_tmp/c"; : > "$_ar_tmp/e"
@@ -82,20 +84,36 @@ _ar_commit() {
     [ -s "$_ar_tmp/e" ] || printf 'commit %s failed with exit %d\n' "$1" "$_ar_rc" > "$_ar_tmp/e"
     _ar_err=$(_ar_b64 "$_ar_tmp/e")
   fi
-  awk -v tmp="$_ar_tmp" -v err="$_ar_err" -v k="$_ar_tmp/k.$1" '
-    BEGIN { while ((getline l < k) > 0) { n = split(l, w, " "); ids[++c] = w[1]; hs[w[1]] = l } }
+  LC_ALL=C awk -v tmp="$_ar_tmp" -v err="$_ar_err" -v k="$_ar_tmp/k.$1" '
+    function b64(s,   o, i, n, v, B) {
+      B = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"; o = ""; n = length(s)
+      for (i = 1; i <= n; i += 3) {
+        v = ord[substr(s, i, 1)] * 65536 + (i < n ? ord[substr(s, i + 1, 1)] * 256 : 0) + (i + 1 < n ? ord[substr(s, i + 2, 1)] : 0)
+        o = o substr(B, int(v / 262144) + 1, 1) substr(B, int(v / 4096) % 64 + 1, 1)
+        o = o (i < n ? substr(B, int(v / 64) % 64 + 1, 1) : "=") (i + 1 < n ? substr(B, v % 64 + 1, 1) : "=")
+      }
+      return o
+    }
+    BEGIN {
+      for (i = 1; i < 256; i++) ord[sprintf("%c", i)] = i
+      while ((getline l < k) > 0) { n = split(l, w, " "); ids[++c] = w[1]; hs[w[1]] = l; own[w[1]] = w[2] }
+    }
     err == "" && /^@@arrears-fact / { print; next }
     err == "" && $1 == "@@arrears-done" && ($2 in hs) && !($2 in done) {
-      done[$2]; ch = ($3 == 1) ? "true" : "false"
-      printf "@@arrears {\"id\":\"%s\",\"rc\":0,\"changed\":%s,\"out\":\"\",\"err\":\"\"}\n", $2, ch
-      if ($3 == 1) { n = split(hs[$2], w, " "); for (i = 2; i <= n; i++) print $2 >> (tmp "/h." w[i]) }
+      done[$2]; ch = ($3 == 1 || own[$2] == 1)
+      printf "@@arrears {\"id\":\"%s\",\"rc\":0,\"changed\":%s,\"out\":\"\",\"err\":\"\"}\n", $2, ch ? "true" : "false"
+      if (ch) { n = split(hs[$2], w, " "); for (i = 3; i <= n; i++) print $2 >> (tmp "/h." w[i]) }
+    }
+    err == "" && $1 == "@@arrears-fail" && ($2 in hs) && !($2 in done) {
+      done[$2]; m = $0; sub(/^@@arrears-fail [^ ]+ /, "", m)
+      printf "@@arrears {\"id\":\"%s\",\"rc\":1,\"changed\":false,\"out\":\"\",\"err\":\"%s\"}\n", $2, b64(m "\n")
     }
     END {
       for (i = 1; i <= c; i++) {
         id = ids[i]; if (id in done) continue
         e = err; if (e == "") e = "bm90IHJlcG9ydGVkIGJ5IGl0cyBjb21taXQK"  # "not reported by its commit"
         printf "@@arrears {\"id\":\"%s\",\"rc\":1,\"changed\":false,\"out\":\"\",\"err\":\"%s\"}\n", id, e
-        if (err != "") { n = split(hs[id], w, " "); for (j = 2; j <= n; j++) print "pending" >> (tmp "/h." w[j]) }
+        if (err != "") { n = split(hs[id], w, " "); for (j = 3; j <= n; j++) print "pending" >> (tmp "/h." w[j]) }
       }
     }' "$_ar_tmp/r.$1" >&6
   echo >&6  # a builtin's write: with the connection gone the batch ends here, as after an operation's line
@@ -110,7 +128,9 @@ override() {
 # naming it changed anything
 _ar_handler() {
   if [ -s "$_ar_tmp/h.$1" ]; then
-    ARREARS_CHANGED=$(tr '\n' ' ' < "$_ar_tmp/h.$1"); export ARREARS_CHANGED
+    # a shell variable, not exported: thousands of ids would not fit in the environment of a command
+    # shellcheck disable=SC2034  # read by the handler
+    ARREARS_CHANGED=$(tr '\n' ' ' < "$_ar_tmp/h.$1")
     _ar_do "handler:$1" "$2" ''
     [ "$_ar_rc" -ne 0 ] || [ -z "$_ar_pending" ] || rm -f "$_ar_pending/$1"
   elif [ -e "$_ar_tmp/m.$1" ] && [ -n "$_ar_pending" ]; then

@@ -50,7 +50,7 @@ def check_host(inventory: Inventory, name: str, transport: Transport) -> dict[st
         "ok": False,
     }
     if host.transport == "ssh":
-        settings = host.ssh_settings(inventory.defaults)
+        settings = inventory.ssh_settings(name)
         report.update(address=settings.address, port=settings.port, user=settings.user,
                       sudo=settings.sudo and settings.user != "root")
     ops: list[Operation] = []

@@ -17,6 +17,13 @@ Example::
         services:
           web:  {backend: nginx, ...}
           home: {backend: archive, roots: [/home], archive_dir: /var/backups/arrears, retention_days: 90}
+      web2:
+        address: web2-prod           # a Host alias of ssh_config (HostName, User, Port, IdentityFile, ProxyJump)
+        ssh_config: /etc/arrears/ssh_config
+        jump: web1                   # or through another inventory host, its key verified like any other
+        allow_agent: true            # keys of ssh-agent (SSH_AUTH_SOCK); key_passphrase_env: VAR for a passphrase
+
+See docs/ssh.md.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors import registry
 from connectors.base import Connector, Transport
 from connectors.local import LocalTransport
-from connectors.ssh import SshSettings, SshTransport, key_permission_problem
+from connectors.ssh import SshConfigHost, SshSettings, SshTransport, key_permission_problem, ssh_config_host
 from policy import safe_yaml
 
 __all__ = [
@@ -53,6 +60,13 @@ __all__ = [
 SERVICES = ("web", "mail", "login", "home")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ADDRESS = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV_NAME.match(value):
+        raise ValueError("must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,11 @@ class Defaults(_Strict):
     key: str | None = None
     known_hosts: str | None = None
     sudo: bool = False
+    ssh_config: str | None = Field(None, description="an OpenSSH ssh_config whose Host aliases `address` may name")
+    allow_agent: bool = Field(False, description="also offer the keys of ssh-agent (SSH_AUTH_SOCK)")
+    key_passphrase_env: str | None = Field(None, description="environment variable holding the key's passphrase")
+
+    _passphrase_env = field_validator("key_passphrase_env")(_env_name)
 
 
 @dataclass(frozen=True)
@@ -117,20 +136,51 @@ class HostConfig:
     known_hosts: str | None = None
     sudo: bool | None = None
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    jump: str | None = None  # the inventory host this one is reached through
+    ssh_config: str | None = None
+    allow_agent: bool | None = None
+    key_passphrase_env: str | None = None
 
-    def ssh_settings(self, defaults: Defaults) -> SshSettings:
+    def ssh_config_entry(self, defaults: Defaults) -> tuple[str, SshConfigHost] | None:
+        """The ssh_config file and what it says about ``address`` (an alias), when one is configured."""
+        path = self.ssh_config or defaults.ssh_config
+        if path is None or self.address is None:
+            return None
+        return path, ssh_config_host(path, self.address)
+
+    def ssh_settings(self, defaults: Defaults, jump: SshSettings | None = None) -> SshSettings:
+        """How to reach the host: its own settings first, then its ssh_config entry, then the defaults.
+        ``jump`` is the bastion of its ``jump:``; without one, a ``ProxyJump`` of its ssh_config entry is."""
         assert self.address is not None
+        found = self.ssh_config_entry(defaults)
+        cfg = found[1] if found else SshConfigHost(self.address)
+        common: dict[str, Any] = {
+            "known_hosts": self.known_hosts or defaults.known_hosts,
+            "connect_timeout": defaults.connect_timeout,
+            "retries": defaults.retries,
+            "retry_max_time": defaults.retry_max_time,
+            "allow_agent": self.allow_agent if self.allow_agent is not None else defaults.allow_agent,
+        }
+        if jump is None and found is not None and cfg.proxy_jump:
+            for user, name, port in cfg.proxy_jump:  # each hop is looked up in the same ssh_config
+                hop = ssh_config_host(found[0], name)
+                jump = SshSettings(address=hop.hostname, port=port or hop.port or defaults.port,
+                                   user=user or hop.user or defaults.user, key=hop.identity_file or defaults.key,
+                                   key_passphrase_env=defaults.key_passphrase_env, jump=jump, **common)
         return SshSettings(
-            address=self.address,
-            port=self.port if self.port is not None else defaults.port,
-            user=self.user or defaults.user,
-            key=self.key or defaults.key,
-            known_hosts=self.known_hosts or defaults.known_hosts,
+            address=cfg.hostname,
+            port=_first(self.port, cfg.port, defaults.port),
+            user=_first(self.user, cfg.user, defaults.user),
+            key=_first(self.key, cfg.identity_file, defaults.key),
             sudo=self.sudo if self.sudo is not None else defaults.sudo,
-            connect_timeout=defaults.connect_timeout,
-            retries=defaults.retries,
-            retry_max_time=defaults.retry_max_time,
+            key_passphrase_env=self.key_passphrase_env or defaults.key_passphrase_env,
+            jump=jump,
+            **common,
         )
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 class _RawService(BaseModel):
@@ -146,7 +196,13 @@ class _RawHost(_Strict):
     key: str | None = None
     known_hosts: str | None = None
     sudo: bool | None = None
+    jump: str | None = None
+    ssh_config: str | None = None
+    allow_agent: bool | None = None
+    key_passphrase_env: str | None = None
     services: dict[str, _RawService] = Field(default_factory=dict)
+
+    _passphrase_env = field_validator("key_passphrase_env")(_env_name)
 
     @field_validator("address")
     @classmethod
@@ -203,7 +259,13 @@ class Inventory:
         host = self.host(name)
         if host.transport == "local":
             return LocalTransport(name)
-        return SshTransport(name, host.ssh_settings(self.defaults))
+        return SshTransport(name, self.ssh_settings(name))
+
+    def ssh_settings(self, name: str) -> SshSettings:
+        """The host's SSH settings with its bastions (``jump:``, itself maybe reached through another)."""
+        host = self.host(name)
+        jump = self.ssh_settings(host.jump) if host.jump is not None else None
+        return host.ssh_settings(self.defaults, jump)
 
     def connector(self, name: str, service: str) -> Connector:
         """The host's connector for ``service`` (created once and cached)."""
@@ -337,6 +399,48 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return expanded if os.path.isabs(expanded) else str((base / expanded).resolve())
 
 
+def _ssh_config_problems(filename: str, root: yaml.Node | None, loc: tuple[Any, ...], host: _RawHost,
+                         defaults: Defaults, base: Path) -> tuple[SshConfigHost | None, list[Problem]]:
+    """The host's ssh_config entry, or why it cannot be read (a missing file, a bad Port or ProxyJump)."""
+    own = host.ssh_config is not None
+    path = _resolve(host.ssh_config if own else defaults.ssh_config, base)
+    if path is None or host.address is None:
+        return None, []
+    at = (*loc, "ssh_config") if own else ("defaults", "ssh_config")
+    try:
+        return ssh_config_host(path, host.address), []
+    except OSError as exc:
+        why, hint = f"cannot read {path}: {exc.strerror or exc}", "check the path (relative to the inventory's folder)"
+    except (ValueError, TypeError) as exc:
+        why, hint = f"{path}: Host {host.address}: {exc}", "fix Port or ProxyJump there"
+    return None, [Problem(filename, _line(_node_at(root, at)[0]), ".".join(map(str, at)), why, hint)]
+
+
+def _jump_problems(filename: str, root: yaml.Node | None, name: str, hosts: dict[str, _RawHost]) -> list[Problem]:
+    """``jump:`` must name another ssh host of the inventory, and the chain of bastions must end."""
+    jump = hosts[name].jump
+    if jump is None:
+        return []
+    line = _line(_node_at(root, ("hosts", name, "jump"))[0])
+    field_name = f"hosts.{name}.jump"
+    seen = [name]
+    while jump is not None:
+        target = hosts.get(jump)
+        if target is None:
+            known = ", ".join(sorted(h for h in hosts if h != name)) or "none"
+            return [Problem(filename, line, field_name, f"unknown host {jump!r}", f"name an inventory host: {known}")]
+        if target.transport != "ssh":
+            return [Problem(filename, line, field_name, f"host {jump!r} is not reached over ssh",
+                            "a bastion must be a transport: ssh host")]
+        if jump in seen:
+            circle = " -> ".join([*seen, jump])
+            return [Problem(filename, line, field_name, f"the bastions go round in a circle: {circle}",
+                            "end the chain at a host without jump:")]
+        seen.append(jump)
+        jump = target.jump
+    return []
+
+
 # -- loading --------------------------------------------------------------------------------------
 
 
@@ -383,11 +487,16 @@ def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
                     "required for transport: ssh (host keys are always verified)",
                     f"add 'known_hosts: /etc/arrears/known_hosts' to host {name} or to defaults",
                 ))
-            if host.key is None and raw.defaults.key is None:
+            cfg, cfg_problems = _ssh_config_problems(filename, root, loc, host, raw.defaults, base)
+            problems.extend(cfg_problems)
+            agent = host.allow_agent if host.allow_agent is not None else raw.defaults.allow_agent
+            if host.key is None and raw.defaults.key is None and not agent and not (cfg and cfg.identity_file):
                 problems.append(Problem(filename, _line(_node_at(root, loc)[0]), f"hosts.{name}.key",
-                                        "required for transport: ssh (key authentication only)",
+                                        "required for transport: ssh (keys only: a key file, an ssh_config "
+                                        "IdentityFile, or allow_agent: true)",
                                         f"add 'key: /etc/arrears/id_ed25519' to host {name} or to defaults"))
             problems.extend(_key_problem(filename, root, (*loc, "key"), _resolve(host.key, base)))
+            problems.extend(_jump_problems(filename, root, name, raw.hosts))
         services: dict[str, ServiceConfig] = {}
         for service, raw_svc in host.services.items():
             sloc = (*loc, "services", service)
@@ -427,11 +536,16 @@ def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
             known_hosts=_resolve(host.known_hosts, base),
             sudo=host.sudo,
             services=services,
+            jump=host.jump,
+            ssh_config=_resolve(host.ssh_config, base),
+            allow_agent=host.allow_agent,
+            key_passphrase_env=host.key_passphrase_env,
         )
     if problems:
         raise InventoryError(problems)
     defaults = raw.defaults.model_copy(update={"key": _resolve(raw.defaults.key, base),
-                                               "known_hosts": _resolve(raw.defaults.known_hosts, base)})
+                                               "known_hosts": _resolve(raw.defaults.known_hosts, base),
+                                               "ssh_config": _resolve(raw.defaults.ssh_config, base)})
     return Inventory(defaults=defaults, hosts=hosts, source=filename)
 
 

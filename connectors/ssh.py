@@ -20,9 +20,22 @@ refuses it ("Permissions 0644 for 'KEY' are too open"), with the ``chmod 600`` t
 OpenSSH, which only looks at keys owned by the user it runs as: a key of another owner that the agent
 reads through its group is refused too, with the ``chown`` that makes it the agent's own.
 
+Reaching a host the way operators do: ``jump`` (:attr:`SshSettings.jump`) reaches the host through a
+bastion: the bastion's own connection is verified against its known_hosts exactly like a direct one,
+then a ``direct-tcpip`` channel through it carries the host's SSH session, whose key is verified in turn
+(every hop, never added). A chain of bastions nests the same way. ``allow_agent`` offers the keys of
+ssh-agent (``SSH_AUTH_SOCK``; a hardware token behind an agent works the same), ``key_passphrase_env``
+names the environment variable holding the key file's passphrase (read when connecting, never stored or
+logged). :func:`ssh_config_host` reads a Host alias from an OpenSSH ``ssh_config`` (paramiko's
+``SSHConfig``): ``HostName``, ``User``, ``Port``, ``IdentityFile``, ``ProxyJump``; the inventory builds
+the settings from it (connectors/inventory.py). ``UserKnownHostsFile``, ``StrictHostKeyChecking`` and
+``ProxyCommand`` in that file are not used: the inventory's ``known_hosts`` stays the only authority.
+
 paramiko's client is used directly rather than through ``fabric.Connection``: Fabric's connection
 installs ``AutoAddPolicy`` in its constructor and loads the user's own ``~/.ssh/known_hosts`` (an open
-Fabric issue, fabric/fabric#2071), so the inventory's ``known_hosts`` would not be the only authority.
+Fabric issue, fabric/fabric#2071), so the inventory's ``known_hosts`` would not be the only authority;
+its ``gateway`` opens the bastion as another such ``Connection``, so a bastion's key would be trusted on
+first use too. A ``direct-tcpip`` channel of paramiko's own ``Transport`` is all a jump needs.
 """
 
 from __future__ import annotations
@@ -57,7 +70,8 @@ from connectors.base import ScriptOutput, TransportError, whole_script
 from connectors.validate import path as safe_path
 from connectors.validate import q
 
-__all__ = ["LOST", "HostKeyError", "SshSettings", "SshTransport", "key_fingerprint", "key_permission_problem"]
+__all__ = ["LOST", "HostKeyError", "SshConfigHost", "SshSettings", "SshTransport", "key_fingerprint",
+           "key_permission_problem", "ssh_config_host"]
 
 LOST = "connection lost during the batch"
 
@@ -90,6 +104,50 @@ class SshSettings:
     retry_max_time: float = 60.0
     retry_initial_wait: float = 0.5
     retry_max_wait: float = 10.0
+    jump: SshSettings | None = None  # the bastion this host is reached through (itself maybe through another)
+    key_passphrase_env: str | None = None  # the environment variable holding the key's passphrase
+
+    def hops(self) -> list[SshSettings]:
+        """The bastions on the way, first hop first (without this host)."""
+        return [*self.jump.hops(), self.jump] if self.jump is not None else []
+
+
+@dataclass(frozen=True)
+class SshConfigHost:
+    """What an ``ssh_config`` says about one Host alias (None where it says nothing)."""
+
+    hostname: str
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    proxy_jump: list[tuple[str | None, str, int | None]] | None = None  # [(user, host, port)], first hop first
+
+
+def ssh_config_host(path: str, alias: str) -> SshConfigHost:
+    """The alias looked up in the ssh_config file at ``path`` (OpenSSH's first-match rules, by paramiko).
+    ``ProxyJump none`` is no jump; a relative ``IdentityFile`` is relative to the file's folder. Raises
+    OSError for an unreadable file, ValueError for a bad value."""
+    found = paramiko.SSHConfig.from_path(path).lookup(alias)
+    port = found.get("port")
+    identity = found.get("identityfile")
+    jumps: list[tuple[str | None, str, int | None]] | None = None
+    proxy = found.get("proxyjump")
+    if proxy and proxy.lower() != "none":
+        jumps = []
+        for hop in proxy.split(","):
+            user, _, rest = hop.strip().rpartition("@")
+            name, _, hop_port = rest.partition(":")
+            jumps.append((user or None, name, int(hop_port) if hop_port else None))
+    key = os.path.expanduser(identity[0]) if identity else None
+    if key is not None and not os.path.isabs(key):  # the agent runs from anywhere: as the inventory's key paths
+        key = os.path.join(os.path.dirname(os.path.abspath(path)), key)
+    return SshConfigHost(
+        hostname=str(found.get("hostname", alias)),
+        user=found.get("user"),
+        port=int(port) if port is not None else None,
+        identity_file=key,
+        proxy_jump=jumps,
+    )
 
 
 class HostKeyError(TransportError):
@@ -203,7 +261,8 @@ class SshTransport:
         self.host = host
         self.settings = settings
         self._client: paramiko.SSHClient | None = None
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # the TCP socket (to the first bastion when jumping)
+        self._hops: list[paramiko.SSHClient] = []  # the bastions' connections, first hop first
         self._lock = threading.Lock()
         self.connects = 0  # how many SSH connections this transport opened (for reports and tests)
 
@@ -248,6 +307,25 @@ class SshTransport:
 
     def _open_once(self) -> None:
         s = self.settings
+        for hop in [*s.hops(), s]:
+            self._check_files(hop)
+        hops: list[paramiko.SSHClient] = []
+        tcp: list[socket.socket] = []
+        try:
+            stream = self._stream_to(s, hops, tcp)
+            client = self._handshake(s, stream)
+        except BaseException:
+            for c in reversed(hops):
+                c.close()
+            for sock in tcp:
+                sock.close()
+            raise
+        self._client = client
+        self._sock = tcp[0]
+        self._hops = hops
+        self.connects += 1
+
+    def _check_files(self, s: SshSettings) -> None:
         if not s.known_hosts:
             raise TransportError(self.host, "no known_hosts file is configured; host keys must be verified",
                                  transient=False)
@@ -262,6 +340,35 @@ class SshTransport:
             problem = key_permission_problem(s.key)
             if problem is not None:
                 raise TransportError(self.host, f"{problem[0]}; run: {problem[1]}", transient=False)
+        if s.key_passphrase_env is not None and s.key_passphrase_env not in os.environ:
+            raise TransportError(self.host, f"the passphrase of {s.key} is read from the environment variable "
+                                 f"{s.key_passphrase_env}, which is not set for the agent", transient=False)
+
+    def _stream_to(self, s: SshSettings, hops: list[paramiko.SSHClient],
+                   tcp: list[socket.socket]) -> socket.socket | paramiko.Channel:
+        """A byte stream to ``s.address:s.port``: a TCP socket, or a channel through its verified bastion."""
+        if s.jump is None:
+            sock = self._tcp(s)
+            tcp.append(sock)
+            return sock
+        bastion = s.jump
+        client = self._handshake(bastion, self._stream_to(bastion, hops, tcp))
+        hops.append(client)
+        transport = client.get_transport()
+        assert transport is not None
+        where = f"{s.address} port {s.port}"
+        via = f"the bastion {bastion.address} port {bastion.port}"
+        try:
+            return transport.open_channel("direct-tcpip", (s.address, s.port), ("127.0.0.1", 0),
+                                          timeout=s.connect_timeout)
+        except paramiko.ChannelException as exc:
+            transient = exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED
+            raise TransportError(self.host, f"{via} cannot reach {where}: {exc.text}", transient=transient) from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransportError(self.host, f"{via} lost the connection to {where}: {exc or type(exc).__name__}",
+                                 transient=True) from exc
+
+    def _tcp(self, s: SshSettings) -> socket.socket:
         where = f"{s.address} port {s.port}"
         try:
             sock = socket.create_connection((s.address, s.port), timeout=s.connect_timeout)
@@ -276,15 +383,23 @@ class SshTransport:
             raise TransportError(self.host, f"cannot connect to {where}: {exc.strerror or exc}",
                                  transient=transient) from exc
         _tune_socket(sock)
+        return sock
+
+    def _handshake(self, s: SshSettings, sock: socket.socket | paramiko.Channel) -> paramiko.SSHClient:
+        """An authenticated client to ``s`` over ``sock``, its host key verified against ``s.known_hosts``."""
+        assert s.known_hosts is not None
+        where = f"{s.address} port {s.port}"
         client = paramiko.SSHClient()
         client.get_host_keys().load(s.known_hosts)  # not load_host_keys(): nothing is ever written back
         client.set_missing_host_key_policy(_RejectWithFingerprint(self.host, s))
+        passphrase = os.environ.get(s.key_passphrase_env) if s.key_passphrase_env else None
         try:
             client.connect(
                 s.address,
                 port=s.port,
                 username=s.user,
                 key_filename=s.key,
+                passphrase=passphrase,
                 sock=sock,
                 timeout=s.connect_timeout,
                 banner_timeout=s.connect_timeout,
@@ -312,8 +427,10 @@ class SshTransport:
         except paramiko.AuthenticationException as exc:
             client.close()
             sock.close()
+            keys = " and ".join(filter(None, [f"key {s.key}" if s.key else None,
+                                              "the ssh-agent's keys" if s.allow_agent else None])) or "no key"
             raise TransportError(
-                self.host, f"authentication as {s.user} on {where} with key {s.key} failed: {exc}", transient=False
+                self.host, f"authentication as {s.user} on {where} with {keys} failed: {exc}", transient=False
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # dropped during banner/key exchange (MaxStartups, restart, reset): worth another try
@@ -321,16 +438,17 @@ class SshTransport:
             sock.close()
             raise TransportError(self.host, f"SSH handshake with {where} failed: {exc or type(exc).__name__}",
                                  transient=True) from exc
-        self._client = client
-        self._sock = sock
-        self.connects += 1
+        return client
 
     def _drop(self) -> None:
         if self._client is not None:
             self._client.close()
+        for hop in reversed(self._hops):
+            hop.close()
         if self._sock is not None:
             self._sock.close()
         self._client = None
+        self._hops = []
         self._sock = None
 
     def close(self) -> None:

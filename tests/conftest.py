@@ -13,7 +13,7 @@ import pytest
 
 from tests.servers.netns import enter_private_netns
 
-pytest_plugins = ["tests.ci_skips", "tests.servers.sshd", "tests.servers.smtp", "tests.servers.web",
+pytest_plugins = ["tests.ci_skips", "tests.backends", "tests.servers.sshd", "tests.servers.smtp", "tests.servers.web",
                   "tests.servers.mail", "tests.servers.postgres", "pytester"]
 
 

@@ -1,9 +1,10 @@
 """The ``arrears`` command line: the group (:mod:`agent.cli.app`) with every command registered on it.
 
-One module per concern: :mod:`~agent.cli.setup` (init, imports), :mod:`~agent.cli.money` (payments and
-the admin's overrides), :mod:`~agent.cli.reports` and :mod:`~agent.cli.account` / :mod:`~agent.cli.explain`
-(read commands), :mod:`~agent.cli.run` (plan, run), :mod:`~agent.cli.admin` (manual actions),
-:mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`.
+Presentation only: each command parses its arguments, calls the Python API (:mod:`agent.service`) and
+prints the answer. One module per concern: :mod:`~agent.cli.setup` (init, imports), :mod:`~agent.cli.money`
+(payments and the admin's overrides), :mod:`~agent.cli.reports` and :mod:`~agent.cli.account` /
+:mod:`~agent.cli.explain` (read commands), :mod:`~agent.cli.run` (plan, run), :mod:`~agent.cli.admin` (manual
+actions), :mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`.
 
 A command's module is imported only when the command runs (or its own help is shown), so a command
 pays for the libraries it uses and no others; ``arrears --help`` lists them from :data:`COMMANDS`.
@@ -19,19 +20,7 @@ import click
 
 from agent.cli.app import CliError, CliState, cli
 
-__all__ = [
-    "COMMANDS",
-    "CliError",
-    "CliState",
-    "agent_lock",
-    "apply_at_once",
-    "check_config",
-    "checked_templates",
-    "cli",
-    "load_command",
-    "main",
-    "run_once",
-]
+__all__ = ["COMMANDS", "CliError", "CliState", "cli", "load_command", "main"]
 
 # name -> (module in agent.cli, attribute, the first line of its docstring)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -104,13 +93,6 @@ def load_command(name: str) -> click.Command:
 
 for _name, (_module, _attr, _help) in COMMANDS.items():
     cli.add_lazy(_name, partial(load_command, _name), _help)
-
-
-def __getattr__(name: str) -> Any:
-    """What :mod:`agent.cli.run` offers the daemon, the demo and the tests, imported when first asked for."""
-    if name in ("agent_lock", "apply_at_once", "check_config", "checked_templates", "run_once"):
-        return _attribute("run", name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ nothing. The commands live in the sibling modules; :mod:`agent.cli` registers th
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
 import os
@@ -19,36 +18,29 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
+from agent.config import Config, ConfigError, discover
+from agent.service.values import wall_clock
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from agent.notices import NoticeSettings
-    from agent.store import models as m
-    from agent.store.db import Store
-    from connectors.inventory import Inventory
-    from policy.loader import PolicySet
-    from policy.model import ResolvedPolicy
+    from agent.service import Arrears
 
 __all__ = [
     "CliError",
     "CliState",
     "InertTable",
-    "actor_name",
     "actor_option",
-    "all_resolved",
+    "api",
     "at_option",
     "cli",
     "console",
@@ -62,10 +54,7 @@ __all__ = [
     "iso",
     "json_default",
     "json_option",
-    "parse_moment",
-    "parse_money",
-    "resolve",
-    "session",
+    "option_names",
     "set_now",
     "table",
     "wall_clock",
@@ -89,14 +78,13 @@ class _Internal(CliError):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from agent.imports import ImportFileError
     from agent.notices import TemplateError
+    from agent.service import ServiceError
     from agent.store.db import StoreError
-    from agent.store.repo import UnknownAccount
     from connectors.inventory import InventoryError
     from policy import PolicyError
 
-    return (PolicyError, ConfigError, ImportFileError, UnknownAccount, StoreError, TemplateError, InventoryError)
+    return (PolicyError, ConfigError, ServiceError, StoreError, TemplateError, InventoryError)
 
 
 class _Group(click.Group):
@@ -182,23 +170,26 @@ def _cli_error(ctx: click.Context, exc: Exception) -> CliError | None:
 # --- shared state --------------------------------------------------------------------------------
 
 
-def wall_clock() -> datetime:
-    """The real clock, read here and nowhere else: a command's ``now`` when it has no ``--at``, the daemon's
-    at each tick. Everything below the CLI (agent/, connectors/, policy/) is handed that ``now``
-    (tests/suite/test_clock.py holds it so), which is what makes ``--at`` a faithful simulation."""
-    return datetime.now(UTC)
-
 
 
 @dataclass
 class CliState:
-    """What every command needs, opened lazily: the config, the database, the policy."""
+    """What every command needs: the configuration, the command's clock and the Python API for them
+    (:class:`agent.service.Arrears`, opened when first used)."""
 
     config: Config
     now: datetime = field(default_factory=wall_clock)
-    _store: Store | None = None
-    _policy: PolicySet | None = None
-    _inventory: tuple[Inventory | None] | None = None
+    _service: Arrears | None = None
+
+    @property
+    def service(self) -> Arrears:
+        if self._service is None or self._service.config != self.config:
+            from agent.service import Arrears
+
+            if self._service is not None:
+                self._service.close()
+            self._service = Arrears(self.config, clock=lambda: self.now)
+        return self._service
 
     # names other command groups (templates, hosts) look for
     @property
@@ -210,81 +201,17 @@ class CliState:
         return self.config.templates_dir
 
     @property
-    def store(self) -> Store:
-        if self._store is None:
-            from agent.store.db import open_store
-
-            self._store = open_store(self.config.db_url)
-        return self._store
-
-    @property
-    def policy(self) -> PolicySet:
-        if self._policy is None:
-            self._policy = load_policy_file(self.config)
-        return self._policy
-
-    @property
-    def inventory(self) -> Inventory | None:
-        """inventory.yaml of the configuration folder, loaded and checked once; None when there is none.
-
-        Every command that works on hosts reads it before it changes anything, so an invalid inventory
-        stops the command with the located error (``file:line: field: ...``) before a job is claimed."""
-        if self._inventory is None:
-            from connectors.inventory import load_inventory_file
-
-            path = self.config.inventory_path
-            self._inventory = (load_inventory_file(path) if path.is_file() else None,)
-        return self._inventory[0]
-
-    @property
-    def settings(self) -> AgentSettings:
-        return agent_settings(self.policy.extra.get("agent"), str(self.config.policy_path))
-
-    @property
     def notice_settings(self) -> NoticeSettings | None:
-        section = self.policy.extra.get("notices")
-        if section is None:
-            return None
-        from pydantic import ValidationError
-
-        from agent.notices import NoticeSettings
-
-        data = dict(section)
-        spool = data.get("spool_dir")
-        if isinstance(spool, str) and not Path(spool).is_absolute():
-            data["spool_dir"] = str(self.config.folder / spool)
-        try:
-            return NoticeSettings.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{self.config.policy_path}: notices.{where}: {err['msg']}") from None
+        return self.service.notice_settings
 
     def account_fields(self, account_id: str) -> Mapping[str, Any] | None:
         """The fields a notice template sees for ``account_id`` (used by ``templates preview``)."""
-        from agent.store import models as m
-        from agent.store.repo import load_snapshots
-        from policy import balance_at, evaluate
-
-        with self.store.session() as s:
-            acc = s.get(m.Account, account_id)
-            if acc is None:
-                return None
-            snap = load_snapshots(s, [acc])[acc.id]
-            resolved = resolve(self.policy, acc)
-            d = evaluate(snap, resolved, self.now)
-            ep = snap.episode
-            return {"id": acc.id, "username": acc.username, "billing_email": acc.billing_email, "plan": acc.plan,
-                    "currency": acc.currency, "balance": balance_at(snap, self.now),
-                    "credit_limit": resolved.credit_limit, "debt_start": ep.started_at if ep else None,
-                    "stage": ep.stages_taken[-1].stage if ep and ep.stages_taken else None,
-                    "next_measure": d.next, "next_due": d.next.due_at if d.next else None,
-                    "timezone": resolved.timezone}
+        return self.service.notice_fields(account_id, now=self.now)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._service is not None:
+            self._service.close()
+            self._service = None
 
 
 def get_state(ctx: click.Context) -> CliState:
@@ -293,34 +220,25 @@ def get_state(ctx: click.Context) -> CliState:
     return obj
 
 
+def api(ctx: click.Context, at: datetime | None = None) -> tuple[Arrears, datetime]:
+    """The command's Python API and its clock: ``--at`` when given (kept in the state), else its start."""
+    state = get_state(ctx)
+    return state.service, set_now(state, at)
+
+
 @contextmanager
-def session(state: CliState, *, write: bool = True) -> Iterator[Session]:
-    """A session: committed at the end for writes, always rolled back for reads."""
-    s = state.store.sessions()
+def option_names(**names: str) -> Iterator[None]:
+    """Word an invalid value by the command's own name for it: ``until=\"--until\"`` turns the service's
+    ``until 2026-01-01 is not in the future`` into ``--until 2026-01-01 is not in the future``."""
+    from agent.service import InvalidInput
+
     try:
-        if write:
-            with s.begin():
-                yield s
-        else:
-            yield s
-    finally:
-        s.rollback()
-        s.close()
-
-
-def resolve(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
-    from agent.tick import resolve_for
-
-    return resolve_for(policy, acc)
-
-
-def all_resolved(state: CliState) -> list[ResolvedPolicy]:
-    """The policy as every layer (defaults, each reseller, each plan) resolves it."""
-    ps = state.policy
-    out = [ps.resolve("-", None, None)]
-    out += [ps.resolve("-", None, r) for r in ps.resellers]
-    out += [ps.resolve("-", p, None) for p in ps.plans]
-    return out
+        yield
+    except InvalidInput as exc:
+        label = names.get(exc.field)
+        if label is None or not exc.message.startswith(exc.field):
+            raise
+        raise CliError(label + exc.message[len(exc.field):]) from None
 
 
 # --- shared options and parsing ------------------------------------------------------------------
@@ -329,7 +247,7 @@ def all_resolved(state: CliState) -> list[ResolvedPolicy]:
 def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
-    from agent.imports import parse_instant
+    from agent.service.values import parse_instant
 
     try:
         return parse_instant(value, what="--at")
@@ -355,46 +273,6 @@ def set_now(state: CliState, at: datetime | None) -> datetime:
     if at is not None:
         state.now = at
     return state.now
-
-
-def actor_name(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
-def parse_money(text: str, what: str, currency: str) -> Decimal:
-    """An amount typed on the command line, in ``currency`` (the account's)."""
-    from agent.imports import parse_amount
-
-    try:
-        return parse_amount(text, currency=currency, what=what)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
-def parse_moment(text: str, policy: PolicySet, what: str) -> datetime:
-    """A date (local midnight in the policy's time zone) or an ISO instant with a zone."""
-    from agent.imports import check_instant, parse_instant
-
-    raw = text.strip()
-    if len(raw) == 10:
-        try:
-            day = date.fromisoformat(raw)
-        except ValueError:
-            raise CliError(f"{what} {text!r} is not a date (YYYY-MM-DD) or a time with a zone") from None
-        try:
-            return check_instant(datetime.combine(day, time(0), tzinfo=ZoneInfo(policy.timezone)), what=what,
-                                 shown=text)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-    try:
-        return parse_instant(raw, what=what)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from typing import Any
 
 import click
 
-from agent.cli.app import CliError, CliState, get_state, wall_clock
-from agent.cli.run import agent_lock, check_config, run_once
+from agent.cli.app import CliError, api, wall_clock
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
@@ -46,24 +45,6 @@ def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
             "errors": [*summary["errors"], *x["errors"]][:20]}
 
 
-def _pending_jobs(state: CliState) -> int:
-    """Outbox jobs waiting for a later tick (back-off, an unreachable host, or left by a stop)."""
-    from sqlalchemy import func, select
-
-    from agent.store import models as m
-
-    with state.store.session() as s:
-        return int(s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == "pending")) or 0)
-
-
-def _failed_notices(state: CliState) -> int:
-    """Notices that failed for good (the ones `arrears status` lists)."""
-    from agent.store.repo import failed_notices
-
-    with state.store.session() as s:
-        return len(failed_notices(s))
-
-
 @click.command("daemon")
 @click.option("--interval", type=click.FloatRange(0.1, 86400), default=300.0, show_default=True,
               help="seconds between ticks")
@@ -86,23 +67,23 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
-    state = get_state(ctx)
+    svc, _ = api(ctx)
     _setup_logging(log_level)
-    check_config(state)  # policy, templates and inventory: a mistake stops the daemon before it starts
-    inventory = state.inventory
-    fleet = InventoryFleet(inventory) if inventory is not None else None
+    svc.check()  # policy, templates and inventory: a mistake stops the daemon before it starts
+    inventory = svc.inventory
+    fleet = svc.fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with agent_lock(state, role=DAEMON) as lock:
+        with svc.lock(role=DAEMON) as lock:
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
                 except (OSError, ValueError) as exc:
                     raise CliError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
-            log.info("started", extra={"fields": {"interval": interval, "database": state.config.db_url,
+            log.info("started", extra={"fields": {"interval": interval, "database": svc.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
 
             pruned_at: list[float] = []
@@ -110,9 +91,10 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
             def tick(stop: threading.Event) -> Mapping[str, Any]:
                 if lock is not None:
                     lock.verify()  # a lock lost with its database session is taken again, or no work is done
-                summary = run_once(state, wall_clock(), fleet=fleet, sole_worker=True, stop=stop)
-                metrics.pending_jobs.set(_pending_jobs(state))
-                metrics.notices_failed.set(_failed_notices(state))
+                summary = svc.run(now=wall_clock(), locked=True, stop=stop).to_json()
+                backlog = svc.backlog()
+                metrics.pending_jobs.set(backlog.pending_jobs)
+                metrics.notices_failed.set(backlog.failed_notices)
                 line = _count(metrics, summary)
                 if inventory is not None and prune_every and not stop.is_set() and (
                         not pruned_at or time.monotonic() - pruned_at[-1] >= prune_every * 3600):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from datetime import datetime, timedelta
@@ -14,11 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from agent.cli.app import CliError, CliState, InertTable, emit_json, inert
+from agent.cli.app import CliError, InertTable, emit_json, inert
 from agent.cli.app import console as app_console
-from agent.cli.run import agent_lock, run_once
-from agent.config import discover
-from agent.demo import DEMO_START, DemoAccount, DemoError, billing_day, build_demo
+from agent.demo import DEMO_START, DemoAccount, DemoError, build_demo, final_states, import_cast, replay_day
+from agent.service import Arrears
 
 __all__ = ["demo"]
 
@@ -55,44 +53,24 @@ def _host_view(folder: Path, acc: DemoAccount) -> tuple[str, str, str]:
 @click.option("--json", "as_json", is_flag=True, help="print each day's summary as JSON lines instead")
 def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     """Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors with --at."""
-    from agent import actions
-    from agent.imports import import_accounts, import_ledger
-    from connectors.inventory import load_inventory_file
 
     try:
         cast = build_demo(folder, replace=replace)
     except DemoError as exc:
         raise CliError(str(exc)) from None
     folder = folder.resolve()
-    state = CliState(config=discover(folder))
+    svc = Arrears.open(folder)
     console = app_console()
-    with state.store.session() as s:
-        import_accounts(s, folder / "billing" / "accounts.jsonl", DEMO_START, state.policy,
-                        load_inventory_file(folder / "inventory.yaml"))
+    import_cast(svc, folder)
 
     def run_day(day: int, now: datetime) -> dict[str, Any]:
-        lines = billing_day(day, cast)
-        if lines:
-            path = folder / "billing" / f"ledger-day{day:02d}.jsonl"
-            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-            with state.store.session() as s:
-                import_ledger(s, path, now)
-        for acc in cast:
-            for when, what, reason in acc.admin:
-                if when == day:
-                    with state.store.session() as s:
-                        if what == "suspend":
-                            actions.suspend(s, acc.id, actor="admin", reason=reason, now=now,
-                                            notice_template="admin_suspended")
-                        else:
-                            actions.resume(s, acc.id, state.policy, actor="admin", reason=reason, now=now)
-        return run_once(state, now, sole_worker=True)
+        return replay_day(svc, folder, cast, day, now)
 
     totals: Counter[str] = Counter()
     try:
         columns = (TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
                    TimeElapsedColumn())
-        with agent_lock(state), Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+        with svc.lock(), Progress(*columns, console=console, transient=True, disable=as_json) as bar:
             task = bar.add_task("days", total=days + 1)
             for day in range(days + 1):
                 now = DEMO_START + timedelta(days=day)
@@ -111,7 +89,7 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
                 for error in summary["errors"] + summary["executor"]["errors"]:
                     bar.console.print(Text.assemble(inert(f"day {day:2d} warning:", "yellow"), inert(f" {error}")))
     finally:
-        state.close()
+        svc.close()
     if as_json:
         return
     _final_table(console, folder, cast)
@@ -123,19 +101,12 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
 
 
 def _final_table(console: Console, folder: Path, cast: list[DemoAccount]) -> None:
-    state = CliState(config=discover(folder))
-    try:
-        with state.store.session() as s:
-            from agent.store import models as m
-
-            rows = {a.id: a for a in s.query(m.Account).all()}
-            table = InertTable("after the replay", show_lines=False)
-            for col in ("account", "story", "state", "site", "mailbox", "home"):
-                table.add_column(col)
-            for acc in cast:
-                row = rows.get(acc.id)
-                site, mailbox, home = _host_view(folder, acc)
-                table.add_row(acc.id, acc.story, row.state if row else "?", site, mailbox, home)
-    finally:
-        state.close()
+    with Arrears.open(folder) as svc:
+        states = final_states(svc)
+    table = InertTable("after the replay", show_lines=False)
+    for col in ("account", "story", "state", "site", "mailbox", "home"):
+        table.add_column(col)
+    for acc in cast:
+        site, mailbox, home = _host_view(folder, acc)
+        table.add_row(acc.id, acc.story, states.get(acc.id, "?"), site, mailbox, home)
     console.print(table)

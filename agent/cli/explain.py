@@ -16,19 +16,14 @@ from rich.text import Text
 
 from agent.cli.app import (
     InertTable,
+    api,
     at_option,
     console,
     emit_json,
-    get_state,
     inert,
-    iso,
     json_default,
     json_option,
-    resolve,
-    session,
-    set_now,
 )
-from agent.store.repo import get_account, load_snapshots
 
 __all__ = ["explain", "render_explain"]
 
@@ -40,16 +35,8 @@ __all__ = ["explain", "render_explain"]
 @click.pass_context
 def explain(ctx: click.Context, account: str, at: datetime | None, as_json: bool) -> None:
     """Why the account is where it is: triggers, thresholds, inputs, and which policy layer set what."""
-    from policy import explain as explain_account
-
-    state = get_state(ctx)
-    now = set_now(state, at)
-    with session(state, write=False) as s:
-        acc = get_account(s, account)
-        snap = load_snapshots(s, [acc])[acc.id]
-        resolved = resolve(state.policy, acc)
-        info = explain_account(snap, resolved, now)
-    info = {"account": account, "at": iso(now), **info, "sources": dict(resolved.sources)}
+    svc, now = api(ctx, at)
+    info = svc.explain(account, now=now).to_json()
     if as_json:
         emit_json(info)
         return

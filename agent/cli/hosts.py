@@ -1,4 +1,4 @@
-"""``arrears hosts``: commands about the inventory's hosts (``check``, ``prune``)."""
+"""``arrears hosts``: commands about the inventory's hosts (``check``, ``prune``, ``prepare``)."""
 
 from __future__ import annotations
 
@@ -131,4 +131,73 @@ def prune(ctx: click.Context, inventory: str | None, config: str | None, only: t
         for h in report["hosts"]:
             what = f"{verb} {h['pruned']} files" + (f": {' '.join(h['files'])}" if h["files"] else "")
             echo(f"{h['host']}: {what if h['ok'] else 'failed: ' + str(h['error'])}")
+    ctx.exit(0 if report["ok"] else 1)
+
+
+def _render_prepare(report: dict[str, Any]) -> None:
+    from agent.cli.app import echo, inert
+
+    verb = "would run" if report["dry_run"] else "ran"
+    for h in report["hosts"]:
+        if h.get("error"):
+            echo(f"{h['host']}: ", inert("failed", "red"), f": {h['error']}")
+            continue
+        for s in h["services"]:
+            name = f"{h['host']} {s['service']}/{s['backend']}"
+            for line in s["folders"]:
+                echo(f"{name}: {line}")
+            for d in s["diffs"]:
+                for line in d["diff"].splitlines():  # tabs as spaces here; --json has the exact text
+                    echo(line.expandtabs(8))
+            for c in s["commands"]:
+                echo(f"{name}: {verb}: {c}")
+            for m in s["manual"]:
+                echo(f"{name}: ", inert("edit by hand", "red"), f": {m['path']}: add {m['where']}:")
+                echo(f"    {m['line']}")
+            for note in s["notes"]:
+                echo(f"{name}: {note}")
+            if s.get("error"):
+                echo(f"{name}: ", inert("failed", "red"), f": {s['error']}")
+            elif not (s["folders"] or s["diffs"] or s["commands"] or s["manual"]):
+                echo(f"{name}: ", inert("prepared", "green"), " (nothing to change)")
+    if report["ok"]:
+        echo(inert("all hosts prepared" if not report["dry_run"] else "dry run: nothing was changed", "green"))
+    else:
+        echo(inert("some hosts need attention", "red"))
+
+
+@hosts.command("prepare")
+@click.argument("names", metavar="[HOST...]", nargs=-1)
+@click.option("--inventory", "inventory", type=click.Path(dir_okay=False), default=None,
+              help="inventory.yaml (default: the one in the configuration folder)")
+@click.option("--config", "config", type=click.Path(file_okay=False), default=None, envvar="ARREARS_CONFIG",
+              help="configuration folder holding inventory.yaml")
+@click.option("--dry-run", is_flag=True, help="print the changes as unified diffs; change nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def prepare(ctx: click.Context, names: tuple[str, ...], inventory: str | None, config: str | None, dry_run: bool,
+            as_json: bool) -> None:
+    """Make the one-time changes each host needs (include hooks, deny passdb, postfix restrictions, folders).
+
+    Every change is printed as a unified diff; a second run changes nothing. A file too unusual to edit
+    safely is left alone and the line to add by hand is printed. Exit status: 0 when every host is
+    prepared, 1 when some host failed or needs a change by hand, 2 when the inventory or a host name is invalid.
+    """
+    from connectors.inventory import InventoryError, load_inventory_file
+    from connectors.prepare import prepare_hosts
+
+    path = _inventory_path(ctx, inventory, config)
+    try:
+        inv = load_inventory_file(path)
+        report = prepare_hosts(inv, hosts=list(names) or None, dry_run=dry_run)
+    except InventoryError as exc:
+        _say_error(exc)
+        ctx.exit(2)
+    except KeyError as exc:
+        _say_error(ValueError(exc.args[0]))
+        ctx.exit(2)
+    if as_json:
+        emit_json(report, sort_keys=True)
+    else:
+        _render_prepare(report)
     ctx.exit(0 if report["ok"] else 1)

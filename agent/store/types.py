@@ -1,4 +1,10 @@
-"""Column types that keep money exact and timestamps aware."""
+"""Column types that keep money exact and timestamps aware, on SQLite and on PostgreSQL.
+
+- :class:`Money`: ``NUMERIC`` (arbitrary precision, the scale kept) on PostgreSQL; on SQLite, which has no
+  exact numeric type, the exact decimal string. A float is refused on the way in, a Decimal comes out.
+- :class:`UTCDateTime`: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL; on SQLite, which has no zones, UTC
+  without a zone. A naive datetime is refused on the way in, an aware UTC datetime comes out.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,26 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = ["Money", "UTCDateTime"]
 
 
+def _native(dialect: Dialect) -> bool:
+    """Whether the database has exact numbers and zoned timestamps of its own (PostgreSQL), or not (SQLite)."""
+    return dialect.name == "postgresql"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC without a zone; refuses naive datetimes on the way in, returns aware UTC on the way out."""
+    """Refuses naive datetimes on the way in, returns aware UTC on the way out."""
 
     impl = DateTime
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(DateTime(timezone=_native(dialect)))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -26,7 +40,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: every timestamp must carry a zone")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        utc = value.astimezone(UTC)
+        return utc if _native(dialect) else utc.replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -38,12 +53,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """A Decimal stored as its exact decimal string (SQLite has no exact numeric type); never a float."""
+    """A Decimal, exact on the way in and out; never a float."""
 
     impl = String(48)
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _native(dialect):
+            return dialect.type_descriptor(Numeric(asdecimal=True))
+        return dialect.type_descriptor(String(48))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Decimal | str | None:
         if value is None:
             return None
         if isinstance(value, float) or not isinstance(value, Decimal | int | str):
@@ -54,7 +74,7 @@ class Money(TypeDecorator[Decimal]):
             raise ValueError(f"not an amount: {value!r}") from exc
         if not d.is_finite():
             raise ValueError(f"not a finite amount: {value!r}")
-        return str(d)
+        return d if _native(dialect) else str(d)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:

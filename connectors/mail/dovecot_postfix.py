@@ -104,8 +104,11 @@ class DovecotPostfixSettings(BaseModel):
     maildir_template: str = "/var/mail/vhosts/{domain}/{local}"
     mail_roots: list[str] = Field(default_factory=lambda: ["/var/mail/vhosts"], min_length=1)
     archive_dir: str = "/var/backups/arrears"
+    dovecot_config_dir: str = "/etc/dovecot"  # where ``arrears hosts prepare`` adds the deny passdb
+    postfix_config_dir: str = "/etc/postfix"  # whose main.cf ``arrears hosts prepare`` adds the restrictions to
 
-    @field_validator("deny_dir", "password_lock_file", "bounce_map", "norelay_map", "state_dir", "archive_dir")
+    @field_validator("deny_dir", "password_lock_file", "bounce_map", "norelay_map", "state_dir", "archive_dir",
+                     "dovecot_config_dir", "postfix_config_dir")
     @classmethod
     def _path(cls, value: str) -> str:
         return path(value)

@@ -44,8 +44,8 @@ class ApacheConnector(WebConnector):
     def hook_line(self, site: str) -> str:
         return f"IncludeOptional {self.settings.hook_dir}/{site}.conf"
 
-    def hook_pattern(self, site: str) -> str:
-        return (f"^[[:space:]]*IncludeOptional[[:space:]]+[\"']?{ere(self.settings.hook_dir)}/{ere(site)}"
+    def hook_regex(self, site: str) -> str:
+        return (f"^[[:space:]]*IncludeOptional[[:space:]]+[\"']?{ere(self.settings.hook_dir)}/{site}"
                 r"\.conf[\"']?[[:space:]]*$")
 
     def version_script(self) -> str:

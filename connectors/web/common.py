@@ -22,8 +22,15 @@ Operations (one per site; ids ``<account>:web:<backend>:<action>:<site>``):
              the delete, re-creates the ``enabled_dir`` link, and leaves each site suspended (resume
              follows on payment).
 
-Before an operation changes a snippet it saves the snippet's previous state (content or absence) and the
-new one under ``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>`` runs once per batch:
+Suspend, resume and status run in the batch's own shell: each queues one line (and a suspension its
+snippet text), and the commit ``web-<backend>-snippets`` (connectors/web/commit.sh) does the work for the
+whole batch in one pass: one ``grep`` of the vhost folders for hook lines, one ``awk`` that works out every
+site's change, one ``rm`` and one ``mv`` (the new snippets are staged in ``<hook_dir>/.arrears-snippets``,
+the account's own pages in ``<page_root>/.arrears-pages``, and renamed in). Its results go out once the
+change is on disk; a site without its hook fails alone.
+
+Before a snippet changes, its previous state (content or absence) and the new one are saved under
+``<state_dir>/web-<backend>/pending``. The handler ``web-<backend>`` runs once per batch:
 it runs the config test; when it passes, one graceful reload. When it fails, every change of the batch
 is rolled back to its previous state, then each is re-applied alone with a config test: those that pass
 stay, those that fail are rolled back and their operation is reported failed with ``config test failed:
@@ -32,13 +39,12 @@ apache's syntax error; else its last line). One reload follows if anything staye
 back every change of the batch. Facts of the handler: ``config_test`` (ok|failed), ``reloads``, ``kept``.
 
 Commands used on the host (for a sudoers list): the configured config test and reload commands, ``grep``,
-``cmp``, ``cp``, ``mv``, ``rm``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``find``, ``printf``, and those of
-:mod:`connectors.archive` for delete and restore.
+``cp``, ``mv``, ``rm``, ``rmdir``, ``mkdir``, ``chmod``, ``ln``, ``awk``, ``cut``, ``find``, ``xargs``, ``printf``,
+and those of :mod:`connectors.archive` for delete and restore.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import shlex
 from collections.abc import Mapping
@@ -156,6 +162,8 @@ class WebSettings(BaseModel):
 
 CAUSE_SH = Path(__file__).with_name("cause.sh")  # _w_first: what a failed config test or reload said
 _ROLLBACK = CAUSE_SH.read_text() + Path(__file__).with_name("rollback.sh").read_text()
+_COMMIT = Path(__file__).with_name("commit.sh").read_text()  # the one pass over a batch's snippets
+_UNQUEUED = "|| { echo 'cannot queue the change' >&2; return 1; }"
 
 
 class WebConnector:
@@ -175,9 +183,14 @@ class WebConnector:
         """The line the operator puts in the site's vhost."""
         raise NotImplementedError
 
-    def hook_pattern(self, site: str) -> str:
-        """An extended regular expression (for ``grep -iE``) matching an active hook line for ``site``."""
+    def hook_regex(self, site: str) -> str:
+        """An extended regular expression (for ``grep -iE``, anchored at the line's start) matching an
+        active hook line whose site part matches the expression ``site``."""
         raise NotImplementedError
+
+    def hook_pattern(self, site: str) -> str:
+        """An extended regular expression matching an active hook line for ``site``."""
+        return self.hook_regex(ere(site))
 
     def redirect_snippet(self, site: str, target: str) -> list[str]:
         raise NotImplementedError
@@ -191,6 +204,10 @@ class WebConnector:
     @property
     def handler_name(self) -> str:
         return f"{SERVICE}-{self.backend}"
+
+    @property
+    def commit_name(self) -> str:
+        return f"{SERVICE}-{self.backend}-snippets"
 
     @property
     def pending_dir(self) -> str:
@@ -263,87 +280,50 @@ class WebConnector:
         pattern = q(self.hook_pattern(site))
         return f"{{ grep -qsiE -- {pattern} {q(self.vhost_path(site))} || grep -RqsiE -- {pattern} {dirs}; }}"
 
-    def _write_page(self, site: str, html: str) -> str:
-        """Script lines: put the account's rendered suspended page in ``page_root`` unless identical."""
-        assert self.settings.page_root is not None
-        page = f"{self.settings.page_root}/{self.own_page(site)}"
-        encoded = base64.b64encode(html.encode("utf-8")).decode("ascii")
-        return f"""
-mkdir -p -- {q(self.settings.page_root)}
-printf '%s' {q(encoded)} | base64 -d > "$_ar_tmp/page.new"
-if ! cmp -s "$_ar_tmp/page.new" {q(page)}; then
-  cp -- "$_ar_tmp/page.new" {q(page + ".arrears-tmp")}
-  chmod 644 -- {q(page + ".arrears-tmp")}
-  mv -f -- {q(page + ".arrears-tmp")} {q(page)}
-  changed
-fi
-"""
+    def _queue(self, action: str, site: str, *, pattern: str = "-", path: str = "-", message: str = "-",
+               text: str = "") -> str:
+        """Script line: queue one site's change (or report) for the batch's one pass, connectors/web/commit.sh;
+        the snippet ``text`` last, its lines joined by tabs (no line of it holds one: see :func:`config_line`)."""
+        if "\t" in text:
+            raise UnsafeValue("snippet", text, "contains a tab")
+        queue = "wr" if action == "status" else "wq"
+        return (f"printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' {action} \"$_ar_id\" {q(site)} {q(pattern)} {q(path)} "
+                f"{q(message)} {q(text.replace(chr(10), chr(9)))} >> \"$_ar_tmp/{queue}.{self.backend}\" {_UNQUEUED}\n")
 
-    def _write_snippet(self, account: str, site: str, target: str | None, page: str | None = None) -> str:
-        """Script lines: write the snippet unless identical, saving the previous and new state first.
-        Shell builtins write it; one rename puts it in place."""
-        return f"""
-_w_text={q(self.snippet(account, site, target, page))}
-[ -d "$_w_hooks" ] || mkdir -p -- "$_w_hooks"
-[ -d "$_w_pend" ] || mkdir -p -- "$_w_pend"
-if [ -f "$_w_snip" ]; then
-  printf '%s' "$_w_text" > "$_ar_tmp/web.new"
-  if cmp -s "$_ar_tmp/web.new" "$_w_snip"; then fact "$_w_site.suspended" yes; return 0; fi
-  cp -p -- "$_w_snip" "$_w_pend/$_w_site.prev"
-  [ ! -e "$_w_pend/$_w_site.absent" ] || rm -f -- "$_w_pend/$_w_site.absent"
-else
-  [ ! -e "$_w_pend/$_w_site.prev" ] || rm -f -- "$_w_pend/$_w_site.prev"
-  : > "$_w_pend/$_w_site.absent"
-fi
-printf '%s' "$_w_text" > "$_w_pend/$_w_site.new"
-[ ! -e "$_w_pend/$_w_site.remove" ] || rm -f -- "$_w_pend/$_w_site.remove"
-umask 022
-printf '%s' "$_w_text" > "$_w_snip.arrears-tmp"
-mv -f -- "$_w_snip.arrears-tmp" "$_w_snip"
-changed
-fact "$_w_site.suspended" yes
-"""
+    def _queued(self, account: str, action: str, site: str, script: str, *, notify: bool = True) -> Operation:
+        op = self._op(account, action, site, script, notify=notify)
+        return Operation(op.id, op.account, op.kind, op.script, op.handlers, self.commit_name, inline=True)
 
     def _suspend(self, account: str, site: str, resource: dict[str, Any], action: str = "suspend") -> Operation:
+        """Queues the snippet (and the account's own page) for the commit, which writes it unless an
+        identical one is there, once a vhost carries the site's hook."""
         target = self._target(resource)
         missing = (f"site {site} has no arrears hook in {self.settings.vhost_dir}: add the line "
                    f"'{self.hook_line(site)}' to its vhost (first in the server block); nothing was changed")
         html = resource.get("page_html")
         own = self.settings.mode == "page" and isinstance(html, str) and bool(html)
-        script = (
-            self._vars(site)
-            + f"if ! {self._hook_check(site)}; then fact \"$_w_site.hook\" missing; fail {q(missing)}; fi\n"
-            + 'fact "$_w_site.hook" present\n'
-            + (self._write_page(site, str(html)) if own else "")
-            + self._write_snippet(account, site, target, self.own_page(site) if own else None)
-        )
-        return self._op(account, action, site, script)
+        page = "-"
+        script = ""
+        if own:
+            assert self.settings.page_root is not None and isinstance(html, str)
+            if "\x00" in html:
+                raise UnsafeValue("page html", html[:80], "contains NUL")
+            page = f"{self.settings.page_root}/{self.own_page(site)}"
+            script = (f"printf '%s' {q(html)} > \"$_ar_tmp/wp.$_ar_id\" && "
+                      f"printf '' > \"$_ar_tmp/wpage.{self.backend}\" {_UNQUEUED}\n")
+        text = self.snippet(account, site, target, self.own_page(site) if own else None)
+        script += self._queue("suspend", site, pattern=self.hook_pattern(site), path=page, message=missing, text=text)
+        return self._queued(account, action, site, script)
 
     def _resume(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
-        own_page = ""
-        if self.settings.page_root is not None:
-            page = q(f"{self.settings.page_root}/{self.own_page(site)}")
-            own_page = f"if [ -e {page} ]; then rm -f -- {page}; changed; fi\n"
-        script = self._vars(site) + own_page + """
-if [ ! -e "$_w_snip" ]; then fact "$_w_site.suspended" no; return 0; fi
-[ -d "$_w_pend" ] || mkdir -p -- "$_w_pend"
-: > "$_w_pend/$_w_site.remove"
-[ ! -e "$_w_pend/$_w_site.new" ] || rm -f -- "$_w_pend/$_w_site.new"
-[ ! -e "$_w_pend/$_w_site.absent" ] || rm -f -- "$_w_pend/$_w_site.absent"
-# one rename: the snippet leaves, kept as the state before this batch (for a rollback)
-mv -f -- "$_w_snip" "$_w_pend/$_w_site.prev"
-changed
-fact "$_w_site.suspended" no
-"""
-        return self._op(account, "resume", site, script)
+        """Queues the removal of the snippet (and of the account's own page) for the commit."""
+        page = "-" if self.settings.page_root is None else f"{self.settings.page_root}/{self.own_page(site)}"
+        return self._queued(account, "resume", site, self._queue("resume", site, path=page))
 
     def _status(self, account: str, site: str, resource: dict[str, Any]) -> Operation:
-        script = self._vars(site) + f"""
-if {self._hook_check(site)}; then fact "$_w_site.hook" present; else fact "$_w_site.hook" missing; fi
-if [ -f "$_w_snip" ]; then fact "$_w_site.suspended" yes; else fact "$_w_site.suspended" no; fi
-if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else fact "$_w_site.vhost" absent; fi
-"""
-        return self._op(account, "status", site, script, notify=False)
+        """Queues the site for the commit's report: its hook, its snippet, its vhost file."""
+        script = self._queue("status", site, pattern=self.hook_pattern(site), path=self.vhost_path(site))
+        return self._queued(account, "status", site, script, notify=False)
 
     def observe(self, facts: Mapping[str, str]) -> Observed:
         """Each site from its ``status`` facts: suspended while its snippet exists *and* a vhost carries
@@ -404,7 +384,7 @@ if [ -e {q(self.vhost_path(site))} ]; then fact "$_w_site.vhost" present; else f
             script = self._vars(site) + f"""
 if [ -e {q(vhost)} ]; then fail {q(f"site {site}: {vhost} was not archived and removed; the site stays suspended")}; fi
 {unlink}if {self._hook_check(site)}; then fail {q(still)}; fi
-rm -f -- "$_w_pend/$_w_site.prev" "$_w_pend/$_w_site.absent" "$_w_pend/$_w_site.new" "$_w_pend/$_w_site.remove"
+rm -f -- "$_w_pend/$_w_site.conf" "$_w_pend/$_w_site.new"
 if [ -e "$_w_snip" ]; then rm -f -- "$_w_snip"; changed; fi
 fact "$_w_site.deleted" yes
 """
@@ -437,15 +417,21 @@ fact "$_w_site.deleted" yes
                 target = f"{s.enabled_dir}/{s.vhost_name.format(site=site)}"
                 link = (f"if [ -e {q(vhost)} ] && [ ! -e {q(target)} ] && [ ! -L {q(target)} ]; then "
                         f"ln -s -- {q(vhost)} {q(target)}; changed; fi\n")
-            ops.append(Operation(op.id, op.account, op.kind, link + op.script, op.handlers))
+            # the link needs ln and set -e: a subshell of its own (restores are few)
+            ops.append(Operation(op.id, op.account, op.kind, link + op.script, op.handlers, op.commit, inline=not link))
         return ops
 
     # -- handler ----------------------------------------------------------------------------------
 
     def handlers(self) -> list[Handler]:
+        """The commit (one pass over the batch's snippets) and the handler (config test, reload, rollback)."""
         s = self.settings
+        dirs = " ".join(d for d in (s.vhost_dir, s.enabled_dir) if d)
+        commit = (f"_w_b={self.backend}\n_w_hooks={q(s.hook_dir)}\n_w_pend={q(self.pending_dir)}\n"
+                  f"_w_dirs={q(dirs)}\n_w_any={q(self.hook_regex('[^/]+'))}\n"
+                  + ("" if s.page_root is None else f"_w_proot={q(s.page_root)}\n"))
         data = (f"_w_pend={q(self.pending_dir)}\n_w_hooks={q(s.hook_dir)}\n"
                 f"_w_prefix={q(f'*:{SERVICE}:{self.backend}:*')}\n"
                 f"_w_test_cmd={q(' '.join(q(a) for a in s.config_test))}\n"
                 f"_w_reload_cmd={q(' '.join(q(a) for a in s.reload))}\n")
-        return [Handler(self.handler_name, data + _ROLLBACK)]
+        return [Handler(self.commit_name, commit + _COMMIT, commit=True), Handler(self.handler_name, data + _ROLLBACK)]

@@ -40,8 +40,8 @@ class NginxConnector(WebConnector):
     def hook_line(self, site: str) -> str:
         return f"include {self.settings.hook_dir}/{site}.con[f];"
 
-    def hook_pattern(self, site: str) -> str:
-        return (f"^[[:space:]]*include[[:space:]]+[\"']?{ere(self.settings.hook_dir)}/{ere(site)}"
+    def hook_regex(self, site: str) -> str:
+        return (f"^[[:space:]]*include[[:space:]]+[\"']?{ere(self.settings.hook_dir)}/{site}"
                 r"\.con(\[f\]|f)[\"']?[[:space:]]*;")
 
     def redirect_snippet(self, site: str, target: str) -> list[str]:

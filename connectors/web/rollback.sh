@@ -9,15 +9,25 @@ _w_put() {  # site file: install file as the site's snippet
   cp -- "$2" "$_w_hooks/$1.conf.arrears-tmp" && chmod 644 -- "$_w_hooks/$1.conf.arrears-tmp" &&
     mv -f -- "$_w_hooks/$1.conf.arrears-tmp" "$_w_hooks/$1.conf"
 }
+# The records (commit.sh): $_w_pend/<site>.conf is the snippet as it was before this batch changed it; no
+# record: there was none. The state this batch wrote is the snippet in place (none, for a resume), saved as
+# <site>.new only here, before a rollback.
 _w_old() {  # site: back to the state before this batch
-  if [ -f "$_w_pend/$1.prev" ]; then _w_put "$1" "$_w_pend/$1.prev"
-  elif [ -f "$_w_pend/$1.absent" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
+  if [ -f "$_w_pend/$1.conf" ]; then _w_put "$1" "$_w_pend/$1.conf"; else rm -f -- "$_w_hooks/$1.conf"; fi
 }
-_w_new() {  # site: the state this batch wrote
-  if [ -f "$_w_pend/$1.new" ]; then _w_put "$1" "$_w_pend/$1.new"
-  elif [ -f "$_w_pend/$1.remove" ]; then rm -f -- "$_w_hooks/$1.conf"; fi
+_w_keep() {  # id: save the state its operation wrote, before the rollback
+  case $1 in
+    *:resume:*) ;;
+    *) if [ -f "$_w_hooks/${1##*:}.conf" ]; then cp -p -- "$_w_hooks/${1##*:}.conf" "$_w_pend/${1##*:}.new"; fi ;;
+  esac
 }
-_w_forget() { rm -f -- "$_w_pend/$1.prev" "$_w_pend/$1.absent" "$_w_pend/$1.new" "$_w_pend/$1.remove"; }
+_w_new() {  # id: the state its operation wrote
+  case $1 in
+    *:resume:*) rm -f -- "$_w_hooks/${1##*:}.conf" ;;
+    *) if [ -f "$_w_pend/${1##*:}.new" ]; then _w_put "${1##*:}" "$_w_pend/${1##*:}.new"; fi ;;
+  esac
+}
+_w_forget() { rm -f -- "$_w_pend/$1.conf" "$_w_pend/$1.new"; }
 _w_ids=''
 _w_n=0
 for _w_id in $ARREARS_CHANGED; do
@@ -32,7 +42,7 @@ if _w_test; then
   fact config_test ok
   if _w_reload; then
     # every change on disk is loaded: no record is needed any more (one pass for the whole batch)
-    find "$_w_pend" -mindepth 1 -maxdepth 1 -type f -delete
+    find "$_w_pend" -mindepth 1 -maxdepth 1 ! -type d -delete
     fact reloads 1
     fact kept "$_w_n"
     return 0
@@ -46,11 +56,11 @@ if _w_test; then
 fi
 fact config_test failed
 fact first_error "$(_w_first)"
-for _w_id in $_w_ids; do _w_old "${_w_id##*:}"; done
+for _w_id in $_w_ids; do _w_keep "$_w_id"; _w_old "${_w_id##*:}"; done
 _w_kept=0
 for _w_id in $_w_ids; do
   _w_s=${_w_id##*:}
-  _w_new "$_w_s"
+  _w_new "$_w_id"
   if _w_test; then
     _w_kept=$((_w_kept + 1))
   else

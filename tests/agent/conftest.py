@@ -1,4 +1,5 @@
-"""Fixtures for the agent tests: a migrated store in a temporary folder and the sample policy."""
+"""Fixtures for the agent tests: a migrated store on each backend (tests/backends.py), one on SQLite only
+(for what is about SQLite itself, or too slow to run twice), and the sample policy."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ import pytest
 from agent.store.db import Store, open_store
 from policy import load_policy
 from policy.loader import PolicySet
+from tests.backends import sqlite_url
 from tests.scenarios.harness import POLICY
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'arrears.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(sqlite_url(tmp_path))
     yield s
     s.close()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from agent.demo import DemoAccount, account_line, demo_inventory, demo_policy, host_dirs, lay_out_host_files
+from tests import backends
 from tests.servers.base import wait_for
 
 __all__ = ["FROM_ADDR", "Arrears", "Gate", "LocalFleet", "build_fleet", "debtor"]
@@ -87,12 +87,18 @@ def _env() -> dict[str, str]:
 
 @dataclass
 class Arrears:
-    """The real ``arrears`` command on one configuration folder (database ``arrears.db`` there)."""
+    """The real ``arrears`` command on one configuration folder, on the database ``db`` (a URL), else on the
+    folder's ``arrears.db``."""
 
     folder: Path
+    db: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.db or backends.sqlite_url(self.folder)
 
     def argv(self, *args: str) -> list[str]:
-        return [*_arrears_argv(), "--config", str(self.folder), *args]
+        return [*_arrears_argv(), "--config", str(self.folder), *(("--db", self.db) if self.db else ()), *args]
 
     def invoke(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, env=_env(), timeout=timeout,
@@ -117,17 +123,13 @@ class Arrears:
         result: dict[str, Any] = self.json("show", account, *(("--at", at) if at else ()))
         return result
 
-    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        """Read the database directly (what no command shows, e.g. claimed jobs)."""
-        con = sqlite3.connect(self.folder / "arrears.db", timeout=30)
-        try:
-            return list(con.execute(sql, params).fetchall())
-        finally:
-            con.close()
+    def query(self, sql: str, **params: object) -> list[tuple[Any, ...]]:
+        """Read the database directly (what no command shows, e.g. claimed jobs); ``:name`` parameters."""
+        return backends.query(self.url, sql, **params)
 
     def job_statuses(self, account: str | None = None) -> dict[str, int]:
-        where, params = ("where account = ?", (account,)) if account else ("", ())
-        return dict(self.query(f"select status, count(*) from jobs {where} group by status", *params))
+        where = "where account = :account" if account else ""
+        return dict(self.query(f"select status, count(*) from jobs {where} group by status", account=account))
 
 
 @dataclass
@@ -166,9 +168,10 @@ class LocalFleet:
 
 
 def build_fleet(folder: Path, accounts: Sequence[DemoAccount], *, notices: dict[str, Any], debt_at: datetime,
-                debt: str = "-50.00") -> LocalFleet:
+                debt: str = "-50.00", db: str | None = None) -> LocalFleet:
     """Write the configuration and hosts under ``folder`` and import ``accounts``, each with a charge of
-    ``debt`` at ``debt_at``. ``notices`` is policy.yaml's ``notices:`` section (``smtp`` or ``spool_dir``)."""
+    ``debt`` at ``debt_at``. ``notices`` is policy.yaml's ``notices:`` section (``smtp`` or ``spool_dir``);
+    ``db`` the database's URL (default: the folder's ``arrears.db``)."""
     folder.mkdir(parents=True, exist_ok=True)
     cast = list(accounts)
     gate = Gate(folder / "gate")
@@ -188,7 +191,7 @@ def build_fleet(folder: Path, accounts: Sequence[DemoAccount], *, notices: dict[
     (billing / "ledger.jsonl").write_text("".join(
         json.dumps({"account": a.id, "at": at, "amount": debt, "kind": "charge", "ref": f"debt-{a.id}"}) + "\n"
         for a in cast))
-    arrears = Arrears(folder)
+    arrears = Arrears(folder, db)
     arrears.ok("accounts", "import", str(billing / "accounts.jsonl"))
     arrears.ok("ledger", "import", str(billing / "ledger.jsonl"))
     return LocalFleet(folder, cast, gate, arrears)

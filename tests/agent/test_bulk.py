@@ -25,7 +25,7 @@ def _account(aid: str, **extra: Any) -> dict[str, Any]:
 
 def _raw(store: Store, table: str, order: str) -> list[tuple[Any, ...]]:
     with store.session() as s:
-        return [tuple(r) for r in s.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]  # noqa: S608
+        return [tuple(r) for r in s.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))]
 
 
 def test_rows_are_stored_as_sqlalchemy_stores_them(store: Store) -> None:
@@ -44,7 +44,9 @@ def test_rows_are_stored_as_sqlalchemy_stores_them(store: Store) -> None:
         assert len(insert_ignore(s, ledger, [{**entry, "account": "a1", "ref": "r1"}], key=("account", "ref"))) == 1
         s.execute(insert(ledger), [{**entry, "account": "a2", "ref": "r1"}])
     mine_row, sa_row = _raw(store, "ledger", "account")
-    assert mine_row[2:] == sa_row[2:] and "2026-03-01 07:30:00.000000" in mine_row
+    assert mine_row[2:] == sa_row[2:]
+    if store.engine.dialect.name == "sqlite":  # stored as text there: the same text, in UTC
+        assert "2026-03-01 07:30:00.000000" in mine_row
 
 
 def test_insert_ignore_returns_only_the_rows_it_wrote(store: Store) -> None:

@@ -82,9 +82,9 @@ def mail(smtp: tuple[SmtpServer, HeldData]) -> tuple[SmtpServer, HeldData]:
     return server, held
 
 
-def _fleet(folder: Path, server: SmtpServer, *names: str) -> LocalFleet:
+def _fleet(folder: Path, db: str, server: SmtpServer, *names: str) -> LocalFleet:
     accounts = [debtor(f"{name}-{n:02d}", name) for n, name in enumerate(names, start=1)]
-    return build_fleet(folder, accounts, debt_at=DEBT_AT,
+    return build_fleet(folder, accounts, debt_at=DEBT_AT, db=db,
                        notices={"smtp": {"host": server.host, "port": server.port, "timeout": 20}})
 
 
@@ -113,14 +113,14 @@ def _wait_orphans(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _suspension_rows(fleet: LocalFleet, account: str) -> list[tuple[Any, ...]]:
-    return fleet.arrears.query("select status, at from stages_taken where account = ? and stage = 'suspension'",
-                               account)
+    return fleet.arrears.query("select status, at from stages_taken where account = :account "
+                               "and stage = 'suspension'", account=account)
 
 
 def test_sigkill_while_a_host_batch_is_in_flight_then_a_run_finishes_the_work(
-        tmp_path: Path, mail: tuple[SmtpServer, HeldData]) -> None:
+        tmp_path: Path, db_url: str, mail: tuple[SmtpServer, HeldData]) -> None:
     server, _ = mail
-    fleet = _fleet(tmp_path / "cfg", server, "acme")
+    fleet = _fleet(tmp_path / "cfg", db_url, server, "acme")
     acme = fleet.accounts[0]
     arrears = fleet.arrears
     fleet.gate.close()
@@ -165,13 +165,13 @@ def test_sigkill_while_a_host_batch_is_in_flight_then_a_run_finishes_the_work(
 
 
 def test_sigkill_while_the_mail_server_holds_a_notice_then_a_run_sends_what_is_missing(
-        tmp_path: Path, mail: tuple[SmtpServer, HeldData]) -> None:
+        tmp_path: Path, db_url: str, mail: tuple[SmtpServer, HeldData]) -> None:
     """The window is one message: each notice is recorded as sent the moment the mail server accepted it,
     so of a batch of two only the one in flight when the agent died (the server accepted it, the agent never
     heard back) goes out a second time, with the same Message-ID so the receiving side can tell; the one
     accepted before is never sent again, and none is lost."""
     server, held = mail
-    fleet = _fleet(tmp_path / "cfg", server, "acme", "bravo")
+    fleet = _fleet(tmp_path / "cfg", db_url, server, "acme", "bravo")
     arrears = fleet.arrears
     held.allow = 1  # the first suspension notice goes through, the second waits in DATA
     proc = arrears.start("run", "--at", T, log=tmp_path / "run1.log")
@@ -204,13 +204,13 @@ def test_sigkill_while_the_mail_server_holds_a_notice_then_a_run_sends_what_is_m
 
 
 def test_sigkill_in_the_middle_of_a_chunk_loses_nothing_and_resends_only_the_message_in_flight(
-        tmp_path: Path, mail: tuple[SmtpServer, HeldData]) -> None:
+        tmp_path: Path, db_url: str, mail: tuple[SmtpServer, HeldData]) -> None:
     """A chunk of four notices goes over one connection; the agent dies after the server accepted two
     and while it holds the third. The two are recorded as sent, the third and fourth are claimed; the
     next run sends the third again (the same Message-ID) and the fourth once, over one connection, and
     finishes every account's suspension: nothing lost, nothing but the one in flight sent twice."""
     server, held = mail
-    fleet = _fleet(tmp_path / "cfg", server, "acme", "bravo", "charlie", "delta")
+    fleet = _fleet(tmp_path / "cfg", db_url, server, "acme", "bravo", "charlie", "delta")
     arrears = fleet.arrears
     held.allow = 2
     proc = arrears.start("run", "--at", T, log=tmp_path / "run1.log")

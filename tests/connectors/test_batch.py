@@ -41,6 +41,33 @@ def test_handler_runs_once_for_the_changed_operations_and_can_roll_one_back(loca
     assert all(batch.results[f"s:{n}"].ok for n in range(3))
 
 
+def test_a_commit_reports_each_operation_done_or_failed_alone(local: LocalTransport) -> None:
+    """A commit fails one queued operation with its own message and the others go on; a change an operation
+    made itself (besides the queued one) counts, and only changed operations notify the handler."""
+    queue = 'printf "%s\\n" "$_ar_id" >> "$_ar_tmp/q"'
+    ops = [Operation("q:0", "a", "t", queue, ("reload",), "apply", inline=True),
+           Operation("q:1", "b", "t", queue, ("reload",), "apply", inline=True),
+           Operation("q:2", "c", "t", f"changed; {queue}", ("reload",), "apply"),
+           Operation("q:3", "d", "t", queue, ("reload",), "apply", inline=True)]
+    commit = Handler("apply", """while read -r id; do
+  case $id in
+    q:0) echo "@@arrears-done $id 1" ;;
+    q:1) echo "@@arrears-fact $id why=no hook"
+         echo "@@arrears-fail $id site b.test has no 'hook'; nothing was changed" ;;
+    *) echo "@@arrears-done $id 0" ;;
+  esac
+done < "$_ar_tmp/q"
+""", commit=True)
+    batch = run_batch(local, ops, [commit, Handler("reload", 'echo "$ARREARS_CHANGED"')])
+    r = batch.results
+    assert (r["q:0"].ok, r["q:0"].changed) == (True, True)
+    assert (r["q:1"].ok, r["q:1"].error, r["q:1"].facts) == (
+        False, "site b.test has no 'hook'; nothing was changed", {"why": "no hook"})
+    assert (r["q:2"].ok, r["q:2"].changed) == (True, True)
+    assert (r["q:3"].ok, r["q:3"].changed) == (True, False)
+    assert batch.handlers["handler:reload"].stdout.split() == ["q:0", "q:2"]
+
+
 def test_no_handler_when_nothing_changed(local: LocalTransport) -> None:
     batch = run_batch(local, [Operation("s:0", "a", "t", ":", ("reload",))], [Handler("reload", "echo ran")])
     assert batch.handlers == {}

@@ -211,3 +211,55 @@ def test_every_registered_connector_meets_the_contract(service: str, backend: st
     assert list(inspect.signature(cls.__init__).parameters)[1:3] == ["settings", "host"]
     assert callable(cls.operations) and callable(cls.handlers)
     assert list(inspect.signature(cls.operations).parameters)[1:4] == ["action", "account", "resource"]
+
+
+def _reach_inventory(tmp_path: Path, hosts: str, defaults: str = "") -> str:
+    (tmp_path / "known_hosts").write_text("")
+    return f"defaults:\n  known_hosts: known_hosts\n{defaults}hosts:\n{hosts}"
+
+
+def test_jump_names_another_ssh_host_and_the_chain_must_end(tmp_path: Path) -> None:
+    path = str(tmp_path / "inventory.yaml")
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(_reach_inventory(tmp_path, "  a:\n    address: 10.0.0.1\n    key: /k\n    jump: nowhere\n"),
+                       path)
+    assert _only(exc).field == "hosts.a.jump" and "unknown host 'nowhere'" in _only(exc).message
+    circle = ("  a:\n    address: 10.0.0.1\n    key: /k\n    jump: b\n"
+              "  b:\n    address: 10.0.0.2\n    key: /k\n    jump: a\n")
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(_reach_inventory(tmp_path, circle), path)
+    assert "a -> b -> a" in str(exc.value) and f"{path}:7: hosts.a.jump" in str(exc.value)
+    inv = load_inventory(_reach_inventory(tmp_path, circle.replace("    jump: a\n", "")), path)
+    settings = inv.ssh_settings("a")
+    assert settings.address == "10.0.0.1" and settings.jump is not None and settings.jump.address == "10.0.0.2"
+    assert settings.jump.known_hosts == str(tmp_path / "known_hosts")
+
+
+def test_an_ssh_config_alias_gives_address_user_port_key_and_proxyjump(tmp_path: Path) -> None:
+    (tmp_path / "ssh_config").write_text(
+        "Host web-prod\n  HostName 203.0.113.7\n  User deploy\n  Port 2200\n  IdentityFile keys/web\n"
+        "  ProxyJump ops@jump:2222\n\nHost jump\n  HostName 198.51.100.1\n  IdentityFile /etc/arrears/jump\n")
+    inv = load_inventory(_reach_inventory(tmp_path, "  web1:\n    address: web-prod\n    port: 22\n",
+                                          "  ssh_config: ssh_config\n"), str(tmp_path / "inventory.yaml"))
+    s = inv.ssh_settings("web1")
+    assert (s.address, s.user, s.port) == ("203.0.113.7", "deploy", 22)  # the inventory's own port wins
+    assert s.key == str(tmp_path / "keys" / "web")  # relative to the ssh_config's folder
+    assert s.jump is not None
+    assert (s.jump.address, s.jump.user, s.jump.port, s.jump.key) == ("198.51.100.1", "ops", 2222, "/etc/arrears/jump")
+
+
+def test_keys_may_come_from_the_agent_and_a_passphrase_from_the_environment(tmp_path: Path) -> None:
+    path = str(tmp_path / "inventory.yaml")
+    inv = load_inventory(_reach_inventory(tmp_path, "  a:\n    address: 10.0.0.1\n    allow_agent: true\n"), path)
+    assert inv.ssh_settings("a").allow_agent and inv.ssh_settings("a").key is None
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(_reach_inventory(tmp_path, "  a:\n    address: 10.0.0.1\n"), path)
+    assert _only(exc).field == "hosts.a.key"
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(_reach_inventory(tmp_path, "  a:\n    address: 10.0.0.1\n    key: /k\n"
+                                                  "    key_passphrase_env: $(reboot)\n"), path)
+    assert _only(exc).field == "hosts.a.key_passphrase_env"
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(_reach_inventory(tmp_path, "  a:\n    address: alias\n    key: /k\n    ssh_config: nope\n"),
+                       path)
+    assert _only(exc).field == "hosts.a.ssh_config" and "cannot read" in _only(exc).message

@@ -8,12 +8,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pytest_mock import MockerFixture
 
 from agent.cli import cli
 from connectors.base import Operation, TransportError, run_batch
@@ -109,40 +109,28 @@ def test_missing_known_hosts_file_is_an_error(sshd: SshdServer, tmp_path: Path) 
     assert "does not exist" in str(info.value) and info.value.transient is False
 
 
-def _count_connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    calls: list[Any] = []
-    real: Callable[..., socket.socket] = socket.create_connection
-
-    def counting(*args: Any, **kwargs: Any) -> socket.socket:
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", counting)
-    return calls
-
-
-def test_closed_port_is_transient_after_bounded_retries(sshd: SshdServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _count_connects(monkeypatch)
+def test_closed_port_is_transient_after_bounded_retries(sshd: SshdServer, mocker: MockerFixture) -> None:
+    connects = mocker.spy(socket, "create_connection")
     transport = sshd.transport(port=free_port(), retries=3, retry_initial_wait=0.01, retry_max_wait=0.05)
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         transport.run_script("true")
     assert info.value.transient is True
     assert "refused" in str(info.value).lower()
-    assert len(calls) == 3
+    assert connects.call_count == 3
     assert time.monotonic() - started < 5
 
 
-def test_wrong_key_is_not_retried(sshd: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_key_is_not_retried(sshd: SshdServer, tmp_path: Path, mocker: MockerFixture) -> None:
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    calls = _count_connects(monkeypatch)
+    connects = mocker.spy(socket, "create_connection")
     transport = sshd.transport(key=stranger, retries=3)
     with pytest.raises(TransportError) as info:
         transport.run_script("true")
     assert info.value.transient is False
     assert "authentication" in str(info.value)
-    assert len(calls) == 1
+    assert connects.call_count == 1
 
 
 def test_timeout_is_transient_and_the_transport_recovers(sshd: SshdServer) -> None:
@@ -224,8 +212,7 @@ def test_a_connection_dropped_while_idle_is_reopened(sshd: SshdServer) -> None:
         transport.close()
 
 
-def test_a_server_that_drops_the_handshake_is_transient_and_retried(sshd: SshdServer,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_drops_the_handshake_is_transient_and_retried(sshd: SshdServer) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)

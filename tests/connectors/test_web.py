@@ -315,6 +315,28 @@ def test_a_failing_reload_rolls_back_the_batch_and_reports_it(server: WebServer,
     wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended on retry")
 
 
+def test_a_rolled_back_resume_or_replacement_puts_the_previous_snippet_back(
+        server: WebServer, transport: Transport) -> None:
+    """The records of a batch: a resume whose reload fails moves each snippet back; a replacement the config
+    test rejects restores the snippet it replaced, byte for byte, and the sites stay suspended."""
+    good = connector(server)
+    assert apply(server, transport, good, "suspend", A).ok
+    wait_for(lambda: all(redirected(server, s) for s in SITES[A]), timeout=15, what="A suspended")
+    before = {site: (server.hook_dir / f"{site}.conf").read_bytes() for site in SITES[A]}
+
+    failing = connector(server, reload=["sh", "-c", "echo 'no running server found' >&2; exit 1"])
+    resumed = apply(server, transport, failing, "resume", A)
+    assert all(not r.ok and "change rolled back" in (r.error or "") for r in resumed.results.values())
+    assert {site: (server.hook_dir / f"{site}.conf").read_bytes() for site in SITES[A]} == before
+
+    broken = connector(server, extra_lines=["arrears_no_such_directive on;"])
+    replaced = apply(server, transport, broken, "suspend", A)
+    assert all(not r.ok and (r.error or "").startswith("config test failed") for r in replaced.results.values())
+    assert {site: (server.hook_dir / f"{site}.conf").read_bytes() for site in SITES[A]} == before
+    assert list((server.state_dir / f"web-{server.backend}" / "pending").iterdir()) == []
+    assert all(redirected(server, s) for s in SITES[A])
+
+
 def test_a_failed_reload_is_reported_by_its_cause(server: WebServer, transport: Transport) -> None:
     """nginx: the reload signals a master that is not there (its pid file is missing), so its output starts
     with "[notice] signal process started" and names the cause on the next line; apache: the graceful

@@ -3,7 +3,9 @@
 ``fleet`` (module scope) takes the servers of tests/servers (one sshd, nginx, apache2, dovecot+postfix and
 an aiosmtpd server that receives the notices) and adds what a hosting customer has on them: one unix user
 per account of :data:`SLOTS` with a home dir and an SSH key, one site on both web servers, one mailbox with
-a message in it. Every inventory host reaches this machine through the same test sshd:
+a message in it. A module may give it other web servers by defining its own ``nginx_server`` and
+``apache_server`` fixtures (test_lifecycle.py: Debian's stock trees, made ready by ``arrears hosts prepare``).
+Every inventory host reaches this machine through the same test sshd:
 
 ==========  ===========================================
 host        services

@@ -3,14 +3,23 @@
 Each test has its own configuration folder and database on the module's one fleet (tests/e2e/conftest.py)
 and replays days with ``arrears run --at``; stages are one day apart. The notices are read back from
 the SMTP server, the sites over HTTP, the mailboxes over IMAP, POP3 and SMTP, the login over SSH.
+
+The module's web servers are not the suite's hand-made ones: they run from Debian's own nginx and
+apache2 configuration trees (tests/servers/stock.py), each with a customer vhost per site of :data:`SLOTS`
+copied from the package's default site and no arrears hook anywhere, and ``arrears hosts prepare``
+(over the same SSH transport as every batch) makes the fleet ready before the first test; a second run
+must change nothing. Its ``--dry-run`` and the stock dovecot and postfix are tested in
+tests/connectors/test_prepare.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
@@ -28,8 +37,84 @@ from tests.e2e.conftest import (
     day,
     eventually,
 )
+from tests.servers.stock import stock_apache, stock_nginx
+from tests.servers.web import WebServer
 
 pytestmark = pytest.mark.servers
+
+SITES = [slot.site for slot in SLOTS.values()]
+
+
+def _serve(server: WebServer) -> Iterator[WebServer]:
+    try:
+        assert server.daemon is not None
+        server.daemon.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def nginx_server() -> Iterator[WebServer]:
+    """Debian's nginx, its customer vhosts without the hook (this module's fleet uses it)."""
+    yield from _serve(stock_nginx(SITES, vhost_name="{site}.conf"))
+
+
+@pytest.fixture(scope="module")
+def apache_server() -> Iterator[WebServer]:
+    """Debian's apache2, its customer vhosts without the hook (this module's fleet uses it)."""
+    yield from _serve(stock_apache(SITES))
+
+
+def folders(fleet: Fleet) -> dict[str, str]:
+    """Every vhost's sha256 and link, and the mode of each folder ``prepare`` looks after."""
+    snap = fleet.vhost_snapshot()
+    for p in [fleet.state_dir, *(w.hook_dir for w in fleet.web.values()), fleet.mail.deny_dir]:
+        snap[str(p)] = oct(p.stat().st_mode & 0o7777) if p.exists() else "absent"
+    return snap
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``arrears hosts prepare`` found and left: :func:`folders` before, after it and after a second run
+    (with that run's output), and every vhost's text before and after it."""
+
+    untouched: dict[str, str]
+    prepared: dict[str, str]
+    again: dict[str, str]
+    again_output: str
+    vhosts_before: dict[Path, str]
+    vhosts_after: dict[Path, str]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prepared(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    """``arrears hosts prepare`` over SSH on the stock fleet, twice, before the module's first test."""
+    arrears = Arrears(tmp_path_factory.mktemp("prepare"))  # prepare reads only the inventory
+    fleet.write_inventory(arrears.folder)
+    def texts() -> dict[Path, str]:
+        return {p: p.read_text() for w in fleet.web.values() for p in w.vhost_files()}
+
+    untouched, before = folders(fleet), texts()
+    arrears.ok("hosts", "prepare")
+    after, vhosts = folders(fleet), texts()
+    output = arrears.ok("hosts", "prepare")
+    return Prepared(untouched, after, folders(fleet), output, before, vhosts)
+
+
+def test_prepare_makes_the_stock_fleet_ready_over_ssh_and_a_second_run_changes_nothing(prepared: Prepared,
+                                                                                         fleet: Fleet) -> None:
+    nginx, apache = fleet.web["nginx"], fleet.web["apache"]
+    for site in SITES:
+        ngx, apa = nginx.vhost_dir / f"{site}.conf", apache.vhost_dir / f"{site}.conf"
+        assert "arrears.d" not in prepared.vhosts_before[ngx] + prepared.vhosts_before[apa]
+        assert f"\tinclude {nginx.hook_dir}/{site}.con[f];\n" in prepared.vhosts_after[ngx]
+        assert f"\tIncludeOptional {apache.hook_dir}/{site}.conf\n" in prepared.vhosts_after[apa]
+    assert prepared.prepared != prepared.untouched
+    assert prepared.again == prepared.prepared
+    # web, login, home on web-nginx; web-apache; mail
+    assert prepared.again_output.count("(nothing to change)") == 5, prepared.again_output
 
 PATHS = ["/", "/a/b/c.html", "/?x=1&y=2"]
 BACKENDS = ("nginx", "apache")

@@ -1,6 +1,7 @@
 """Fuzzing the CLI's dates, amounts and durations as the commands parse them: ``--at`` and the day options
 through click's own option parsing (``make_context``, no command run), ``DATE``/``--until`` and amounts
-through the functions the commands call. A value is either refused with a usage error / :class:`CliError`,
+through the functions the commands' Python API calls. A value is either refused with a usage error /
+:class:`InvalidInput`,
 or it is one arrears can compute with: an aware UTC instant on the calendar window, an amount that fits
 the currency, a whole number of days in range."""
 
@@ -14,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.cli import cli
-from agent.cli.app import CliError, parse_moment, parse_money
 from agent.imports import EARLIEST, LATEST
+from agent.service import InvalidInput
+from agent.service.values import parse_moment, parse_money
 from policy import load_policy
 from policy.money import MAX_AMOUNT, minor_units
 from tests.fuzz.strategies import amounts, instants
@@ -55,7 +57,8 @@ def test_fuzz_at_option(text: str) -> None:
 def test_fuzz_dates_of_set_debt_date_and_exempt(text: str) -> None:
     try:
         value = parse_moment(text, PS, "DATE")
-    except CliError:
+    except InvalidInput as exc:
+        assert exc.field == "DATE" and str(exc).startswith("DATE")
         return
     _on_calendar(value)
 
@@ -64,8 +67,8 @@ def test_fuzz_dates_of_set_debt_date_and_exempt(text: str) -> None:
 def test_fuzz_amounts_of_payment_guarantee_and_can_spend(text: str, currency: str) -> None:
     try:
         value = parse_money(text, "amount", currency)
-    except CliError as exc:
-        assert str(exc).startswith("amount")
+    except InvalidInput as exc:
+        assert exc.field == "amount" and str(exc).startswith("amount")
         return
     assert value.is_finite() and abs(value) < MAX_AMOUNT
     assert value == value.quantize(Decimal(1).scaleb(-minor_units(currency)))

@@ -1,18 +1,22 @@
-"""Drives the ``arrears`` CLI in a temporary config folder, the way an operator would, with ``--at``."""
+"""Drives the ``arrears`` CLI in a temporary config folder, the way an operator would, with ``--at``.
+
+The database is ``--db DB`` when one is given, else the config folder's ``arrears.db``. Every scenario
+runs on both backends: tests/scenarios/conftest.py sets :attr:`Arrears.new_database` (one new database
+per :meth:`Arrears.create`) from the parametrised ``new_database`` fixture (tests/backends.py)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from click.testing import CliRunner, Result
 
 from agent.cli import cli
+from tests import backends
 
 __all__ = ["POLICY", "Arrears", "day"]
 
@@ -48,14 +52,18 @@ def day(n: int, hour: int = 10) -> str:
 @dataclass
 class Arrears:
     folder: Path
+    db: str | None = None
+
+    #: Makes the database of each new :class:`Arrears` (its URL), or None for the config folder's own.
+    new_database: ClassVar[Callable[[], str | None]] = staticmethod(lambda: None)
 
     @classmethod
     def create(cls, folder: Path, *, policy: str | None = None, resume: str = "true",
                accounts: Iterable[Mapping[str, Any]] = ()) -> Arrears:
         folder.mkdir(parents=True, exist_ok=True)
-        text = policy if policy is not None else POLICY.replace("{resume}", resume)
-        (folder / "policy.yaml").write_text(text)
-        self = cls(folder)
+        source = policy if policy is not None else POLICY.replace("{resume}", resume)
+        (folder / "policy.yaml").write_text(source)
+        self = cls(folder, cls.new_database())
         if accounts:
             self.ok("accounts", "import", str(self.write("accounts.jsonl", accounts)))
         return self
@@ -66,7 +74,8 @@ class Arrears:
         return path
 
     def invoke(self, *args: str) -> Result:
-        return CliRunner().invoke(cli, ["--config", str(self.folder), *args], catch_exceptions=False,
+        db = ("--db", self.db) if self.db else ()
+        return CliRunner().invoke(cli, ["--config", str(self.folder), *db, *args], catch_exceptions=False,
                                   env={"ARREARS_CONFIG": None, "ARREARS_DB": None, "ARREARS_DEBUG": None})
 
     def ok(self, *args: str) -> Result:
@@ -99,11 +108,14 @@ class Arrears:
         out = self.folder / "outbox"
         return sorted(p.name for p in out.iterdir()) if out.is_dir() else []
 
+    @property
+    def url(self) -> str:
+        return self.db or backends.sqlite_url(self.folder)
+
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Read the database directly (what no command shows); ``:name`` parameters."""
+        return backends.query(self.url, sql, **params)
+
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table (to prove that a refused command wrote nothing)."""
-        con = sqlite3.connect(self.folder / "arrears.db")
-        try:
-            tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
-            return {t: sorted(map(tuple, con.execute(f'select * from "{t}"')), key=repr) for t in tables}
-        finally:
-            con.close()
+        return backends.dump(self.url)

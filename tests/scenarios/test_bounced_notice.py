@@ -7,7 +7,6 @@ explicit ``delete --yes`` still deletes. A temporary failure (4xx, connection re
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -50,12 +49,9 @@ def to(server: SmtpServer, address: str) -> list[EmailMessage]:
 
 
 def jobs(arrears: Arrears, account: str, action: str) -> int:
-    con = sqlite3.connect(arrears.folder / "arrears.db")
-    try:
-        return int(con.execute("select count(*) from jobs where account = ? and action = ?",
-                               (account, action)).fetchone()[0])
-    finally:
-        con.close()
+    [(count,)] = arrears.query("select count(*) from jobs where account = :account and action = :action",
+                               account=account, action=action)
+    return int(count)
 
 
 def staff_about(server: SmtpServer) -> list[tuple[str, str]]:
@@ -184,7 +180,7 @@ def test_the_daemon_exports_the_notices_that_failed_for_good(tmp_path: Path, smt
     arrears.charge("acme-01", 0, "30.00", "inv-1")
     smtp.reject.add("billing@acme.example")
     arrears.run(0)
-    process = Process(arrears.folder)
+    process = Process(arrears.folder, arrears.db)
     port = free_port()
     log = tmp_path / "daemon.log"
     proc = process.start("daemon", "--interval", "3600", "--metrics-port", str(port), log=log)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import CliState, run_once
-from agent.config import discover
 from agent.imports import parse_instant
+from agent.service import Arrears as Service
 from connectors import registry
 from connectors.testing import FakeFleet, flag_backends, flag_inventory_yaml
 from tests.scenarios.harness import Arrears, day
@@ -59,14 +58,11 @@ def test_suspend_and_resume_on_the_hosts(arrears: Arrears, tmp_path: Path) -> No
 
 
 def test_show_tells_the_operator_about_an_unreachable_host(arrears: Arrears) -> None:
-    state = CliState(discover(str(arrears.folder)))
     fleet = FakeFleet()
     fleet.fail_host("mail1", error="mail1: connection refused")
-    try:
+    with Service.open(arrears.folder, db=arrears.db, fleet=fleet) as svc:
         for n in (0, 5, 8):
-            run_once(state, parse_instant(day(n)), fleet=fleet)
-    finally:
-        state.close()
+            svc.run(now=parse_instant(day(n)))
     info = arrears.show("acme-01", 8)
     assert info["state"] == "debtor"
     assert info["in_flight"] == ["suspension"]

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.cli import CliState, run_once
-from agent.config import discover
 from agent.imports import parse_instant
+from agent.service import Arrears as Service
 from connectors.testing import FakeFleet
 from tests.scenarios.harness import POLICY, Arrears, day
 
@@ -39,14 +38,11 @@ def arrears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Arrears:
     a.ok("ledger", "import", str(a.write("ledger.jsonl", [
         {"account": "evil-01", "at": day(0, 8), "amount": "-30.00", "kind": "charge", "ref": HOSTILE},
         {"account": "csv-02", "at": day(0, 8), "amount": "-12.50", "kind": "charge", "ref": "-2+3+cmd"}])))
-    state = CliState(discover(str(a.folder)))
     fleet = FakeFleet()
     fleet.fail_job("evil-01", JOB_ERROR)
-    try:
+    with Service.open(a.folder, db=a.db, fleet=fleet) as svc:
         for n in (0, 5, 8):
-            run_once(state, parse_instant(day(n)), fleet=fleet)
-    finally:
-        state.close()
+            svc.run(now=parse_instant(day(n)))
     return a
 
 
@@ -75,11 +71,11 @@ def test_data_and_job_errors_print_literally(arrears: Arrears, args: tuple[str, 
 
 
 def test_run_prints_the_job_errors_it_meets_literally(arrears: Arrears, monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.cli.run
+    import agent.service.running
 
     fleet = FakeFleet()  # the hosts of this run, as the fake fleet: the same failure again
     fleet.fail_job("evil-01", JOB_ERROR)
-    monkeypatch.setattr(agent.cli.run, "LazyFleet", lambda state: fleet)
+    monkeypatch.setattr(agent.service.running, "LazyFleet", lambda svc: fleet)
     result = arrears.invoke("run", "--at", day(12))
     assert result.exit_code == 0, result.output
     assert fleet.jobs, "the run retried the suspension on the hosts"

@@ -319,6 +319,8 @@ smtpd_recipient_restrictions =
             "maildir_template": f"{self.mail_dir}/{{domain}}/{{local}}",
             "mail_roots": [str(self.mail_dir)],
             "archive_dir": str(self.root / "archive"),
+            "dovecot_config_dir": str(self.dovecot_conf.parent),
+            "postfix_config_dir": str(self.postfix_dir),
         }
         values.update(overrides)
         return values

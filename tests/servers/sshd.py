@@ -152,3 +152,18 @@ def ssh_transport(sshd: SshdServer) -> Iterator[SshTransport]:
     finally:
         transport.close()
 
+
+
+def start_sshd_at(workdir: Path, address: str, netns: Sequence[str]) -> SshdServer:
+    """A test sshd listening on ``address`` inside another network namespace (``netns``: the command prefix
+    that enters it, e.g. :meth:`tests.servers.netns.Namespaces.exec`). Its known_hosts names ``address``;
+    it is ready when its log says it listens there (this process may have no route to it)."""
+    require_binary(SSHD, "ssh-keygen", "ip")
+    server = SshdServer(workdir, extra_config=f"ListenAddress {address}\n", wrapper=netns)
+    server.host = address
+    pub = (workdir / "ssh_host_ed25519_key.pub").read_text().split()
+    server.host_key_line = f"[{address}]:{server.port} {pub[0]} {pub[1]}"
+    server.known_hosts.write_text(server.host_key_line + "\n")
+    server.daemon.ports = []
+    server.daemon.ready = lambda: f"Server listening on {address} port {server.port}" in server.log_text()
+    return server.start()

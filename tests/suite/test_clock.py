@@ -1,4 +1,5 @@
-"""One clock: the CLI reads the real time in one function (``agent.cli.app.wall_clock``) and hands ``now`` down;
+"""One clock: arrears reads the real time in one function (``agent.service.values.wall_clock``: a call's default
+``now``, the CLI's without ``--at``, the daemon's) and hands ``now`` down;
 nothing else in agent/, connectors/ or policy/ reads a clock, so ``--at`` simulates every decision, stamp and
 date exactly (and ``make test`` runs the server-less suite five years ahead under libfaketime to prove it).
 
@@ -18,7 +19,7 @@ PACKAGES = ("agent", "connectors", "policy")
 
 # the one read of the real clock, and what the hosts themselves do with their own clock
 ALLOWED = {
-    ("agent/cli/app.py", "wall_clock", "datetime.now"),
+    ("agent/service/values.py", "wall_clock", "datetime.now"),
     # the host stamps the name of an archive it writes with its own clock; nothing decides by it
     ("connectors/archive.py", "", "shell date"),
     # pruning compares archive files' ages with the host's clock, on the host (retention_days)
