@@ -65,6 +65,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hosts": ("hosts", "hosts", "Inspect the hosts of the inventory."),
     "demo": ("demo", "demo", "Build a demo fleet under FOLDER (local transport) and replay DAYS days of debtors "
              "with --at."),
+    "tokens": ("tokens", "tokens", "Bearer tokens of the HTTP API (arrears serve): made, listed and revoked; stored "
+               "hashed."),
+    "serve": ("serve", "serve", "Serve the HTTP API (FastAPI on uvicorn) on loopback, or behind TLS or a proxy."),
     "daemon": ("daemon", "daemon", "Run a tick every INTERVAL seconds until SIGTERM; one daemon per database "
                "(SQLite or PostgreSQL)."),
 }

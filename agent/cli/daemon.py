@@ -8,11 +8,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
 
 from agent.cli.app import CliError, api, wall_clock
+from agent.cli.serve import api_options, listen_from
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
 from agent.metrics import Metrics, serve
@@ -55,25 +57,30 @@ def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
               show_default=True)
 @click.option("--prune-every", type=click.FloatRange(0), default=24.0, show_default=True, metavar="HOURS",
               help="remove archives past their retention this often (0: never; see `arrears hosts prune`)")
+@api_options("--api", None)
 @click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
-           prune_every: float, max_ticks: int | None) -> None:
+           prune_every: float, listen: str | None, tls_cert: Path | None, tls_key: Path | None, behind_proxy: bool,
+           max_ticks: int | None) -> None:
     """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
-    `payment --now` and `ledger import --now`) runs the next tick at once.
+    `payment --now` and `ledger import --now`) runs the next tick at once. With --api HOST:PORT the same
+    process serves the HTTP API (as `arrears serve` does); a payment posted with `now` wakes its tick.
     """
     from connectors.maintenance import prune_archives
     from connectors.runner import InventoryFleet
 
     svc, _ = api(ctx)
+    where = listen_from(listen, tls_cert, tls_key, behind_proxy) if listen is not None else None
     _setup_logging(log_level)
     svc.check()  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory = svc.inventory
     fleet = svc.fleet = InventoryFleet(inventory) if inventory is not None else None
     metrics = Metrics()
     server = None
+    http: Any = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
@@ -83,8 +90,23 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                     server = serve(metrics, metrics_host, metrics_port)
                 except (OSError, ValueError) as exc:
                     raise CliError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+            if where is not None:
+                from agent.api.app import create_app
+                from agent.api.server import ListenError, background
+                from agent.api.server import server as api_server
+                from agent.service import Arrears
+
+                # the API's own Python API on the real clock (the command's stands at its start); its
+                # "now" wakes this daemon as it wakes any other
+                web = Arrears(svc.config)
+                http = api_server(create_app(web), where, log_level=log_level)
+                try:
+                    background(http)
+                except ListenError as exc:
+                    raise CliError(str(exc)) from None
             log.info("started", extra={"fields": {"interval": interval, "database": svc.config.db_url,
-                                                  "metrics": f"{metrics_host}:{metrics_port}" if server else None}})
+                                                  "metrics": f"{metrics_host}:{metrics_port}" if server else None,
+                                                  "api": where.url if where is not None else None}})
 
             pruned_at: list[float] = []
 
@@ -106,6 +128,9 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
 
             run_daemon(tick, interval=interval, metrics=metrics, clock=wall_clock, max_ticks=max_ticks)
     finally:
+        if http is not None:
+            http.should_exit = True
+            web.close()
         if server is not None:
             server.shutdown()
             server.server_close()

@@ -19,6 +19,7 @@ from agent.store.types import Money, UTCDateTime
 __all__ = [
     "ACCOUNT_STATES",
     "Account",
+    "ApiToken",
     "AuditEntry",
     "Base",
     "Episode",
@@ -245,3 +246,19 @@ class AuditEntry(Base):
     account: Mapped[str | None] = mapped_column(String(64), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """A bearer token of the HTTP API: only its SHA-256 is kept (the token is shown once, when made).
+    ``name`` is who it is in the audit log; one token that is not revoked per name."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[datetime | None]
+

@@ -60,6 +60,20 @@ ALLOWED = {
     ("demo.py", "agent.demo.final_states"): "the demo",
     ("demo.py", "agent.demo.import_cast"): "the demo",
     ("demo.py", "agent.demo.replay_day"): "the demo",
+    # `serve` and `daemon --api` run the HTTP API, the other face of the same Python API (agent/api/)
+    ("serve.py", "agent.api.app.create_app"): "the HTTP application around the service",
+    ("serve.py", "agent.api.server.ListenError"): "an error class, to print its message",
+    ("serve.py", "agent.api.server.parse_listen"): "checks the address the API may listen on",
+    ("serve.py", "agent.api.server.server"): "the uvicorn server",
+    ("daemon.py", "agent.api.app.create_app"): "the HTTP application around the service",
+    ("daemon.py", "agent.api.server.ListenError"): "an error class, to print its message",
+    ("daemon.py", "agent.api.server.background"): "runs the uvicorn server beside the ticks",
+    ("daemon.py", "agent.api.server.server"): "the uvicorn server",
+    # `tokens` manages the HTTP API's bearer tokens (agent/api/tokens.py), not accounts or debt
+    ("tokens.py", "agent.api.tokens.TokenError"): "an error class, to print its message",
+    ("tokens.py", "agent.api.tokens.add_token"): "makes an API token",
+    ("tokens.py", "agent.api.tokens.list_tokens"): "lists the API tokens",
+    ("tokens.py", "agent.api.tokens.revoke_token"): "revokes an API token",
 }
 
 
