@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     cast,
     literal_column,
     null,
@@ -251,23 +253,30 @@ def _inputs_row(tag: int, t1: Any, t2: Any, t3: Any, amount: Any, s1: Any, s2: A
             _typed(n, Integer()).label("n")]
 
 
-def _inputs_select(account_id: str, episode: int | None) -> Any:
-    """Every input of one account's decision besides its own row, as one ``UNION ALL`` of uniform rows."""
+@cache
+def _spend_statements() -> tuple[Select[Any], Any]:
+    """The two statements of :func:`spend_snapshot`, built once (parameters ``account`` and ``episode``)."""
+    A, E = m.Account, m.Episode
     L, Inv, H, Ov, S = m.LedgerEntry, m.Invoice, m.Hold, m.Override, m.StageTaken
-    parts: list[Select[Any]] = [
+    account, episode = bindparam("account", type_=String()), bindparam("episode", type_=Integer())
+    row = (select(A.id, A.plan, A.reseller, A.policy, A.currency, A.trial_ends_at, A.has_billing_profile, A.state,
+                  E.id.label("episode_id"), E.started_at.label("episode_started_at"),
+                  E.trigger.label("episode_trigger"))
+           .outerjoin(E, and_(E.account == A.id, E.ended_at.is_(None))).where(A.id == account)
+           .order_by(E.id.desc()).limit(1))
+    inputs = union_all(
         select(*_inputs_row(_LEDGER, L.at, None, None, L.amount, L.kind, L.method, L.ref, L.id))
-        .where(L.account == account_id),
+        .where(L.account == account),
         select(*_inputs_row(_INVOICE, Inv.due_at, Inv.issued_at, Inv.paid_at, Inv.amount, Inv.invoice_id, None, None,
-                            Inv.id)).where(Inv.account == account_id),
+                            Inv.id)).where(Inv.account == account),
         select(*_inputs_row(_HOLD, H.since, None, None, None, H.kind, H.reason, H.actor, H.id))
-        .where(H.account == account_id, H.released_at.is_(None)),
+        .where(H.account == account, H.released_at.is_(None)),
         select(*_inputs_row(_OVERRIDE, Ov.created_at, Ov.expires_at, Ov.at, Ov.amount, Ov.kind, Ov.actor, Ov.reason,
-                            Ov.id)).where(Ov.account == account_id, Ov.revoked_at.is_(None)),
-    ]
-    if episode is not None:
-        parts.append(select(*_inputs_row(_STAGE, S.at, None, None, None, S.stage, S.status, S.action, S.id))
-                     .where(S.episode == episode))
-    return union_all(*parts)
+                            Ov.id)).where(Ov.account == account, Ov.revoked_at.is_(None)),
+        select(*_inputs_row(_STAGE, S.at, None, None, None, S.stage, S.status, S.action, S.id))
+        .where(S.episode == episode),  # no open episode: NULL, which matches no row
+    )
+    return row, inputs
 
 
 def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[Any], AccountSnapshot]:
@@ -275,13 +284,8 @@ def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[
     statements and no ORM objects: the account with its open episode, then its ledger, invoices, open holds,
     overrides in force and the episode's stages in one ``UNION ALL``. The snapshot is the one
     :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request."""
-    A, E = m.Account, m.Episode
-    acc = session.execute(
-        select(A.id, A.plan, A.reseller, A.policy, A.currency, A.trial_ends_at, A.has_billing_profile, A.state,
-               E.id.label("episode_id"), E.started_at.label("episode_started_at"), E.trigger.label("episode_trigger"))
-        .outerjoin(E, and_(E.account == A.id, E.ended_at.is_(None))).where(A.id == account_id)
-        .order_by(E.id.desc()).limit(1)
-    ).first()
+    row_of, inputs_of = _spend_statements()
+    acc = session.execute(row_of, {"account": account_id}).first()
     if acc is None:
         raise UnknownAccount(account_id)
     ledger: list[tuple[datetime, int, LedgerEntry]] = []
@@ -289,7 +293,7 @@ def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[
     holds: list[tuple[int, Hold]] = []
     overrides: list[tuple[int, Override]] = []
     stages: list[tuple[int, str, str, str, datetime | None]] = []
-    for r in session.execute(_inputs_select(account_id, acc.episode_id)):
+    for r in session.execute(inputs_of, {"account": account_id, "episode": acc.episode_id}):
         if r.tag == _LEDGER:
             ledger.append((r.t1, r.n, LedgerEntry(at=r.t1, amount=r.amount, kind=r.s1, method=r.s2, ref=r.s3)))
         elif r.tag == _INVOICE:
