@@ -24,11 +24,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from agent import transitions
 from agent.imports import touch
-from agent.outbox import event_job, notice_job
 from agent.store import models as m
-from agent.store.repo import BATCH, audit, get_account, load_snapshots, open_episode, open_holds
+from agent.store.repo import BATCH, audit, get_account, load_snapshots, open_holds
 from agent.tick import resolve_for
+from agent.transitions import RESTORED_REASON
 
 if TYPE_CHECKING:
     from policy.loader import PolicySet
@@ -49,7 +50,6 @@ __all__ = [
     "suspend",
 ]
 
-RESTORED_REASON = "restored from archive"
 _TEMPLATE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$")
 
 
@@ -334,36 +334,21 @@ def finish_manual(session: Session, now: datetime, taken: list[dict[str, Any]] |
 
 
 def _complete(session: Session, parent: m.Job, acc: m.Account, now: datetime) -> int:
-    """The transition took effect on every host: write its consequences, the account's state last."""
+    """The transition took effect on every host: write what it implies (:mod:`agent.transitions`), the
+    account's state last."""
     parent.status, parent.finished_at = "done", now
-    episode = open_episode(session, acc.id)
-    ep_id = episode.id if episode is not None else None
+    since = parent.payload.get("suspended_from")
+    t = transitions.Transition(account=acc.id, stage=parent.stage, action=parent.action, manual=True,
+                               template=parent.payload.get("notice"),
+                               suspended_from=datetime.fromisoformat(since) if since else None)
+    effects = transitions.Effects()
+    state = transitions.take(t, transitions.accounts_now(session, [acc], suspensions=False)[acc.id], now, effects)
     queued = 0
-    action = parent.action
-    template = parent.payload.get("notice")
-    if action == "suspend":
-        if template:
-            queued += _notice(session, acc, ep_id, parent.stage, template, now)
-        queued += event_job(session, acc.id, None, parent.stage, "suspended", now, reason="suspended by an admin",
-                            suspended_from=now)
-        acc.state = "suspended"
-    elif action == "resume":
-        since = parent.payload.get("suspended_from")
-        queued += event_job(session, acc.id, None, parent.stage, "resumed", now, reason="resumed by an admin",
-                            suspended_from=datetime.fromisoformat(since) if since else now)
-        if not open_holds(session, acc.id):
-            acc.state = "debtor" if episode is not None else "active"
-    elif action == "delete":
-        if template:
-            queued += _notice(session, acc, ep_id, parent.stage, template, now)
-        queued += event_job(session, acc.id, None, parent.stage, "deleted", now, reason="deleted by an admin")
-        acc.state = "deleted"
-    elif action == "restore":
+    if parent.action == "restore":
         for p in _placements(session, acc.id):
-            state = dict(p.state or {})
-            state["restored"] = state.pop("delete", {})
-            p.state = state
-        queued += event_job(session, acc.id, None, parent.stage, "restored", now, reason=RESTORED_REASON)
+            placed = dict(p.state or {})
+            placed["restored"] = placed.pop("delete", {})
+            p.state = placed
         # the files are back: now suspend every host (the account comes back suspended), state last
         follow = m.Job(key=f"{acc.id}:manual:{parent.stage}-suspend", account=acc.id, episode=None,
                        stage=f"{parent.stage}-suspend", kind="manual", action="suspend",
@@ -377,19 +362,10 @@ def _complete(session: Session, parent: m.Job, acc: m.Account, now: datetime) ->
         queued += n
         if n == 0:
             follow.status, follow.finished_at = "done", now
-            acc.state = "suspended"
-    elif action == "reconcile":
-        pass  # the hosts are back to the recorded state; the account's state does not change
+            state = "suspended"
+    acc.state = state
     acc.next_check_at = now
-    audit(session, at=now, actor="agent", action=f"manual.{action}.taken", account=acc.id,
-          reason=f"{parent.stage} took effect", details={"stage": parent.stage})
-    return queued
-
-
-def _notice(session: Session, acc: m.Account, episode: int | None, stage: str, template: str, now: datetime) -> int:
-    if not acc.billing_email:
-        return 0
-    return notice_job(session, acc, episode, stage, template, now)
+    return queued + transitions.write(session, effects)
 
 
 # --- mass mail -----------------------------------------------------------------------------------

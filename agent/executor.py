@@ -33,16 +33,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
+from agent import transitions
 from agent.actions import finish_manual
+from agent.claims import Claims
 from agent.config import AgentSettings
-from agent.outbox import event_job, notice_job, staff_notice_job
+from agent.outbox import staff_notice_job
 from agent.store import models as m
-from agent.store.repo import audit, load_snapshots, open_episode
-from agent.tick import ACTOR, resolve_for
+from agent.store.repo import audit, load_snapshots
+from agent.tick import resolve_for
+from agent.transitions import ACTOR
 from connectors.fleet import Fleet, Job, JobResult, Progress
 from policy.model import AccountSnapshot, StageTaken
 
@@ -254,7 +258,7 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
             events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
             transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6,
             sole_worker: bool = False, stop: threading.Event | None = None,
-            pages: PageComposer | None = None) -> ExecSummary:
+            pages: PageComposer | None = None, claims: Claims | None = None) -> ExecSummary:
     """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits).
 
     ``sole_worker``: the caller holds the database's instance lock, so every job still claimed belongs
@@ -265,6 +269,8 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     ``pages``: renders the suspended page each web ``suspend`` (and ``restore``) job carries as
     ``page_html``, once per account per run; default: the composer when it renders pages too
     (:class:`TemplateComposer`), so only when notices are configured.
+    ``claims``: how this agent claims work beside others (:mod:`agent.claims`); default: as ``worker``,
+    unregistered.
     """
     settings = settings or AgentSettings()
     if pages is None and isinstance(composer, PageComposer):
@@ -272,21 +278,13 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     rendered: dict[str, str | None] = {}  # account -> its page, rendered once per run
     worker = worker or f"run-{uuid.uuid4().hex[:12]}"
     summary = ExecSummary()
-    summary.reclaimed = _reclaim(session, now, settings, everything=sole_worker)
+    claims = claims or Claims(worker, settings, sole=sole_worker)
+    summary.reclaimed = claims.reclaim(session, now)
     for _ in range(max_rounds):
         if stop is not None and stop.is_set():
             break
-        claimed = _claim(session, now, worker)
-        summary.claimed += len(claimed)
-        if claimed:
-            host_jobs = [j for j in claimed if j.kind == "host"]
-            if pages is not None:
-                _render_pages(session, pages, host_jobs, now, rendered)
-            _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
-                           transient_wait, rendered)
-            _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
-                         summary, sole_worker=sole_worker)
-            _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
+        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings, summary,
+                         progress, transient_tries, transient_wait)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
@@ -294,31 +292,36 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     return summary
 
 
+def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, composer: NoticeComposer | None,
+           events: EventSink | None, pages: PageComposer | None, rendered: dict[str, str | None], now: datetime,
+           claims: Claims, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
+           transient_tries: int, transient_wait: float) -> int:
+    """One round: claim what is due and run it; returns how many jobs it claimed. The round's job rows
+    are let go when it returns, so that the next round's claims have no stale rows to bring up to date."""
+    claimed = claims.claim(session, now)
+    summary.claimed += len(claimed)
+    if claimed:
+        host_jobs = [j for j in claimed if j.kind == "host"]
+        if pages is not None:
+            _render_pages(session, pages, host_jobs, now, rendered)
+        _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
+                       transient_wait, rendered)
+        claims.release(session)  # the hosts' batches are over
+        _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
+                     summary, sole_worker=claims.exclusive)
+        _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
+    return len(claimed)
+
+
 # --- claiming ------------------------------------------------------------------------------------
 
 
 def _reclaim(session: Session, now: datetime, settings: AgentSettings, *, everything: bool = False) -> int:
-    orphaned = m.Job.status == "claimed"
-    if not everything:
-        orphaned = orphaned & (m.Job.claimed_at < now - timedelta(seconds=settings.lease_seconds))
-    res = session.execute(update(m.Job).where(orphaned).values(status="pending", next_attempt_at=now, claimed_by=None))
-    session.commit()
-    return int(getattr(res, "rowcount", 0) or 0)
+    return Claims("", settings, sole=everything).reclaim(session, now)
 
 
 def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
-    ids = list(session.scalars(select(m.Job.id).where(m.Job.status == "pending", m.Job.next_attempt_at <= now)
-                               .order_by(m.Job.id)))
-    if not ids:
-        session.commit()
-        return []
-    for i in range(0, len(ids), 500):
-        session.execute(update(m.Job).where(m.Job.id.in_(ids[i:i + 500]), m.Job.status == "pending")
-                        .values(status="claimed", claimed_by=worker, claimed_at=now))
-    session.commit()
-    jobs = list(session.scalars(select(m.Job).where(m.Job.status == "claimed", m.Job.claimed_by == worker,
-                                                    m.Job.claimed_at == now).order_by(m.Job.id)))
-    return jobs
+    return Claims(worker, AgentSettings()).claim(session, now)
 
 
 def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
@@ -354,6 +357,27 @@ def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any
     job.result = result
     job.attempts += 1
     summary.done += 1
+
+
+def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | None]], now: datetime,
+              summary: ExecSummary) -> None:
+    """:func:`_done` for many jobs (each with its result) in one statement; the rows in the session are
+    brought up to date without being flushed again."""
+    if not done:
+        return
+    attempts = [j.attempts + 1 for j, _ in done]
+    session.execute(update(JOBS).where(JOBS.c.id == bindparam("b_id")).values(
+        status="done", finished_at=now, last_error=None, result=bindparam("b_result"),
+        attempts=bindparam("b_attempts")),
+        [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
+    for (j, result), n in zip(done, attempts, strict=True):
+        for key, value in (("status", "done"), ("finished_at", now), ("last_error", None), ("result", result),
+                           ("attempts", n)):
+            set_committed_value(j, key, value)
+    summary.done += len(done)
+
+
+JOBS = cast(Table, m.Job.__table__)
 
 
 # --- host jobs -----------------------------------------------------------------------------------
@@ -484,15 +508,17 @@ def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeCo
 
 def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
                   now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool) -> None:
-    """One chunk: its notice rows, accounts and facts read at once; each notice claimed (one commit);
-    the chunk sent in one ``notifier.send`` (one SMTP connection); each accepted message recorded as
-    sent in its own tiny commit the moment the server accepted it (so a crash can send again only the
-    message in flight); then every job's result, and each failure, recorded in one commit."""
+    """One chunk: its notice rows, accounts and facts read at once; the chunk's claims written with one
+    statement (one commit); the chunk sent in one ``notifier.send`` (one SMTP connection); each accepted
+    message recorded as sent in its own tiny commit the moment the server accepted it (so a crash can
+    send again only the message in flight); then every job's result, and each failure, recorded with
+    one statement per table in one commit."""
     lease = now - timedelta(seconds=settings.lease_seconds)
     staff = composer.staff_email if isinstance(composer, StaffAddress) else None
-    rows = {n.key: n for n in session.scalars(select(m.Notice).where(m.Notice.key.in_([j.key for j in jobs])))}
-    accounts = {a.id: a for a in session.scalars(select(m.Account).where(
-        m.Account.id.in_({j.account for j in jobs})))}
+    rows = {r.key: r for r in _chunked_rows(session, select(NOTICES.c.key, NOTICES.c.status, NOTICES.c.claimed_at,
+                                                                   NOTICES.c.message_id),
+                                                NOTICES.c.key, [j.key for j in jobs])}
+    accounts = _accounts(session, {j.account for j in jobs})
     todo: list[m.Job] = []
     for j in jobs:
         row = rows.get(j.key)
@@ -513,6 +539,8 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
         todo.append(j)
     outgoing: list[OutgoingNotice] = []
     by_key: dict[str, m.Job] = {}
+    claims = _NoticeRows(rows)
+    failed_for_good: list[tuple[m.Job, str]] = []
     if todo and composer is not None:
         items = [(accounts[j.account], j) for j in todo]
         scope = composer.batch(session, items) if isinstance(composer, BatchComposer) else contextlib.nullcontext()
@@ -522,17 +550,18 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
                     out = composer.compose(session, acc, j, now)
                 except Exception as exc:
                     error = str(exc)
-                    rows[j.key] = _record_notice(session, rows.get(j.key), j, acc, now, message_id="",
-                                                 to=acc.billing_email or "", subject=None, status="failed",
-                                                 error=error, permanent=True)
+                    claims.add(j, now, message_id="", to=acc.billing_email or "", subject=None, status="failed",
+                               error=error, permanent=True)
                     _fail(j, error, now, settings, summary, transient=False, permanent=True)
-                    _failed_for_good(session, j, acc, error, now, staff, summary)
+                    failed_for_good.append((j, error))
                     continue
-                rows[j.key] = _record_notice(session, rows.get(j.key), j, acc, now, message_id=out.message_id,
-                                             to=out.to, subject=out.rendered.subject, status="claimed", error=None,
-                                             permanent=False)
+                claims.add(j, now, message_id=out.message_id, to=out.to, subject=out.rendered.subject,
+                           status="claimed", error=None, permanent=False)
                 outgoing.append(out)
                 by_key[out.key] = j
+    claims.write(session)
+    for j, error in failed_for_good:
+        _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
     session.commit()  # the claims are durable before anything is sent
     if not outgoing or notifier is None:
         return
@@ -540,8 +569,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
 
     results: dict[str, SendResult] = {}
     at_once = not getattr(notifier, "resends_nothing", False)
-    notices = cast(Table, m.Notice.__table__)
-    mark_sent = (update(notices).where(notices.c.key == bindparam("k"))
+    mark_sent = (update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                  .values(status="sent", sent_at=now, error=None))
 
     def on_result(out: OutgoingNotice, res: SendResult) -> None:
@@ -559,21 +587,84 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
         broken = SendResult(ok=False, permanent=False, error=f"notifier error: {exc}")
         for out in outgoing:
             results.setdefault(out.key, broken)
+    sent: list[dict[str, Any]] = []
+    unsent: list[dict[str, Any]] = []
+    done: list[tuple[m.Job, dict[str, Any] | None]] = []
     for out in outgoing:  # the chunk's results, in one commit
         j = by_key[out.key]
-        row = rows[out.key]
         res = results.get(out.key) or SendResult(ok=False, error="not sent")
         if res.ok:
-            row.status, row.sent_at, row.error = "sent", now, None
-            _done(j, now, summary, {"message_id": out.message_id, "to": out.to})
+            sent.append({"k": out.key})
+            done.append((j, {"message_id": out.message_id, "to": out.to}))
             summary.notices_sent += 1
         else:
             error = res.error or "not sent"
-            row.status, row.error, row.permanent, row.claimed_at = "failed", error, res.permanent, None
+            unsent.append({"k": out.key, "b_error": error, "b_permanent": res.permanent})
             _fail(j, error, now, settings, summary, transient=not res.permanent, permanent=res.permanent)
             if res.permanent:
                 _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
+    _done_all(session, done, now, summary)
+    if sent:
+        session.execute(mark_sent, sent)
+    if unsent:
+        session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k"))
+                        .values(status="failed", error=bindparam("b_error"), permanent=bindparam("b_permanent"),
+                                claimed_at=None), unsent)
     session.commit()
+
+
+NOTICES = cast(Table, m.Notice.__table__)
+
+
+def _chunked_rows(session: Session, stmt: Any, column: Any, values: Sequence[Any]) -> Iterator[Any]:
+    """The rows of ``stmt`` whose ``column`` is one of ``values``, read 500 values at a time."""
+    for i in range(0, len(values), 500):
+        yield from session.execute(stmt.where(column.in_(values[i:i + 500])))
+
+
+def _accounts(session: Session, ids: set[str], *, lock: bool = False) -> dict[str, m.Account]:
+    """The accounts ``ids``, with one query per 500. ``lock``: locked for this transaction, skipping (and
+    leaving out) those another agent holds (``FOR UPDATE SKIP LOCKED``; nothing on SQLite)."""
+    wanted = sorted(ids)
+    out: dict[str, m.Account] = {}
+    for i in range(0, len(wanted), 500):
+        query = select(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        out.update((a.id, a) for a in session.scalars(query))
+    return out
+
+
+class _NoticeRows:
+    """A chunk's notice rows as they are claimed (or fail to compose): the new ones inserted and the
+    stored ones updated, one statement each."""
+
+    def __init__(self, stored: dict[str, Any]) -> None:
+        self.stored = stored
+        self.new: list[dict[str, Any]] = []
+        self.changed: list[dict[str, Any]] = []
+
+    def add(self, job: m.Job, now: datetime, *, message_id: str, to: str, subject: str | None, status: str,
+            error: str | None, permanent: bool) -> None:
+        old = self.stored.get(job.key)
+        if old is None:
+            self.new.append({"key": job.key, "account": job.account, "episode": job.episode, "stage": job.stage,
+                             "template": str(job.payload.get("template") or job.stage), "message_id": message_id,
+                             "to": to, "subject": subject, "status": status, "claimed_at": now, "sent_at": None,
+                             "error": error, "permanent": permanent})
+        else:
+            self.changed.append({"k": job.key, "b_message_id": message_id or old.message_id, "b_to": to,
+                                 "b_subject": subject, "b_status": status, "b_error": error,
+                                 "b_permanent": permanent, "b_claimed_at": now})
+
+    def write(self, session: Session) -> None:
+        if self.new:
+            session.execute(insert(NOTICES), self.new)
+        if self.changed:
+            session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k")).values(
+                message_id=bindparam("b_message_id"), to=bindparam("b_to"), subject=bindparam("b_subject"),
+                status=bindparam("b_status"), error=bindparam("b_error"), permanent=bindparam("b_permanent"),
+                claimed_at=bindparam("b_claimed_at")), self.changed)
 
 
 def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, now: datetime, staff: str | None,
@@ -595,38 +686,29 @@ def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, n
         staff_notice_job(session, job, now)
 
 
-def _record_notice(session: Session, row: m.Notice | None, job: m.Job, acc: m.Account, now: datetime, *,
-                   message_id: str, to: str, subject: str | None, status: str, error: str | None,
-                   permanent: bool) -> m.Notice:
-    if row is None:
-        row = m.Notice(key=job.key, account=acc.id, episode=job.episode, stage=job.stage,
-                       template=str(job.payload.get("template") or job.stage), message_id=message_id, to=to)
-        session.add(row)
-    row.message_id, row.to, row.subject = message_id or row.message_id, to, subject
-    row.status, row.error, row.permanent, row.claimed_at = status, error, permanent, now
-    return row
-
-
 # --- events --------------------------------------------------------------------------------------
 
 
 def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], now: datetime,
                 settings: AgentSettings, summary: ExecSummary) -> None:
-    for j in jobs:
-        acc = session.get(m.Account, j.account)
-        assert acc is not None
-        if events is None:
-            _done(j, now, summary, {"event": "no events configured"})
-            continue
-        try:
-            result = events(j, acc)
-        except _Permanent as exc:
-            _fail(j, str(exc), now, settings, summary, transient=False, permanent=True)
-            continue
-        except Exception as exc:
-            _fail(j, str(exc), now, settings, summary, transient=False)
-            continue
-        _done(j, now, summary, result)
+    if not jobs:
+        return
+    done: list[tuple[m.Job, dict[str, Any] | None]] = []
+    if events is None:
+        done = [(j, {"event": "no events configured"}) for j in jobs]
+    else:
+        accounts = _accounts(session, {j.account for j in jobs})
+        for j in jobs:
+            try:
+                result = events(j, accounts[j.account])
+            except _Permanent as exc:
+                _fail(j, str(exc), now, settings, summary, transient=False, permanent=True)
+                continue
+            except Exception as exc:
+                _fail(j, str(exc), now, settings, summary, transient=False)
+                continue
+            done.append((j, result))
+    _done_all(session, done, now, summary)
     session.commit()
 
 
@@ -670,8 +752,10 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
 
 
 def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
-    queued = 0
-    chunk = list(session.scalars(select(m.StageTaken).where(m.StageTaken.id.in_(ids)).order_by(m.StageTaken.id)))
+    # locked, skipping what another agent is finishing (or recording: its account), so each is taken once
+    chunk = list(session.scalars(select(m.StageTaken)
+                                 .where(m.StageTaken.id.in_(ids), m.StageTaken.status == "in_flight")
+                                 .order_by(m.StageTaken.id).with_for_update(skip_locked=True)))
     statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
     for account, episode, stage, kind, status in session.execute(
             select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
@@ -681,55 +765,25 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
              if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
                     for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
     if not ready:
+        session.commit()  # let go of the locks
         return 0
-    accounts = {a.id: a for a in session.scalars(select(m.Account).where(
-        m.Account.id.in_({st.account for st in ready})))}
-    held = set(session.execute(select(m.Hold.account, m.Hold.kind).where(
-        m.Hold.account.in_({st.account for st in ready if st.action == "suspend"}),
-        m.Hold.released_at.is_(None))).tuples())
+    # locked, skipping an account another agent is recording or finishing
+    accounts = _accounts(session, {st.account for st in ready}, lock=True)
+    ready = [st for st in ready if st.account in accounts]
+    facts = transitions.accounts_now(session, list(accounts.values()),
+                                     suspensions=any(st.action == "resume" for st in ready))
+    effects = transitions.Effects()
     with session.no_autoflush:  # the chunk's rows go out together at the commit
         for st in ready:
-            queued += _finish_one(session, st, accounts[st.account], held, now, summary)
+            acc = accounts[st.account]
+            st.status, st.at = "taken", now
+            t = transitions.Transition(account=acc.id, stage=st.stage, action=st.action, episode=st.episode,
+                                       reason=(st.reason or {}).get("text"), template=st.template, hold=st.hold)
+            state = transitions.take(t, facts[acc.id], now, effects)
+            if acc.state != state:
+                acc.state = state
+            acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
+            summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+    queued = transitions.write(session, effects)
     session.commit()
-    return queued
-
-
-def _finish_one(session: Session, st: m.StageTaken, acc: m.Account, held: set[tuple[str, str]], now: datetime,
-                summary: ExecSummary) -> int:
-    queued = 0
-    st.status, st.at = "taken", now
-    text = (st.reason or {}).get("text")
-    if st.action == "suspend":
-        kind = st.hold or "debt"
-        if (acc.id, kind) not in held:
-            held.add((acc.id, kind))
-            session.add(m.Hold(account=acc.id, kind=kind, since=now, reason=st.stage, actor=ACTOR))
-        if st.template:
-            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-        queued += event_job(session, acc.id, st.episode, st.stage, "suspended", now, reason=text,
-                            suspended_from=now)
-        acc.state = "suspended"
-    elif st.action == "delete":
-        if st.template:
-            queued += notice_job(session, acc, st.episode, st.stage, st.template, now)
-        queued += event_job(session, acc.id, st.episode, st.stage, "deleted", now, reason=text)
-        acc.state = "deleted"
-    elif st.action == "notice":
-        queued += event_job(session, acc.id, st.episode, st.stage, "notice_sent", now, reason=text)
-    elif st.action == "resume" and acc.state != "deleted":
-        session.flush()  # a resume reads the holds and suspensions as they are now
-        since = session.scalar(select(m.StageTaken.at).where(
-            m.StageTaken.account == acc.id, m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
-            .order_by(m.StageTaken.at.desc()).limit(1))
-        queued += event_job(session, acc.id, st.episode, st.stage, "resumed", now, reason=text,
-                            suspended_from=since or now)
-        # the state is written last, once every host resumed the account
-        remaining = session.scalar(select(m.Hold.id).where(m.Hold.account == acc.id,
-                                                           m.Hold.released_at.is_(None)).limit(1))
-        if remaining is None:
-            acc.state = "debtor" if open_episode(session, acc.id) is not None else "active"
-    acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
-    audit(session, at=now, actor=ACTOR, action=f"stage.{st.action}", account=acc.id,
-          reason=text, details={"episode": st.episode, "stage": st.stage})
-    summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
     return queued

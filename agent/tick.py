@@ -27,11 +27,13 @@ from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from agent import transitions
 from agent.config import AgentSettings
-from agent.outbox import event_row, hook_row, host_rows, insert_jobs, notice_row, placements_of
+from agent.outbox import insert_jobs, placements_of
 from agent.store import models as m
 from agent.store.bulk import begin_write
 from agent.store.repo import BATCH, due_chunks, load_snapshots
+from agent.transitions import ACTOR
 from policy import PolicyError, evaluate
 from policy.model import AccountSnapshot, Decision, Reason, ResolvedPolicy
 
@@ -51,14 +53,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("arrears.tick")
-ACTOR = "policy"
 
 ACCOUNTS: Table = m.Account.__table__  # type: ignore[assignment]
 EPISODES: Table = m.Episode.__table__  # type: ignore[assignment]
 STAGES: Table = m.StageTaken.__table__  # type: ignore[assignment]
 HOLDS: Table = m.Hold.__table__  # type: ignore[assignment]
 JOBS: Table = m.Job.__table__  # type: ignore[assignment]
-AUDIT: Table = m.AuditEntry.__table__  # type: ignore[assignment]
 
 
 def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
@@ -108,11 +108,11 @@ def _evaluate(policy: PolicySet, acc: m.Account, snap: AccountSnapshot, now: dat
 
 
 def evaluate_chunks(session: Session, policy: PolicySet, now: datetime, *,
-                    size: int = BATCH) -> Iterator[list[Evaluated]]:
+                    size: int = BATCH, lock: bool = False) -> Iterator[list[Evaluated]]:
     """Evaluate every account due at ``now``, ``size`` accounts at a time: one query for the chunk's
     accounts and one per table for their snapshots. Reads only the due accounts; the next chunk is read
     when the caller asks for it (after it recorded this one)."""
-    for accounts in due_chunks(session, now, size=size):
+    for accounts in due_chunks(session, now, size=size, lock=lock):  # lock: see due_chunks
         snaps = load_snapshots(session, accounts)
         yield [_evaluate(policy, acc, snaps[acc.id], now) for acc in accounts]
 
@@ -187,7 +187,7 @@ def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSett
     """
     settings = settings or AgentSettings()
     summary = TickSummary(now=now)
-    for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk):
+    for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk, lock=True):
         summary.accounts += len(chunk)
         try:
             _record_chunk(session, chunk, now, settings, summary)
@@ -261,17 +261,6 @@ def _record_chunk(session: Session, chunk: Sequence[Evaluated], now: datetime, s
     summary.add(part)
 
 
-def _audit_row(now: datetime, action: str, account: str, reason: str | None,
-               details: dict[str, Any]) -> dict[str, Any]:
-    return {"at": now, "actor": ACTOR, "action": action, "account": account, "reason": reason, "details": details}
-
-
-def _stage_row(episode: int, account: str, stage: str, action: str, now: datetime, *, template: str | None,
-               hold: str | None, reason: dict[str, Any]) -> dict[str, Any]:
-    return {"episode": episode, "account": account, "stage": stage, "action": action, "status": "in_flight",
-            "queued_at": now, "at": None, "template": template, "hold": hold, "reason": reason}
-
-
 def _write(session: Session, due: Sequence[_Due], now: datetime, settings: AgentSettings) -> TickSummary:
     """Record the decisions of ``due`` (inside the caller's savepoint): the rows recording needs are read
     for all of them at once, then each table is written with one statement."""
@@ -325,11 +314,8 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
 
     ended_rows: list[dict[str, Any]] = []
     hold_ids: list[int] = []
-    audit_rows: list[dict[str, Any]] = []
-    stage_rows: list[dict[str, Any]] = []
-    job_rows: list[dict[str, Any]] = []
+    effects = transitions.Effects()
     resuming: list[str] = []
-    resume_jobs: list[dict[str, Any]] = []
     account_rows: list[dict[str, Any]] = []
     soon = now + timedelta(seconds=settings.recheck_seconds)
     for acc, d, state in due:
@@ -337,12 +323,8 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
         if d.start_episode is not None and episode is None:
             hit = d.start_episode
             episode = started[acc]
-            if state == "active":
-                state = "debtor"
-            audit_rows.append(_audit_row(now, "episode.start", acc, hit.reason.text,
-                                         {"episode": episode, "trigger": hit.trigger,
-                                          "started_at": hit.at.isoformat()}))
-            job_rows.append(event_row(acc, episode, "episode", "debt_started", now, reason=hit.reason.text))
+            state = transitions.after_episode_start(state)
+            transitions.episode_started(acc, episode, hit.trigger, hit.at, hit.reason.text, now, effects)
             part.episodes_started += 1
         ended: int | None = None
         partly_suspended = False
@@ -350,13 +332,13 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
             ended = episode
             partly_suspended = episode in partly
             ended_rows.append({"b_id": episode, "b_reason": reason_dict(d.end_episode)})
-            audit_rows.append(_audit_row(now, "episode.end", acc, d.end_episode.text, {"episode": episode}))
+            transitions.episode_ended(acc, episode, d.end_episode.text, now, effects)
             part.episodes_ended += 1
             episode = None
         for hold_id, kind in holds.get(acc, ()):
             if kind in d.release_holds:
                 hold_ids.append(hold_id)
-                audit_rows.append(_audit_row(now, "hold.release", acc, f"{kind} hold released", {"hold": kind}))
+                transitions.hold_released(acc, kind, now, effects)
         queued = False
         for ms in d.measures:
             if episode is None:
@@ -366,31 +348,22 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
                 continue
             staged.add((episode, ms.stage))
             queued = True
-            stage_rows.append(_stage_row(episode, acc, ms.stage, ms.action, now, template=ms.template,
-                                         hold=ms.hold if ms.action == "suspend" else None,
-                                         reason={**(reason_dict(ms.reason) or {}), "due_at": ms.due_at.isoformat()}))
-            if ms.action == "notice":
-                job_rows.append(notice_row(acc, episode, ms.stage, ms.template, now))
-            elif ms.action in ("suspend", "delete"):
-                job_rows.extend(host_rows(acc, episode, ms.stage, ms.action, placements.get(acc, ()), now))
-            elif ms.action == "hook":
-                job_rows.append(hook_row(acc, episode, ms.stage, ms.hook, now))
+            transitions.measure_queued(acc, episode, ms.stage, ms.action, now, effects, template=ms.template,
+                                       hold=ms.hold, hook=ms.hook, placements=placements.get(acc, ()),
+                                       reason={**(reason_dict(ms.reason) or {}), "due_at": ms.due_at.isoformat()})
             part.measures.append({"account": acc, "stage": ms.stage, "action": ms.action,
                                   "due_at": ms.due_at.isoformat(), "reason": ms.reason.text})
-        if (d.resume and state == "suspended") or (partly_suspended and state != "suspended"):
+        if transitions.needs_resume(state, resume=d.resume, partly_suspended=partly_suspended):
             ref = ended if ended is not None else episode if episode is not None else last_episode.get(acc)
             if ref is not None:
                 n = 1 + resumes[ref]
-                stage = "resume" if n == 1 else f"resume-{n}"
                 resuming.append(acc)
                 queued = True
-                stage_rows.append(_stage_row(ref, acc, stage, "resume", now, template=None, hold=None,
-                                             reason={"rule": "exit.resume", "text": "the last hold was released",
-                                                     "released": list(d.release_holds)}))
-                resume_jobs.extend(host_rows(acc, ref, stage, "resume", placements.get(acc, ()), now))
+                transitions.resume_queued(acc, ref, "resume" if n == 1 else f"resume-{n}", d.release_holds, now,
+                                          effects, placements=placements.get(acc, ()))
                 part.resumes.append(acc)
-        elif d.end_episode is not None and state == "debtor":
-            state = "active"
+        elif d.end_episode is not None:
+            state = transitions.after_episode_end(state)
         # work not started for an ended episode is dropped below (its resume excepted)
         in_flight = queued or any(ep != ended or action == "resume" for ep, action in flying.get(acc, ()))
         next_check = d.next_check
@@ -410,16 +383,12 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
                         .values(status="cancelled", finished_at=now))
     if hold_ids:
         session.execute(update(HOLDS).where(HOLDS.c.id.in_(hold_ids)).values(released_at=now))
-    if stage_rows:
-        session.execute(insert(STAGES), stage_rows)
-    if audit_rows:
-        session.execute(insert(AUDIT), audit_rows)
-    part.jobs += insert_jobs(session, job_rows)
+    part.jobs += transitions.write(session, effects)
     if resuming:
         # the suspension's host work not started yet is dropped: resuming supersedes it
         session.execute(update(JOBS).where(JOBS.c.account.in_(resuming), JOBS.c.status == "pending",
                                            JOBS.c.action == "suspend").values(status="cancelled", finished_at=now))
-        part.jobs += insert_jobs(session, resume_jobs)
+        part.jobs += insert_jobs(session, effects.resumes)
     session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
                     .values(state=bindparam("b_state"), next_check_at=bindparam("b_next")), account_rows)
     return part

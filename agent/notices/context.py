@@ -9,6 +9,7 @@ checks and previews. :func:`message_id` is the notice's Message-ID, the same eve
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -75,6 +76,7 @@ _MEASURE_TEXT = {
 # --- money ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def money_locale(name: str) -> Locale:
     """The Babel locale of a language code such as ``en``, ``de_DE`` or ``pt-BR``; ValueError if unknown."""
     try:
@@ -83,6 +85,7 @@ def money_locale(name: str) -> Locale:
         raise ValueError(f"unknown locale {name!r}; use a language code such as en, de or pt_BR") from exc
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of its arguments; Babel takes about 0.2 ms a call
 def format_money(amount: Decimal | int | str, currency: str, locale: str = "en") -> str:
     """``amount`` written in ``currency`` for ``locale`` (a language code such as ``en`` or ``de_DE``) by
     Babel (CLDR): ``-$1,234.50`` (en), ``-1.234,50 €`` (de), ``¥1,234`` (JPY has no minor unit). The

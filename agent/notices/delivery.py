@@ -2,7 +2,7 @@
 
 :func:`make_notifier` returns an :class:`SmtpNotifier` (one connection per batch; 5xx answers are
 permanent failures, 4xx and connection errors temporary) or a :class:`SpoolNotifier` (one ``.eml`` file
-per notice, written atomically, never twice, ``fsync``ed once per batch). A batch is what the caller
+per notice, written atomically and never twice; the folder ``fsync``ed once per batch). A batch is what the caller
 sends at once (the executor's chunk): the SMTP notifier builds each message just before it goes out,
 never the batch first, and reports each result the moment the server answered (``on_result``), so the
 caller records it before the next one; the spool reports its files once they are all durable. Over SMTP
@@ -18,8 +18,10 @@ import email.charset
 import email.policy
 import email.utils
 import os
+import secrets
 import smtplib
 import ssl
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from agent.notices.context import _atom
 from agent.notices.settings import NoticeSettings
@@ -96,8 +98,22 @@ def _envelope_address(addr: str) -> str | None:
 
 
 _POLICY = email.policy.SMTP  # CRLF line ends, 8-bit bodies: what goes over the wire
-_PLAIN = email.policy.compat32.clone(linesep="\r\n")  # the fast path's policy, set once
-_PLAIN_SPOOL = email.policy.compat32
+
+
+class _Plain(email.policy.Compat32):
+    """compat32 that writes a header whose value is plain ASCII, on one line and short enough as it is
+    (every header of a notice but a long or non-ASCII subject); any other header is folded by
+    compat32 itself. The same bytes, without building a ``Header`` per header."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if isinstance(value, str) and value.isascii() and len(name) + len(value) + 2 <= 78 \
+                and "\n" not in value and "\r" not in value:
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_PLAIN = _Plain(linesep="\r\n")  # the fast path's policy, set once
+_PLAIN_SPOOL = _Plain()
 _EIGHT_BIT = email.charset.Charset("utf-8")
 _EIGHT_BIT.body_encoding = None  # type: ignore[assignment]  # 8bit: lines are short enough for SMTP
 _BASE64 = email.charset.Charset("utf-8")  # a body with a line too long for 8bit
@@ -132,6 +148,15 @@ def _part(text: str, subtype: str) -> MIMEText:
                     policy=email.policy.compat32)
 
 
+def _boundary(*texts: str) -> str:
+    """A multipart boundary that is in none of ``texts`` (the generator would otherwise compile a
+    regular expression per message to check its own)."""
+    while True:
+        boundary = f"==============={secrets.token_hex(10)}=="
+        if not any(boundary in t for t in texts):
+            return boundary
+
+
 def message_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetime, *, spool: bool = False) -> bytes:
     """The notice as it goes out (CRLF line ends) or into the spool (``spool``: the system's), built just
     before it is sent. Plain ASCII headers (every address, key and Message-ID; any subject) are written
@@ -143,6 +168,7 @@ def message_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetim
     msg: MIMEText | MIMEMultipart = text
     if notice.rendered.html is not None:
         msg = MIMEMultipart("alternative", _subparts=[text, _part(notice.rendered.html, "html")],
+                            boundary=_boundary(notice.rendered.text, notice.rendered.html),
                             policy=email.policy.compat32)
     subject = notice.rendered.subject
     msg["From"] = settings.from_addr
@@ -317,6 +343,43 @@ def _fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's ``syncfs(2)`` (every dirty file of one filesystem written out by one call), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return cast(Callable[[int], int], fn)
+
+
+_SYNCFS = _syncfs()
+
+
+def _sync_files(folder: Path, paths: Sequence[str]) -> dict[str, OSError]:
+    """Make the files ``paths`` (in ``folder``, closed) durable. With ``syncfs(2)`` that is one call for all
+    of them (it returns once every dirty file of ``folder``'s filesystem is written), else (or when it
+    fails) one ``fsync`` per file. Returns the error of each file that could not be made durable."""
+    if paths and _SYNCFS is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return {}
+        finally:
+            os.close(fd)
+    errors: dict[str, OSError] = {}
+    for path in paths:
+        try:
+            _fsync_path(path)
+        except OSError as exc:
+            errors[path] = exc
+    return errors
+
+
 def _close(client: smtplib.SMTP) -> None:
     with contextlib.suppress(OSError):
         client.close()
@@ -344,8 +407,9 @@ class SpoolNotifier:
 
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]:
-        """The batch's files: each written to a temporary file, all of them ``fsync``ed, then each renamed
-        into place and the folder ``fsync``ed once. A notice is reported once its file is durable."""
+        """The batch's files: each written to a temporary file, all of them made durable at once
+        (:func:`_sync_files`), then each renamed into place and the folder ``fsync``ed once. A notice is
+        reported once its file is durable."""
         results: dict[str, SendResult] = {}
         now = self.clock()
         written: list[tuple[OutgoingNotice, str, Path]] = []  # temporary files, not yet durable
@@ -356,10 +420,13 @@ class SpoolNotifier:
                     results[notice.key] = got
                 else:
                     written.append((notice, *got))
+            unsynced = _sync_files(self.directory, [tmp for _, tmp, _ in written])
             placed = False
             for notice, tmp, target in written:
+                if tmp in unsynced:
+                    results[notice.key] = SendResult(False, False, f"cannot write {target}: {unsynced[tmp]}")
+                    continue
                 try:
-                    _fsync_path(tmp)
                     os.replace(tmp, target)
                     placed = True
                 except OSError as exc:
