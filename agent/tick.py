@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -68,7 +68,22 @@ def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
             "inputs": dict(reason.inputs)}
 
 
-def resolve_for(policy: PolicySet, acc: m.Account) -> ResolvedPolicy:
+class Layered(Protocol):
+    """What the policy of an account is layered by: an account row, or a Core row of these columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def plan(self) -> str | None: ...
+    @property
+    def reseller(self) -> str | None: ...
+    @property
+    def policy(self) -> dict[str, Any] | None: ...
+    @property
+    def currency(self) -> str: ...
+
+
+def resolve_for(policy: PolicySet, acc: Layered) -> ResolvedPolicy:
     """The policy of ``acc``, in the account's own currency (the one place that layers it)."""
     return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy, acc.currency)
 

@@ -17,9 +17,11 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
@@ -108,14 +110,21 @@ def revoke_token(session: Session, name: str, *, actor: str, now: datetime) -> T
     return _info(row)
 
 
-def authenticate(session: Session, token: str) -> TokenInfo | None:
-    """The token in force that ``token`` is, or None (unknown, malformed or revoked)."""
+@cache
+def _by_hash() -> Select[str, str, list[str], datetime, str, datetime | None]:
+    """The token row of a hash (parameter ``hash``): built once, it is read on every request."""
+    return (select(m.ApiToken.name, m.ApiToken.hash, m.ApiToken.scopes, m.ApiToken.created_at,
+                   m.ApiToken.created_by, m.ApiToken.revoked_at)
+            .where(m.ApiToken.hash == bindparam("hash", type_=String())))
+
+
+def authenticate(session: Session | Connection, token: str) -> TokenInfo | None:
+    """The token in force that ``token`` is, or None (unknown, malformed or revoked). Read from the database
+    on every call (one indexed statement), so a revocation holds from the next request on."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     digest = _digest(token)
-    row = session.execute(select(m.ApiToken.name, m.ApiToken.hash, m.ApiToken.scopes, m.ApiToken.created_at,
-                                 m.ApiToken.created_by, m.ApiToken.revoked_at)
-                          .where(m.ApiToken.hash == digest)).first()
+    row = session.execute(_by_hash(), {"hash": digest}).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, digest):
         return None
     return TokenInfo(row.name, tuple(row.scopes), row.created_at, row.created_by, row.revoked_at)

@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from agent.notices import NoticeSettings
-    from agent.store import models as m
     from agent.store.db import Store
+    from agent.tick import Layered
     from connectors.fleet import Fleet
     from connectors.inventory import Inventory
     from policy.loader import PolicySet
@@ -237,7 +237,7 @@ class Arrears:
             where = ".".join(str(p) for p in err["loc"])
             raise ConfigError(f"{self._config.policy_path}: notices.{where}: {err['msg']}") from None
 
-    def resolve(self, acc: m.Account) -> ResolvedPolicy:
+    def resolve(self, acc: Layered) -> ResolvedPolicy:
         """The policy as it applies to the account ``acc`` (its plan, reseller and own layer)."""
         from agent.tick import resolve_for
 

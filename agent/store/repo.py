@@ -9,10 +9,28 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
 
 from agent.store import models as m
 from policy.model import (
@@ -39,6 +57,7 @@ __all__ = [
     "open_episode",
     "open_holds",
     "snapshot",
+    "spend_snapshot",
 ]
 
 BATCH = 500
@@ -187,29 +206,122 @@ def load_snapshots(session: Session, accounts: Sequence[m.Account]) -> dict[str,
             for st in session.scalars(select(m.StageTaken).where(m.StageTaken.episode.in_([e.id for e in
                                                                                              episodes.values()]))
                                       .order_by(m.StageTaken.id)):
-                if st.action == "resume":
-                    continue  # resumes are transitions of the account, not stages of the episode
-                if st.status in ("taken", "undelivered") and st.at is not None:
-                    taken[st.episode].append(StageTaken(stage=st.stage, at=st.at,
-                                                        undelivered=st.status == "undelivered"))
-                elif st.status == "in_flight":
-                    in_flight[st.episode].append(st.stage)
+                _stage_into(taken[st.episode], in_flight[st.episode], st.action, st.status, st.stage, st.at)
         for aid in ids:
-            acc = by_id[aid]
             ep = episodes.get(aid)
-            episode = None
-            flying: tuple[str, ...] = ()
-            if ep is not None:
-                episode = Episode(started_at=ep.started_at, trigger=ep.trigger,
-                                  stages_taken=tuple(sorted(taken[ep.id], key=lambda s: s.at)), id=ep.id)
-                flying = tuple(in_flight[ep.id])
-            out[aid] = AccountSnapshot(
-                id=acc.id, plan=acc.plan, reseller=acc.reseller, currency=acc.currency,
-                trial_ends_at=acc.trial_ends_at, has_billing_profile=acc.has_billing_profile,
-                ledger=tuple(ledger[aid]), invoices=tuple(invoices[aid]), holds=tuple(holds[aid]),
-                overrides=tuple(overrides[aid]), episode=episode, deleted=acc.state == "deleted", in_flight=flying,
-            )
+            opened = None if ep is None else (ep.id, ep.started_at, ep.trigger)
+            out[aid] = _assemble(by_id[aid], ledger[aid], invoices[aid], holds[aid], overrides[aid], opened,
+                                 taken[ep.id] if ep is not None else [], in_flight[ep.id] if ep is not None else [])
     return out
+
+
+def _stage_into(taken: list[StageTaken], in_flight: list[str], action: str, status: str, stage: str,
+                at: datetime | None) -> None:
+    """Add one row of ``stages_taken`` of the open episode to what the snapshot holds of it."""
+    if action == "resume":
+        return  # resumes are transitions of the account, not stages of the episode
+    if status in ("taken", "undelivered") and at is not None:
+        taken.append(StageTaken(stage=stage, at=at, undelivered=status == "undelivered"))
+    elif status == "in_flight":
+        in_flight.append(stage)
+
+
+def _assemble(acc: Any, ledger: Sequence[LedgerEntry], invoices: Sequence[Invoice], holds: Sequence[Hold],
+              overrides: Sequence[Override], episode: tuple[int, datetime, str] | None,
+              taken: Sequence[StageTaken], in_flight: Sequence[str]) -> AccountSnapshot:
+    """The snapshot of one account (``acc``: an account row or an object with its columns) from its inputs."""
+    opened = None
+    if episode is not None:
+        opened = Episode(started_at=episode[1], trigger=episode[2],
+                         stages_taken=tuple(sorted(taken, key=lambda s: s.at)), id=episode[0])
+    return AccountSnapshot(
+        id=acc.id, plan=acc.plan, reseller=acc.reseller, currency=acc.currency,
+        trial_ends_at=acc.trial_ends_at, has_billing_profile=acc.has_billing_profile,
+        ledger=tuple(ledger), invoices=tuple(invoices), holds=tuple(holds), overrides=tuple(overrides),
+        episode=opened, deleted=acc.state == "deleted", in_flight=tuple(in_flight) if opened is not None else (),
+    )
+
+
+# --- one account, cheaply: the purchase gate's read ----------------------------------------------------
+
+_LEDGER, _INVOICE, _HOLD, _OVERRIDE, _STAGE = range(5)
+
+
+def _typed(value: Any, type_: TypeEngine[Any]) -> ColumnElement[Any]:
+    """A column of the inputs' union: ``value`` read as ``type_``, or a NULL of that type."""
+    return cast(null(), type_) if value is None else type_coerce(value, type_)
+
+
+def _inputs_row(tag: int, t1: Any, t2: Any, t3: Any, amount: Any, s1: Any, s2: Any, s3: Any,
+                n: Any) -> list[ColumnElement[Any]]:
+    time, money = m.LedgerEntry.at.type, m.LedgerEntry.amount.type
+    return [literal_column(str(tag), Integer).label("tag"), _typed(t1, time).label("t1"),
+            _typed(t2, time).label("t2"), _typed(t3, time).label("t3"), _typed(amount, money).label("amount"),
+            _typed(s1, String()).label("s1"), _typed(s2, String()).label("s2"), _typed(s3, String()).label("s3"),
+            _typed(n, Integer()).label("n")]
+
+
+@cache
+def _spend_statements() -> tuple[Select[Any], Any]:
+    """The two statements of :func:`spend_snapshot`, built once (parameters ``account`` and ``episode``)."""
+    A, E = m.Account, m.Episode
+    L, Inv, H, Ov, S = m.LedgerEntry, m.Invoice, m.Hold, m.Override, m.StageTaken
+    account, episode = bindparam("account", type_=String()), bindparam("episode", type_=Integer())
+    row = (select(A.id, A.plan, A.reseller, A.policy, A.currency, A.trial_ends_at, A.has_billing_profile, A.state,
+                  E.id.label("episode_id"), E.started_at.label("episode_started_at"),
+                  E.trigger.label("episode_trigger"))
+           .outerjoin(E, and_(E.account == A.id, E.ended_at.is_(None))).where(A.id == account)
+           .order_by(E.id.desc()).limit(1))
+    inputs = union_all(
+        select(*_inputs_row(_LEDGER, L.at, None, None, L.amount, L.kind, L.method, L.ref, L.id))
+        .where(L.account == account),
+        select(*_inputs_row(_INVOICE, Inv.due_at, Inv.issued_at, Inv.paid_at, Inv.amount, Inv.invoice_id, None, None,
+                            Inv.id)).where(Inv.account == account),
+        select(*_inputs_row(_HOLD, H.since, None, None, None, H.kind, H.reason, H.actor, H.id))
+        .where(H.account == account, H.released_at.is_(None)),
+        select(*_inputs_row(_OVERRIDE, Ov.created_at, Ov.expires_at, Ov.at, Ov.amount, Ov.kind, Ov.actor, Ov.reason,
+                            Ov.id)).where(Ov.account == account, Ov.revoked_at.is_(None)),
+        select(*_inputs_row(_STAGE, S.at, None, None, None, S.stage, S.status, S.action, S.id))
+        .where(S.episode == episode),  # no open episode: NULL, which matches no row
+    )
+    return row, inputs
+
+
+def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[Any], AccountSnapshot]:
+    """One account's row (the columns its policy is layered by) and its snapshot, read with two Core
+    statements and no ORM objects: the account with its open episode, then its ledger, invoices, open holds,
+    overrides in force and the episode's stages in one ``UNION ALL``. The snapshot is the one
+    :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request."""
+    row_of, inputs_of = _spend_statements()
+    acc = session.execute(row_of, {"account": account_id}).first()
+    if acc is None:
+        raise UnknownAccount(account_id)
+    ledger: list[tuple[datetime, int, LedgerEntry]] = []
+    invoices: list[tuple[datetime, int, Invoice]] = []
+    holds: list[tuple[int, Hold]] = []
+    overrides: list[tuple[int, Override]] = []
+    stages: list[tuple[int, str, str, str, datetime | None]] = []
+    for r in session.execute(inputs_of, {"account": account_id, "episode": acc.episode_id}):
+        if r.tag == _LEDGER:
+            ledger.append((r.t1, r.n, LedgerEntry(at=r.t1, amount=r.amount, kind=r.s1, method=r.s2, ref=r.s3)))
+        elif r.tag == _INVOICE:
+            invoices.append((r.t1, r.n, Invoice(id=r.s1, issued_at=r.t2, due_at=r.t1, amount=r.amount, paid_at=r.t3)))
+        elif r.tag == _HOLD:
+            holds.append((r.n, Hold(kind=r.s1, since=r.t1, reason=r.s2, actor=r.s3)))
+        elif r.tag == _OVERRIDE:
+            overrides.append((r.n, Override(kind=r.s1, actor=r.s2, reason=r.s3, created_at=r.t1, expires_at=r.t2,
+                                            amount=r.amount, at=r.t3)))
+        else:
+            stages.append((r.n, r.s3, r.s2, r.s1, r.t1))
+    taken: list[StageTaken] = []
+    in_flight: list[str] = []
+    for _, action, status, stage, at in sorted(stages):
+        _stage_into(taken, in_flight, action, status, stage, at)
+    episode = None if acc.episode_id is None else (acc.episode_id, acc.episode_started_at, acc.episode_trigger)
+    return acc, _assemble(acc, [e for *_, e in sorted(ledger, key=lambda x: x[:2])],
+                          [i for *_, i in sorted(invoices, key=lambda x: x[:2])],
+                          [h for _, h in sorted(holds, key=lambda x: x[0])],
+                          [o for _, o in sorted(overrides, key=lambda x: x[0])], episode, taken, in_flight)
 
 
 def snapshot(session: Session, account_id: str) -> AccountSnapshot:
