@@ -89,7 +89,12 @@ def _bad_address(addr: str) -> SendResult:
     return SendResult(False, True, what)
 
 
+_BARE = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")  # a dot-atom address
+
+
 def _envelope_address(addr: str) -> str | None:
+    if _BARE.fullmatch(addr):
+        return addr  # what parseaddr gives for it, without parsing
     if "\n" in addr or "\r" in addr:
         return None
     bare = email.utils.parseaddr(addr)[1]

@@ -1,9 +1,11 @@
-"""A notice's bytes: the direct writer against the email package's MIME classes and its standard policy."""
+"""A notice's bytes and envelope: the fast paths against the email package (MIME classes, standard policy,
+parseaddr)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -103,3 +105,14 @@ def test_any_notice_is_written_as_the_mime_classes_write_it(subject: str, lines:
         boundary = BOUNDARY if html is not None else None
         assert d._direct_bytes(SETTINGS, notice, NOW, policy, boundary) == \
             d._compat32_bytes(SETTINGS, notice, NOW, policy, boundary)
+
+
+_address_chars = st.sampled_from(list("aZ09_+-.@ \"<>()[],;:\\é\t\n"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(addr=st.text(_address_chars, min_size=1, max_size=16) | st.emails())
+def test_envelope_address_without_parsing_is_what_parsing_gives(addr: str) -> None:
+    bare = email.utils.parseaddr(addr)[1]
+    parsed = bare if "\n" not in addr and "@" in bare and not any(c.isspace() for c in bare) else None
+    assert d._envelope_address(addr) == parsed
