@@ -22,6 +22,7 @@ import yaml
 
 if TYPE_CHECKING:
     from agent.service import Arrears
+    from agent.service.running import Working
 
 __all__ = [
     "DEMO_START",
@@ -240,9 +241,10 @@ def import_cast(svc: Arrears, folder: Path) -> None:
                         load_inventory_file(folder / "inventory.yaml"))
 
 
-def replay_day(svc: Arrears, folder: Path, cast: list[DemoAccount], day: int, now: datetime) -> dict[str, Any]:
+def replay_day(svc: Arrears, folder: Path, cast: list[DemoAccount], day: int, now: datetime,
+               agent: Working) -> dict[str, Any]:
     """Day ``day`` of the demo at ``now``: billing's lines of the day, the admins' actions, then one run
-    (the caller holds the instance lock). Returns the run's summary (as ``arrears run --json``)."""
+    by ``agent`` (as :meth:`Arrears.lock` yields it). Returns the run's summary (as ``arrears run --json``)."""
     from agent import actions
     from agent.imports import import_ledger
 
@@ -261,7 +263,7 @@ def replay_day(svc: Arrears, folder: Path, cast: list[DemoAccount], day: int, no
                                         notice_template="admin_suspended")
                     else:
                         actions.resume(s, acc.id, svc.policy, actor="admin", reason=reason, now=now)
-    return svc.run(now=now, locked=True).to_json()
+    return svc.run(now=now, agent=agent).to_json()
 
 
 def final_states(svc: Arrears) -> dict[str, str]:

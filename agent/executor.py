@@ -40,6 +40,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, 
 
 from agent import transitions
 from agent.actions import finish_manual
+from agent.claims import Claims
 from agent.config import AgentSettings
 from agent.outbox import staff_notice_job
 from agent.store import models as m
@@ -258,7 +259,7 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
             events: EventSink | None = None, worker: str | None = None, progress: Progress | None = None,
             transient_tries: int = 3, transient_wait: float = 0.5, max_rounds: int = 6,
             sole_worker: bool = False, stop: threading.Event | None = None,
-            pages: PageComposer | None = None) -> ExecSummary:
+            pages: PageComposer | None = None, claims: Claims | None = None) -> ExecSummary:
     """Drain the outbox at ``now``. ``session`` must not be inside a transaction block (this commits).
 
     ``sole_worker``: the caller holds the database's instance lock, so every job still claimed belongs
@@ -269,6 +270,8 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     ``pages``: renders the suspended page each web ``suspend`` (and ``restore``) job carries as
     ``page_html``, once per account per run; default: the composer when it renders pages too
     (:class:`TemplateComposer`), so only when notices are configured.
+    ``claims``: how this agent claims work beside others (:mod:`agent.claims`); default: as ``worker``,
+    unregistered.
     """
     settings = settings or AgentSettings()
     if pages is None and isinstance(composer, PageComposer):
@@ -276,12 +279,13 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     rendered: dict[str, str | None] = {}  # account -> its page, rendered once per run
     worker = worker or f"run-{uuid.uuid4().hex[:12]}"
     summary = ExecSummary()
-    summary.reclaimed = _reclaim(session, now, settings, everything=sole_worker)
+    claims = claims or Claims(worker, settings, sole=sole_worker)
+    summary.reclaimed = claims.reclaim(session, now)
     for _ in range(max_rounds):
         if stop is not None and stop.is_set():
             break
-        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, worker, settings, summary,
-                         progress, transient_tries, transient_wait, sole_worker)
+        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings, summary,
+                         progress, transient_tries, transient_wait)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
@@ -291,11 +295,11 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
 
 def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, composer: NoticeComposer | None,
            events: EventSink | None, pages: PageComposer | None, rendered: dict[str, str | None], now: datetime,
-           worker: str, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
-           transient_tries: int, transient_wait: float, sole_worker: bool) -> int:
+           claims: Claims, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
+           transient_tries: int, transient_wait: float) -> int:
     """One round: claim what is due and run it; returns how many jobs it claimed. The round's job rows
     are let go when it returns, so that the next round's claims have no stale rows to bring up to date."""
-    claimed = _claim(session, now, worker)
+    claimed = claims.claim(session, now)
     summary.claimed += len(claimed)
     if claimed:
         host_jobs = [j for j in claimed if j.kind == "host"]
@@ -303,8 +307,9 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
             _render_pages(session, pages, host_jobs, now, rendered)
         _run_host_jobs(session, fleet, host_jobs, now, settings, summary, progress, transient_tries,
                        transient_wait, rendered)
+        claims.release(session)  # the hosts' batches are over
         _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
-                     summary, sole_worker=sole_worker)
+                     summary, sole_worker=claims.exclusive)
         _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
     return len(claimed)
 
@@ -313,27 +318,11 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
 
 
 def _reclaim(session: Session, now: datetime, settings: AgentSettings, *, everything: bool = False) -> int:
-    orphaned = m.Job.status == "claimed"
-    if not everything:
-        orphaned = orphaned & (m.Job.claimed_at < now - timedelta(seconds=settings.lease_seconds))
-    res = session.execute(update(m.Job).where(orphaned).values(status="pending", next_attempt_at=now, claimed_by=None))
-    session.commit()
-    return int(getattr(res, "rowcount", 0) or 0)
+    return Claims("", settings, sole=everything).reclaim(session, now)
 
 
 def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
-    ids = list(session.scalars(select(m.Job.id).where(m.Job.status == "pending", m.Job.next_attempt_at <= now)
-                               .order_by(m.Job.id)))
-    if not ids:
-        session.commit()
-        return []
-    for i in range(0, len(ids), 500):
-        session.execute(update(m.Job).where(m.Job.id.in_(ids[i:i + 500]), m.Job.status == "pending")
-                        .values(status="claimed", claimed_by=worker, claimed_at=now))
-    session.commit()
-    jobs = list(session.scalars(select(m.Job).where(m.Job.status == "claimed", m.Job.claimed_by == worker,
-                                                    m.Job.claimed_at == now).order_by(m.Job.id)))
-    return jobs
+    return Claims(worker, AgentSettings()).claim(session, now)
 
 
 def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
@@ -634,12 +623,16 @@ def _chunked_rows(session: Session, stmt: Any, column: Any, values: Sequence[Any
         yield from session.execute(stmt.where(column.in_(values[i:i + 500])))
 
 
-def _accounts(session: Session, ids: set[str]) -> dict[str, m.Account]:
-    """The accounts ``ids``, with one query per 500."""
+def _accounts(session: Session, ids: set[str], *, lock: bool = False) -> dict[str, m.Account]:
+    """The accounts ``ids``, with one query per 500. ``lock``: locked for this transaction, skipping (and
+    leaving out) those another agent holds (``FOR UPDATE SKIP LOCKED``; nothing on SQLite)."""
     wanted = sorted(ids)
     out: dict[str, m.Account] = {}
     for i in range(0, len(wanted), 500):
-        out.update((a.id, a) for a in session.scalars(select(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))))
+        query = select(m.Account).where(m.Account.id.in_(wanted[i:i + 500]))
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        out.update((a.id, a) for a in session.scalars(query))
     return out
 
 
@@ -760,7 +753,10 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
 
 
 def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
-    chunk = list(session.scalars(select(m.StageTaken).where(m.StageTaken.id.in_(ids)).order_by(m.StageTaken.id)))
+    # locked, skipping what another agent is finishing (or recording: its account), so each is taken once
+    chunk = list(session.scalars(select(m.StageTaken)
+                                 .where(m.StageTaken.id.in_(ids), m.StageTaken.status == "in_flight")
+                                 .order_by(m.StageTaken.id).with_for_update(skip_locked=True)))
     statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
     for account, episode, stage, kind, status in session.execute(
             select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
@@ -770,8 +766,11 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
              if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
                     for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
     if not ready:
+        session.commit()  # let go of the locks
         return 0
-    accounts = _accounts(session, {st.account for st in ready})
+    # locked, skipping an account another agent is recording or finishing
+    accounts = _accounts(session, {st.account for st in ready}, lock=True)
+    ready = [st for st in ready if st.account in accounts]
     facts = transitions.accounts_now(session, list(accounts.values()),
                                      suspensions=any(st.action == "resume" for st in ready))
     effects = transitions.Effects()

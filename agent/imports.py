@@ -23,15 +23,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, tuple_, union, update
+from sqlalchemy import bindparam, or_, select, tuple_, union, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
-from agent.store.bulk import table_of, write_rows
+from agent.store.bulk import insert_ignore, table_of, write_rows
 from agent.store.placements import PlacementsRefused, Wanted, sync_placements
 from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
@@ -141,9 +142,10 @@ class _Row:
             if required:
                 raise self.fail(name, "is required")
             return None
-        value = _as_text(value)
-        if not isinstance(value, str):
-            raise self.fail(name, f"must be text, got {_kind(value)}")
+        if type(value) is not str:
+            value = _as_text(value)
+            if not isinstance(value, str):
+                raise self.fail(name, f"must be text, got {_kind(value)}")
         if not value or len(value) > max_len or "\x00" in value or "\r" in value or "\n" in value:
             raise self.fail(name, f"must be 1 to {max_len} characters on one line")
         if pattern is not None and not pattern.match(value):
@@ -240,12 +242,15 @@ def _json_depth_ok(value: object) -> bool:
     return False
 
 
+_DECODER = json.JSONDecoder(parse_float=lambda t: Decimal(_json_number(t)), parse_int=lambda t: int(_json_number(t)),
+                            parse_constant=_json_constant)
+
+
 def parse_json(text: str) -> Any:
     """One JSON value, numbers as Decimal/int (never float); ValueError (with what to do) for malformed
     JSON, NaN/Infinity, numbers over 100 digits and nesting deeper than :data:`MAX_JSON_DEPTH`."""
     try:
-        value = json.loads(text, parse_float=lambda t: Decimal(_json_number(t)),
-                           parse_int=lambda t: int(_json_number(t)), parse_constant=_json_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
     except _BadJSON as exc:
@@ -253,7 +258,8 @@ def parse_json(text: str) -> Any:
     except RecursionError:
         value = None
     else:
-        if _json_depth_ok(value):
+        # nesting is never deeper than the brackets opened: most lines need no walk
+        if text.count("{") + text.count("[") <= MAX_JSON_DEPTH or _json_depth_ok(value):
             return value
     raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
 
@@ -358,11 +364,24 @@ def _chunks(records: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[list[tupl
         yield chunk
 
 
-def _check_fields(row: _Row, known: Iterable[str]) -> None:
-    known = tuple(known)
+@lru_cache(maxsize=8)
+def _field_set(known: Sequence[str]) -> frozenset[str]:
+    return frozenset(known)
+
+
+def _check_fields(row: _Row, known: Sequence[str]) -> None:
+    if row.data.keys() <= _field_set(known):
+        return
     for key in row.data:
         if key not in known:
             raise row.fail(str(key), f"unknown field; known fields: {', '.join(known)}")
+
+
+# built once: a statement built per chunk leaves reference cycles behind (its bound values), which only a
+# full garbage collection frees
+_ACCOUNTS = table_of(m.Account)
+_CURRENCIES = select(_ACCOUNTS.c.id, _ACCOUNTS.c.currency).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+_STORED_ACCOUNTS = select(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
@@ -370,8 +389,7 @@ def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[s
     wanted = sorted({d["account"] for _, d in records if isinstance(d.get("account"), str)})
     if not wanted:
         return {}
-    return {aid: cur for aid, cur in session.execute(select(m.Account.id, m.Account.currency)
-                                                     .where(m.Account.id.in_(wanted)))}
+    return {aid: cur for aid, cur in session.connection().execute(_CURRENCIES, {"ids": wanted})}
 
 
 def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]:
@@ -396,18 +414,30 @@ def _after(previous: datetime | None, now: datetime) -> datetime:
     return previous + timedelta(microseconds=1)
 
 
+_CHANGED_SINCE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)),
+                                               _ACCOUNTS.c.changed_at >= bindparam("now"))
+_MARK_DUE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+             .where(or_(_ACCOUNTS.c.changed_at.is_(None), _ACCOUNTS.c.changed_at < bindparam("now")))
+             .values(next_check_at=bindparam("asap"), changed_at=bindparam("now")))
+
+
 def _mark_due(session: Session, ids: Iterable[str], now: datetime) -> None:
     wanted = sorted(set(ids))
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
+    conn = session.connection()
+    loaded = [obj for obj in session.identity_map.values() if isinstance(obj, m.Account)]
+    for i in range(0, len(wanted), 2000):
+        chunk = wanted[i:i + 2000]
         # the rare account changed at or after ``now`` already (a second import at the same clock, a replay
-        # going back): one step past its stamp; then every other one at ``now``
-        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(chunk), m.Account.changed_at >= now)):
+        # going back): one step past its stamp; then every other one at ``now``, with one statement
+        later = list(conn.execute(_CHANGED_SINCE, {"ids": chunk, "now": now}).scalars())
+        for acc in session.scalars(select(m.Account).where(m.Account.id.in_(later))) if later else ():
             touch(acc, now)
         session.flush()
-        session.execute(update(m.Account).where(m.Account.id.in_(chunk))
-                        .where(or_(m.Account.changed_at.is_(None), m.Account.changed_at < now))
-                        .values(next_check_at=ASAP, changed_at=now))
+        conn.execute(_MARK_DUE, {"ids": chunk, "now": now, "asap": ASAP})
+    marked = set(wanted)
+    for acc in loaded:  # accounts this session holds see the new values when next read
+        if acc.id in marked:
+            session.expire(acc, ["next_check_at", "changed_at"])
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -545,7 +575,7 @@ def import_accounts(session: Session, path: Path | Records, now: datetime, polic
     session.flush()
     for chunk in _chunks(read_records(path)):
         ids = sorted({aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)})
-        stored = {r.id: r for r in session.execute(select(table).where(table.c.id.in_(ids)))} if ids else {}
+        stored = {r.id: r for r in session.connection().execute(_STORED_ACCOUNTS, {"ids": ids})} if ids else {}
         money = _with_money(session, [aid for _, d in chunk if isinstance(aid := _as_text(d.get("id")), str)
                                       and aid in stored and d.get("currency") is not None
                                       and d["currency"] != stored[aid].currency])
@@ -597,11 +627,12 @@ def import_accounts(session: Session, path: Path | Records, now: datetime, polic
         write_rows(session, table, new)
         write_rows(session, table, changed, key=("id",),
                    update=(*_ACCOUNT_COLUMNS, "next_check_at", "changed_at", "updated_at"))
+        # a new account without placements has nothing to sync (it holds nothing, and gives up nothing)
+        placed = [p for p in parsed if p[2] or p[1]["id"] in stored]
         try:
-            sync_placements(session, [(rec["id"], list(pls))
-                                      for _row, rec, pls in parsed])
+            sync_placements(session, [(rec["id"], list(pls)) for _row, rec, pls in placed])
         except PlacementsRefused as exc:
-            row, rec, pls = parsed[exc.position]
+            row, rec, pls = placed[exc.position]
             raise _refusal(row, pls[exc.wanted], rec["id"], exc) from None
     return summary
 
@@ -679,10 +710,10 @@ def import_ledger(session: Session, path: Path | Records, now: datetime) -> Impo
         for line, data in chunk:
             entry = _ledger_line(_Row(name, line, data), currencies)
             rows.setdefault((entry["account"], entry["ref"]), {**entry, "imported_at": now})
-        written = write_rows(session, table, list(rows.values()), key=("account", "ref"), returning=("account",))
+        written = insert_ignore(session, table, list(rows.values()), key=("account", "ref"))
         summary.created += len(written)
         summary.skipped += len(chunk) - len(written)
-        summary.accounts.update(aid for (aid,) in written)
+        summary.accounts.update(aid for aid, _ref in written)
     _mark_due(session, summary.accounts, now)
     return summary
 

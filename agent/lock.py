@@ -1,13 +1,13 @@
-"""One agent per database: the instance lock that a run, the daemon and the demo hold while they work.
+"""The instance lock that a run, the daemon and the demo hold while they work.
 
-- SQLite: an exclusive ``flock`` on a file beside the database, holding the holder's pid and role.
-- PostgreSQL: a session-level advisory lock taken on a connection of its own and held for the agent's
-  lifetime; the connection's ``application_name`` names the holder (role, pid, machine), so a refused
-  agent can say who holds it. Until agents can share a database's work safely, a second agent is
-  refused there exactly as on SQLite.
-
-The holder of the lock knows that no other agent is working on the database, so every job still
-marked claimed belongs to a run that died: it is taken over at once instead of after its lease.
+- SQLite: one agent per database: an exclusive ``flock`` on a file beside the database, holding the
+  holder's pid and role. The holder knows that no other agent is working on the database, so every job
+  still marked claimed belongs to a run that died: it is taken over at once instead of after its lease.
+- PostgreSQL: any number of agents share the database (:mod:`agent.claims` makes each piece of work
+  happen once), one per agent name (:mod:`agent.agents`): a session-level advisory lock on the name,
+  taken on a connection of its own and held for the agent's lifetime. The connection's
+  ``application_name`` names the holder (role, pid, machine), so an agent refused its name can say who
+  holds it; and an agent that got the name knows its predecessor of that name is gone.
 A running daemon on SQLite can be asked to run a tick now (``SIGUSR1``), e.g. after ``payment --now``;
 any other holder (``run``, ``demo``, another ``payment --now``, an agent on another machine) is never
 signalled: what was recorded takes effect on its next tick.
@@ -19,12 +19,13 @@ import fcntl
 import os
 import signal
 import socket
+import zlib
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["DAEMON", "AgentLock", "AlreadyRunning", "DatabaseLock", "InstanceLock", "instance_lock",
+__all__ = ["DAEMON", "AgentLock", "AlreadyRunning", "DatabaseLock", "InstanceLock", "any_agent", "instance_lock",
            "lock_path_for", "wake_holder"]
 
 
@@ -42,6 +43,10 @@ class AlreadyRunning(Exception):
 
 
 class AgentLock(Protocol):
+    @property
+    def sole(self) -> bool:
+        """The holder is the only agent working on the database."""
+
     def acquire(self) -> AgentLock: ...
     def release(self) -> None: ...
     def verify(self) -> None:
@@ -56,13 +61,14 @@ def lock_path_for(db_url: str) -> Path | None:
     return Path(url.database).resolve().with_name(Path(url.database).name + ".lock")
 
 
-def instance_lock(db_url: str, role: str = "run") -> AgentLock | None:
-    """The instance lock of the database at ``db_url`` (not yet acquired); None for an in-memory database."""
+def instance_lock(db_url: str, role: str = "run", name: str = "") -> AgentLock | None:
+    """The instance lock of the database at ``db_url`` for the agent ``name`` (not yet acquired); None for
+    an in-memory database."""
     path = lock_path_for(db_url)
     if path is not None:
         return InstanceLock(path, role)
     if make_url(db_url).get_backend_name() == "postgresql":
-        return DatabaseLock(db_url, role)
+        return DatabaseLock(db_url, role, name)
     return None
 
 
@@ -79,6 +85,8 @@ def _holder(path: Path) -> tuple[int | None, str | None]:
 class InstanceLock:
     """An exclusive, non-blocking ``flock`` on ``path``; released when the process ends, however it ends.
     ``role`` (``run``, ``daemon``) is written beside the pid: only a daemon is ever woken by a signal."""
+
+    sole = True
 
     def __init__(self, path: Path, role: str = "run") -> None:
         self.path = path
@@ -119,18 +127,26 @@ class InstanceLock:
         self.release()
 
 
-#: The advisory lock's two keys: "arre" as a 32-bit number, and 1 for "the one agent".
-_PG_KEYS = (0x61727265, 1)
+#: The advisory locks' first key: "arre" as a 32-bit number; the second is the agent name's CRC-32.
+_PG_CLASS = 0x61727265
 _APP_PREFIX = "arrears "
 
 
-class DatabaseLock:
-    """A PostgreSQL session-level advisory lock on a connection of its own, held until :meth:`release` or
-    until the process (and so its connection) ends, however it ends."""
+def _name_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
-    def __init__(self, db_url: str, role: str = "run") -> None:
+
+class DatabaseLock:
+    """A PostgreSQL session-level advisory lock on the agent name ``name``, on a connection of its own,
+    held until :meth:`release` or until the process (and so its connection) ends, however it ends."""
+
+    sole = False
+
+    def __init__(self, db_url: str, role: str = "run", name: str = "") -> None:
         self.db_url = db_url
         self.role = role
+        self.name = name
+        self._keys = (_PG_CLASS, _name_key(name))
         self._engine: Any = None
         self._conn: Any = None
 
@@ -138,20 +154,17 @@ class DatabaseLock:
         from sqlalchemy import create_engine, text
         from sqlalchemy.pool import NullPool
 
-        name = f"{_APP_PREFIX}{self.role} pid {os.getpid()} on {socket.gethostname()}"[:63]
+        app = f"{_APP_PREFIX}{self.role} pid {os.getpid()} on {socket.gethostname()}"[:63]
         engine = create_engine(self.db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                               connect_args={"application_name": name})
+                               connect_args={"application_name": app})
         conn = engine.connect()
+        a, b = self._keys
         try:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"),
-                               {"a": _PG_KEYS[0], "b": _PG_KEYS[1]}).scalar()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": a, "b": b}).scalar()
             if not got:
-                holder = conn.execute(text(
-                    "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a AND l.objid = :b "
-                    "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database "
-                    "WHERE datname = current_database())"), {"a": _PG_KEYS[0], "b": _PG_KEYS[1]}).first()
-                raise AlreadyRunning(f"PostgreSQL advisory lock {_PG_KEYS[0]},{_PG_KEYS[1]}", None,
+                holders = _holders(conn, b)
+                holder = holders[0] if holders else None
+                raise AlreadyRunning(f"PostgreSQL advisory lock {a},{b} of the agent name {self.name!r}", None,
                                      _role_of(holder[0]) if holder else None, _who(holder))
         except BaseException:
             conn.close()
@@ -188,6 +201,33 @@ class DatabaseLock:
         self.release()
 
 
+def _holders(conn: Any, key: int | None = None) -> list[Any]:
+    """(application_name, backend pid) of the sessions holding an agent's lock on this database (the
+    agent name's lock ``key``, or any)."""
+    from sqlalchemy import text
+
+    return list(conn.execute(text(
+        "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a "
+        + ("AND l.objid = :b " if key is not None else "")
+        + "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database()) ORDER BY a.pid"), {"a": _PG_CLASS, "b": key}))
+
+
+def any_agent(db_url: str) -> tuple[str | None, str] | None:
+    """(role, who) of an agent working on the PostgreSQL database at ``db_url``, or None."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            holders = _holders(conn)
+    finally:
+        engine.dispose()
+    return (_role_of(holders[0][0]), _who(holders[0])) if holders else None
+
+
 def _role_of(application_name: str | None) -> str | None:
     words = (application_name or "").split()
     return words[1] if len(words) > 1 and application_name and application_name.startswith(_APP_PREFIX) else None
@@ -209,6 +249,11 @@ def wake_holder(db_url: str) -> int | None:
     recorded takes effect on that agent's next tick.
     """
     path = lock_path_for(db_url)
+    if path is None and make_url(db_url).get_backend_name() == "postgresql":
+        working = any_agent(db_url)
+        if working is not None:
+            raise AlreadyRunning("PostgreSQL", None, *working)
+        return None
     probe = instance_lock(db_url, role="probe")
     if probe is None:
         return None

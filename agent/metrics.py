@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "serve"]
 
 
 class Metrics:
-    """The daemon's counters; one registry per daemon, so tests can run several side by side."""
+    """The daemon's counters; one registry per daemon, so tests can run several side by side. Every
+    sample carries the agent's name as a label (``agent="NAME"``), so the metrics of several
+    agents sharing a database stand side by side wherever they are scraped."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent: str = "") -> None:
+        self.agent = agent
+        own = CollectorRegistry()  # the metrics themselves; ``registry`` serves them with the agent's name
         self.registry = CollectorRegistry()
-        self.ticks = Counter("arrears_ticks", "Ticks run", ["outcome"], registry=self.registry)
-        self.tick_seconds = Histogram("arrears_tick_seconds", "Duration of a tick", registry=self.registry)
-        self.measures = Counter("arrears_measures", "Measures taken", ["action"], registry=self.registry)
-        self.jobs = Counter("arrears_jobs", "Outbox jobs finished", ["kind", "outcome"], registry=self.registry)
-        self.pending_jobs = Gauge("arrears_pending_jobs", "Outbox jobs waiting", registry=self.registry)
+        self.registry.register(_Named(own, agent))
+        self.ticks = Counter("arrears_ticks", "Ticks run", ["outcome"], registry=own)
+        self.tick_seconds = Histogram("arrears_tick_seconds", "Duration of a tick", registry=own)
+        self.measures = Counter("arrears_measures", "Measures taken", ["action"], registry=own)
+        self.jobs = Counter("arrears_jobs", "Outbox jobs finished", ["kind", "outcome"], registry=own)
+        self.pending_jobs = Gauge("arrears_pending_jobs", "Outbox jobs waiting", registry=own)
         self.notices_failed = Gauge("arrears_notices_failed_permanently",
                                     "Notices that failed for good (refused permanently; see arrears status)",
-                                    registry=self.registry)
-        self.last_tick = Gauge("arrears_last_tick_timestamp_seconds", "End of the last tick", registry=self.registry)
+                                    registry=own)
+        self.last_tick = Gauge("arrears_last_tick_timestamp_seconds", "End of the last tick", registry=own)
         self.health: dict[str, object] = {"status": "starting"}
         self._lock = threading.Lock()
 
@@ -37,6 +45,22 @@ class Metrics:
     def health_json(self) -> bytes:
         with self._lock:
             return json.dumps(self.health).encode()
+
+
+class _Named(Collector):
+    """The metrics of ``registry``, each sample labelled with the agent's name."""
+
+    def __init__(self, registry: CollectorRegistry, agent: str) -> None:
+        self.inner = registry
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            named = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                named.add_sample(sample.name, {"agent": self.agent, **sample.labels}, sample.value,
+                                 sample.timestamp, sample.exemplar)
+            yield named
 
 
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:

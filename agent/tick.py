@@ -93,11 +93,11 @@ def _evaluate(policy: PolicySet, acc: m.Account, snap: AccountSnapshot, now: dat
 
 
 def evaluate_chunks(session: Session, policy: PolicySet, now: datetime, *,
-                    size: int = BATCH) -> Iterator[list[Evaluated]]:
+                    size: int = BATCH, lock: bool = False) -> Iterator[list[Evaluated]]:
     """Evaluate every account due at ``now``, ``size`` accounts at a time: one query for the chunk's
     accounts and one per table for their snapshots. Reads only the due accounts; the next chunk is read
     when the caller asks for it (after it recorded this one)."""
-    for accounts in due_chunks(session, now, size=size):
+    for accounts in due_chunks(session, now, size=size, lock=lock):  # lock: see due_chunks
         snaps = load_snapshots(session, accounts)
         yield [_evaluate(policy, acc, snaps[acc.id], now) for acc in accounts]
 
@@ -172,7 +172,7 @@ def tick(session: Session, policy: PolicySet, now: datetime, settings: AgentSett
     """
     settings = settings or AgentSettings()
     summary = TickSummary(now=now)
-    for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk):
+    for chunk in evaluate_chunks(session, policy, now, size=settings.tick_chunk, lock=True):
         summary.accounts += len(chunk)
         try:
             _record_chunk(session, chunk, now, settings, summary)

@@ -56,10 +56,10 @@ def parse_amount(value: object, *, currency: str | None = None, what: str = "amo
             raise ValueError(f"{what} {value!r} is not a number; write an amount such as 12.50") from None
     else:
         raise ValueError(f"{what} must be a number such as 12.50, got {type(value).__name__}")
-    shown = repr(value) if isinstance(value, str) else str(value)
-    if not number.is_finite():
-        raise ValueError(f"{what} {shown} is not a finite number; write an amount such as 12.50")
-    if number and number.adjusted() >= 15:
+    if not number.is_finite() or (number and number.adjusted() >= 15):
+        shown = repr(value) if isinstance(value, str) else str(value)
+        if not number.is_finite():
+            raise ValueError(f"{what} {shown} is not a finite number; write an amount such as 12.50")
         raise ValueError(f"{what} {shown} is out of range: amounts must be below {MAX_AMOUNT:,}")
     if currency is not None:
         places = minor_units(currency)
@@ -67,6 +67,7 @@ def parse_amount(value: object, *, currency: str | None = None, what: str = "amo
         assert isinstance(exponent, int)  # finite
         # below MAX_AMOUNT with at most 4 places, the quantized value fits the default 28-digit context
         if exponent < -places and number != number.quantize(Decimal(1).scaleb(-places)):
+            shown = repr(value) if isinstance(value, str) else str(value)
             unit = "whole units" if places == 0 else f"{places} decimal place{'s' if places > 1 else ''}"
             raise ValueError(f"{what} {shown} is finer than {currency} allows ({unit}); "
                              f"round it to the {currency} minor unit")

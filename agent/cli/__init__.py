@@ -4,7 +4,8 @@ Presentation only: each command parses its arguments, calls the Python API (:mod
 prints the answer. One module per concern: :mod:`~agent.cli.setup` (init, imports), :mod:`~agent.cli.money`
 (payments and the admin's overrides), :mod:`~agent.cli.reports` and :mod:`~agent.cli.account` /
 :mod:`~agent.cli.explain` (read commands), :mod:`~agent.cli.run` (plan, run), :mod:`~agent.cli.admin` (manual
-actions), :mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`.
+actions), :mod:`~agent.cli.templates`, :mod:`~agent.cli.hosts`, :mod:`~agent.cli.demo`, :mod:`~agent.cli.daemon`,
+:mod:`~agent.cli.agents`.
 
 A command's module is imported only when the command runs (or its own help is shown), so a command
 pays for the libraries it uses and no others; ``arrears --help`` lists them from :data:`COMMANDS`.
@@ -68,8 +69,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tokens": ("tokens", "tokens", "Bearer tokens of the HTTP API (arrears serve): made, listed and revoked; stored "
                "hashed."),
     "serve": ("serve", "serve", "Serve the HTTP API (FastAPI on uvicorn) on loopback, or behind TLS or a proxy."),
-    "daemon": ("daemon", "daemon", "Run a tick every INTERVAL seconds until SIGTERM; one daemon per database "
-               "(SQLite or PostgreSQL)."),
+    "daemon": ("daemon", "daemon", "Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite "
+               "database, any number per PostgreSQL database (one per --name; see `arrears agents` and "
+               "docs/scale.md)."),
+    "agents": ("agents", "agents", "The agents working on this database: their last heartbeat and tick, the jobs "
+               "they hold claimed and the hosts whose batch they run."),
 }
 
 # the subcommands of the groups accounts, ledger and invoices: group -> (module, attribute) of each

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from agent.cli.app import CliError, api, wall_clock
+from agent.cli.app import CliError, api, option_names, wall_clock
+from agent.cli.run import name_option
 from agent.cli.serve import api_options, listen_from
 from agent.daemon import JsonFormatter, run_daemon
 from agent.lock import DAEMON
@@ -59,11 +60,13 @@ def _count(metrics: Metrics, summary: Mapping[str, Any]) -> dict[str, Any]:
               help="remove archives past their retention this often (0: never; see `arrears hosts prune`)")
 @api_options("--api", None)
 @click.option("--max-ticks", type=click.IntRange(1), default=None, hidden=True)
+@name_option
 @click.pass_context
 def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metrics_host: str, log_level: str,
            prune_every: float, listen: str | None, tls_cert: Path | None, tls_key: Path | None, behind_proxy: bool,
-           max_ticks: int | None) -> None:
-    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per database (SQLite or PostgreSQL).
+           max_ticks: int | None, name: str | None) -> None:
+    """Run a tick every INTERVAL seconds until SIGTERM; one daemon per SQLite database, any number per
+    PostgreSQL database (one per --name; see `arrears agents` and docs/scale.md).
 
     SIGTERM lets the tick in flight finish its host batches, then the daemon exits. SIGUSR1 (sent by
     `payment --now` and `ledger import --now`) runs the next tick at once. With --api HOST:PORT the same
@@ -78,13 +81,13 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
     svc.check()  # policy, templates and inventory: a mistake stops the daemon before it starts
     inventory = svc.inventory
     fleet = svc.fleet = InventoryFleet(inventory) if inventory is not None else None
-    metrics = Metrics()
     server = None
     http: Any = None
     # a wake-up (SIGUSR1) that comes before the loop listens must not end the daemon: ignored until then
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        with svc.lock(role=DAEMON) as lock:
+        with option_names(name="--name"), svc.lock(role=DAEMON, name=name) as agent:
+            metrics = Metrics(agent.name)
             if metrics_port is not None:
                 try:
                     server = serve(metrics, metrics_host, metrics_port)
@@ -104,16 +107,16 @@ def daemon(ctx: click.Context, interval: float, metrics_port: int | None, metric
                     background(http)
                 except ListenError as exc:
                     raise CliError(str(exc)) from None
-            log.info("started", extra={"fields": {"interval": interval, "database": svc.config.db_url,
+            log.info("started", extra={"fields": {"agent": agent.name, "interval": interval,
+                                                  "database": svc.config.db_url,
                                                   "metrics": f"{metrics_host}:{metrics_port}" if server else None,
                                                   "api": where.url if where is not None else None}})
 
             pruned_at: list[float] = []
 
             def tick(stop: threading.Event) -> Mapping[str, Any]:
-                if lock is not None:
-                    lock.verify()  # a lock lost with its database session is taken again, or no work is done
-                summary = svc.run(now=wall_clock(), locked=True, stop=stop).to_json()
+                agent.verify()  # a lock lost with its database session is taken again, or no work is done
+                summary = svc.run(now=wall_clock(), agent=agent, stop=stop).to_json()
                 backlog = svc.backlog()
                 metrics.pending_jobs.set(backlog.pending_jobs)
                 metrics.notices_failed.set(backlog.failed_notices)

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,6 +17,9 @@ from agent.cli.app import CliError, InertTable, emit_json, inert
 from agent.cli.app import console as app_console
 from agent.demo import DEMO_START, DemoAccount, DemoError, build_demo, final_states, import_cast, replay_day
 from agent.service import Arrears
+
+if TYPE_CHECKING:
+    from agent.service.running import Working
 
 __all__ = ["demo"]
 
@@ -63,18 +66,19 @@ def demo(folder: Path, days: int, replace: bool, as_json: bool) -> None:
     console = app_console()
     import_cast(svc, folder)
 
-    def run_day(day: int, now: datetime) -> dict[str, Any]:
-        return replay_day(svc, folder, cast, day, now)
+    def run_day(day: int, now: datetime, agent: Working) -> dict[str, Any]:
+        return replay_day(svc, folder, cast, day, now, agent)
 
     totals: Counter[str] = Counter()
     try:
         columns = (TextColumn("[bold]replaying[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
                    TimeElapsedColumn())
-        with svc.lock(), Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+        with svc.lock(role="demo") as agent, \
+                Progress(*columns, console=console, transient=True, disable=as_json) as bar:
             task = bar.add_task("days", total=days + 1)
             for day in range(days + 1):
                 now = DEMO_START + timedelta(days=day)
-                summary = run_day(day, now)
+                summary = run_day(day, now, agent)
                 bar.advance(task)
                 if as_json:
                     emit_json({"day": day, **summary}, indent=None)

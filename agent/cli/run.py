@@ -15,10 +15,15 @@ from agent.cli.app import (
     emit_json_array,
     iso,
     json_option,
+    option_names,
     table,
 )
 
-__all__ = ["plan_command", "run_command"]
+__all__ = ["name_option", "plan_command", "run_command"]
+
+name_option = click.option("--name", default=None, metavar="NAME",
+                           help="this agent's name (default: ARREARS_AGENT, else one made of the machine's "
+                                "name; see `arrears agents`)")
 
 
 @click.command("plan")
@@ -44,11 +49,13 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
 @click.command("run")
 @at_option
 @json_option
+@name_option
 @click.pass_context
-def run_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
+def run_command(ctx: click.Context, at: datetime | None, as_json: bool, name: str | None) -> None:
     """Evaluate the due accounts, queue their measures and apply them (hosts, notices)."""
     svc, now = api(ctx, at)
-    result = svc.run(now=now).to_json()
+    with option_names(name="--name"):
+        result = svc.run(now=now, name=name).to_json()
     if as_json:
         emit_json(result)
         return

@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from agent.lock import AgentLock
     from agent.notices import NoticeSettings
     from agent.store import models as m
     from agent.store.db import Store
@@ -439,6 +438,15 @@ class Arrears:
 
         return reads.status(self)
 
+    def agents(self) -> list[dict[str, Any]]:
+        """The agents working on this database (``arrears agents --json``): each one's name, role, machine
+        and pid, its state (``working`` while its lease lasts, ``stopped``, ``lease ended``), its last
+        heartbeat and tick, the jobs it holds claimed and the hosts whose batch it runs."""
+        from agent.agents import list_agents
+
+        with self.session(write=False) as s:
+            return list_agents(s)
+
     def backlog(self) -> Backlog:
         """Outbox jobs waiting for a later tick and notices that failed for good (the daemon's gauges)."""
         from agent.service import reads
@@ -541,23 +549,26 @@ class Arrears:
 
     @_translated
     def run(self, *, now: datetime | None = None, stop: threading.Event | None = None,
-            locked: bool = False) -> RunSummary:
+            agent: running.Working | None = None, name: str | None = None) -> RunSummary:
         """One tick and one executor pass at ``now``: evaluate the due accounts, queue their measures and
-        apply them (hosts, notices). It takes the database's instance lock (:class:`Busy` when another run
-        holds it) unless the caller holds it already (``locked``, see :meth:`lock`). ``stop``: once set,
-        the executor finishes the batches in flight and claims nothing new."""
+        apply them (hosts, notices). It becomes an agent of the database for the run (the instance lock,
+        :class:`Busy` when it is held; ``name``: the agent's name, see ``arrears agents``) unless the
+        caller is one already: ``agent``, as :meth:`lock` yields it. ``stop``: once set, the executor
+        finishes the batches in flight and claims nothing new."""
         moment = self.now(now)
-        if locked:
-            return running.run_summary(running.run_once(self, moment, sole_worker=True, stop=stop))
-        with running.instance_lock(self):
-            return running.run_summary(running.run_once(self, moment, sole_worker=True, stop=stop))
+        if agent is not None:
+            return running.run_summary(running.run_once(self, moment, stop=stop, agent=agent))
+        with running.instance_lock(self, name=name) as me:
+            return running.run_summary(running.run_once(self, moment, stop=stop, agent=me))
 
     @_translated
     def apply_at_once(self, *, now: datetime | None = None) -> Applied:
         """Make what was recorded take effect now: wake the daemon holding the database, else run here."""
         return running.apply_at_once(self, self.now(now))
 
-    def lock(self, role: str = "run") -> AbstractContextManager[AgentLock | None]:
-        """Hold the database's instance lock (one agent works on it at a time; :class:`Busy` otherwise).
-        ``role`` ``daemon`` marks a holder that ``apply_now`` wakes. Yields the lock (None in memory)."""
-        return running.instance_lock(self, role)
+    def lock(self, role: str = "run", name: str | None = None) -> AbstractContextManager[running.Working]:
+        """Be an agent of the database while inside: its instance lock (SQLite: one agent; PostgreSQL: one
+        per name; :class:`Busy` otherwise), its heartbeat, its claims. ``role`` ``daemon`` marks a holder
+        that ``apply_now`` wakes. Yields the :class:`~agent.service.running.Working` agent, which
+        :meth:`run` takes as ``agent``."""
+        return running.instance_lock(self, role, name)

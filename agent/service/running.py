@@ -7,23 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError
-from agent.service.errors import Busy
+from agent.service.errors import Busy, InvalidInput
 from agent.service.results import Applied, RunSummary
 
 if TYPE_CHECKING:
     import threading
 
+    from agent.agents import AgentRegistration
+    from agent.claims import Claims
     from agent.lock import AgentLock
     from agent.notices import Templates
     from agent.service.arrears import Arrears
     from connectors.fleet import Fleet, Job, JobResult, Progress
 
-__all__ = ["LazyFleet", "apply_at_once", "check_config", "checked_templates", "instance_lock", "run_once",
-           "run_summary"]
+__all__ = ["LazyFleet", "Working", "apply_at_once", "check_config", "checked_templates", "instance_lock",
+           "run_once", "run_summary"]
 
 
 class LazyFleet:
@@ -95,12 +98,38 @@ def _events(svc: Arrears) -> Any:
     return event_sink(sink) if sink is not None else None
 
 
+@dataclass
+class Working:
+    """The agent this process is while it works: its instance lock, its row in ``agents`` (heartbeat,
+    lease; :mod:`agent.agents`) and how it claims work (:mod:`agent.claims`)."""
+
+    name: str
+    lock: AgentLock | None
+    registration: AgentRegistration | None
+    claims: Claims
+
+    def verify(self) -> None:
+        """Before a tick: the instance lock is still held (taken again after a lost database session)."""
+        if self.lock is not None:
+            self.lock.verify()
+
+    def ticked(self, summary: dict[str, Any]) -> None:
+        if self.registration is not None:
+            x = summary["executor"]
+            self.registration.ticked({"now": summary["now"], "accounts": summary["accounts"],
+                                      "measures": len(summary["measures"]), "taken": len(x["taken"]),
+                                      "claimed": x["claimed"], "done": x["done"], "reclaimed": x["reclaimed"],
+                                      "notices_sent": x["notices_sent"]})
+
+
 def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_worker: bool = False,
-             stop: threading.Event | None = None) -> dict[str, Any]:
+             stop: threading.Event | None = None, agent: Working | None = None) -> dict[str, Any]:
     """One tick and one executor pass at ``now``, as the JSON of :class:`RunSummary`.
 
     ``fleet``: the hosts (default the service's, else a :class:`LazyFleet` of inventory.yaml).
-    ``sole_worker``: the caller holds the database's instance lock (see :mod:`agent.lock`).
+    ``agent``: the agent this process is (:func:`instance_lock`); its claims are made under its name and
+    its tick is recorded. Without one, ``sole_worker``: the caller holds the database's instance lock
+    (see :mod:`agent.lock`).
     ``stop``: once set, the executor finishes the batches in flight and claims nothing new.
     """
     from agent.executor import TemplateComposer, execute
@@ -123,11 +152,14 @@ def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_wo
         with svc.store.sessions() as s:
             t = tick(s, policy, now, settings)
             x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
-                        sole_worker=sole_worker, stop=stop)
+                        sole_worker=sole_worker, stop=stop, claims=agent.claims if agent is not None else None)
     finally:
         if own_fleet:
             active_fleet.close()
-    return {**t.as_dict(), "executor": x.as_dict()}
+    summary = {**t.as_dict(), "executor": x.as_dict()}
+    if agent is not None:
+        agent.ticked(summary)
+    return summary
 
 
 def run_summary(result: dict[str, Any]) -> RunSummary:
@@ -141,23 +173,34 @@ def run_summary(result: dict[str, Any]) -> RunSummary:
 
 
 @contextmanager
-def instance_lock(svc: Arrears, role: str = "run") -> Iterator[AgentLock | None]:
-    """Hold the database's instance lock for a run: one agent at a time works on it (see :mod:`agent.lock`).
-    ``role`` ``daemon`` marks a holder that ``apply_now`` may wake with SIGUSR1. Yields the lock (None for
-    an in-memory database), which a daemon verifies before each tick."""
+def instance_lock(svc: Arrears, role: str = "run", name: str | None = None) -> Iterator[Working]:
+    """Be an agent of the database while inside: hold its instance lock (SQLite: the one agent; PostgreSQL:
+    the agent's name, see :mod:`agent.lock`), heartbeat in ``agents`` and claim work under the name.
+    ``role`` ``daemon`` marks a holder that ``apply_now`` may wake with SIGUSR1. :class:`Busy` when the
+    lock is held; :class:`InvalidInput` (field ``name``) for a name that cannot be one."""
+    from agent.agents import AgentRegistration, agent_name
+    from agent.claims import Claims
     from agent.lock import AlreadyRunning
     from agent.lock import instance_lock as make_lock
 
-    lock = make_lock(svc.config.db_url, role)
-    if lock is None:
-        yield None
+    try:
+        me = agent_name(role, name)
+    except ValueError as exc:
+        raise InvalidInput(f"name: {exc}", "name") from None
+    lock = make_lock(svc.config.db_url, role, me)
+    if lock is None:  # an in-memory database: this process is all there is
+        yield Working(me, None, None, Claims(me, svc.settings, sole=True))
         return
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         raise Busy(str(exc), exc.holder) from None
     try:
-        yield lock
+        registration = AgentRegistration(svc.store, me, role, svc.settings.lease_seconds).start()
+        try:
+            yield Working(me, lock, registration, Claims(me, svc.settings, sole=lock.sole, registered=True))
+        finally:
+            registration.stop()
     finally:
         lock.release()
 
@@ -174,8 +217,8 @@ def apply_at_once(svc: Arrears, now: datetime) -> Applied:
                                                             "database; it takes effect on the next run")
     if pid is not None:
         return Applied(how="daemon", pid=pid, message=f"the daemon (pid {pid}) runs a tick now")
-    with instance_lock(svc):
-        result = run_once(svc, now, sole_worker=True)
+    with instance_lock(svc) as agent:
+        result = run_once(svc, now, agent=agent)
     taken = result["executor"]["taken"]
     return Applied(how="run", run=run_summary(result), message=f"applied now: {len(taken)} measures taken"
                    + "".join(f"; {t['account']} {t['stage']}" for t in taken))

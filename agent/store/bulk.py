@@ -5,11 +5,14 @@ before reading what a write depends on. Which dialect's ``insert`` construct is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Row, Table
+from sqlalchemy import JSON, DateTime, Row, Table
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 from agent.store.db import StoreError
 
@@ -21,8 +24,7 @@ def table_of(model: type[Any]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _insert(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
+def _insert(dialect: str, table: Table) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -43,24 +45,115 @@ def write_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
     ``ordered``, which needs every row written)."""
     if not rows:
         return []
-    stmt = _insert(session, table)
-    if key:
-        if update:
-            stmt = stmt.on_conflict_do_update(index_elements=list(key),
-                                              set_={c: stmt.excluded[c] for c in update})
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
     if returning:
+        stmt = _statement(session.get_bind().dialect, table, tuple(key), tuple(update))
         stmt = stmt.returning(*(table.c[c] for c in returning), sort_by_parameter_order=ordered)
         return list(session.execute(stmt, list(rows)))
-    session.execute(stmt, list(rows))
+    if _executemany(session, table, rows, key, update) is None:
+        session.execute(_statement(session.get_bind().dialect, table, tuple(key), tuple(update)), list(rows))
     return []
 
 
+def _statement(dialect: Any, table: Table, key: tuple[str, ...], update: tuple[str, ...]) -> Any:
+    stmt = _insert(dialect.name, table)
+    if key and update:
+        return stmt.on_conflict_do_update(index_elements=list(key), set_={c: stmt.excluded[c] for c in update})
+    if key:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    return stmt
+
+
+@lru_cache(maxsize=64)
+def _compiled(dialect: Any, table: Table, columns: tuple[str, ...], key: tuple[str, ...],
+              update: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+    """The SQL text of a bulk statement for rows with ``columns``, its parameters' names in order and their
+    types; None when it needs a parameter the rows do not give (a column default computed in Python)."""
+    compiled = _statement(dialect, table, key, update).compile(dialect=dialect, column_keys=list(columns))
+    names = compiled.positiontup
+    if names is None or not set(names) <= set(columns):
+        return None
+    return compiled.string, tuple(names), tuple(compiled.binds[n].type for n in names)
+
+
+def _executemany(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: Sequence[str],
+                 update: Sequence[str]) -> int | None:
+    """On SQLite, the statement (compiled once per table and columns) run with the driver's
+    ``executemany`` over ``rows``, each value converted by its column type's own bind processor (the one
+    SQLAlchemy would apply; a timestamp column's repeated values, such as the command's clock, are converted
+    once); the number of rows it inserted or updated. None, and nothing done, when the statement needs more
+    than the rows give, or off SQLite: the caller then lets SQLAlchemy run it (its "insertmanyvalues"
+    batches are what PostgreSQL wants)."""
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        return None
+    prepared = _compiled(dialect, table, tuple(rows[0]), tuple(key), tuple(update))
+    if prepared is None:
+        return None
+    sql, names, types_ = prepared
+    convert = [_converter(t, dialect) for t in types_]
+    params = [tuple([c(r[n]) if c is not None else r[n] for n, c in zip(names, convert, strict=True)])
+              for r in rows]
+    return int(conn.exec_driver_sql(sql, params).rowcount)
+
+
+def _json_once(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's converter that serialises the common empty values (null, ``{}``) once."""
+    none, empty = process(None), process({})
+
+    def once(value: Any) -> Any:
+        if value is None:
+            return none
+        if type(value) is dict and not value:
+            return empty
+        return process(value)
+
+    return once
+
+
+def _converter(type_: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return None
+    base = type_.impl_instance if isinstance(type_, TypeDecorator) else type_
+    if isinstance(base, JSON):
+        return _json_once(process)
+    if not isinstance(base, DateTime):
+        return cast(Callable[[Any], Any], process)
+    done: dict[datetime, Any] = {}  # equal aware instants convert to the same stored value
+
+    def once(value: Any) -> Any:
+        if type(value) is not datetime:
+            return process(value)
+        try:
+            return done[value]
+        except KeyError:
+            out = done[value] = process(value)
+            return out
+
+    return once
+
+
 def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *,
-                  key: Sequence[str]) -> list[Row[Any]]:
+                  key: Sequence[str]) -> Sequence[tuple[Any, ...]]:
     """Insert ``rows`` into ``table``, skipping each row whose unique ``key`` columns exist already (in
-    the table, or earlier in ``rows``); returns the ``key`` columns of the rows inserted."""
+    the table, or earlier in ``rows``); returns the ``key`` columns of the rows inserted.
+
+    On SQLite the rows go in with one ``executemany`` inside a savepoint first: when every row was
+    inserted (an import's first run, new jobs) that is the answer; when some were skipped, the savepoint is
+    rolled back and the rows are inserted again with ``RETURNING`` to learn which."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "sqlite":
+        begin_write(session)  # the driver does not begin a transaction for a savepoint: its release would commit
+        conn = session.connection()
+        conn.exec_driver_sql("SAVEPOINT arrears_insert_ignore")  # one name: one cached statement per chunk
+        written = _executemany(session, table, rows, key, ())
+        if written != len(rows):
+            conn.exec_driver_sql("ROLLBACK TO arrears_insert_ignore")
+        conn.exec_driver_sql("RELEASE arrears_insert_ignore")
+        if written == len(rows):
+            return [tuple(r[c] for c in key) for r in rows]
     return write_rows(session, table, rows, key=key, returning=key)
 
 

@@ -19,11 +19,13 @@ from agent.store.types import Money, UTCDateTime
 __all__ = [
     "ACCOUNT_STATES",
     "Account",
+    "AgentRow",
     "ApiToken",
     "AuditEntry",
     "Base",
     "Episode",
     "Hold",
+    "HostLease",
     "Invoice",
     "Job",
     "LedgerEntry",
@@ -207,7 +209,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|claimed|done|failed|cancelled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
-    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_by: Mapped[str | None] = mapped_column(String(100), index=True)  # the agent (agents.name)
     claimed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -262,3 +264,32 @@ class ApiToken(Base):
     created_by: Mapped[str] = mapped_column(String(100))
     revoked_at: Mapped[datetime | None]
 
+
+class AgentRow(Base):
+    """One agent working on this database (``agent.agents``): who and where it is, its heartbeat and
+    lease (the database's clock), and its last tick. A claim whose agent's lease ended is taken over."""
+
+    __tablename__ = "agents"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # run | daemon | demo
+    machine: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]  # the last heartbeat
+    lease_until: Mapped[datetime]  # its claims and host leases are its own until then
+    stopped_at: Mapped[datetime | None]  # it stopped cleanly
+    ticks: Mapped[int] = mapped_column(Integer, default=0)
+    last_tick_at: Mapped[datetime | None]  # when (the database's clock) its last tick ended
+    last_tick: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # that tick's counts
+
+
+class HostLease(Base):
+    """The host whose batch ``agent`` is running: one batch per host at a time across all agents. Held
+    while that agent's lease lasts; released when the batch is over."""
+
+    __tablename__ = "host_leases"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100))
+    since: Mapped[datetime]

@@ -71,18 +71,26 @@ def due_accounts(session: Session, now: datetime, *, until: datetime | None = No
     return list(session.scalars(stmt))
 
 
-def due_chunks(session: Session, now: datetime, *, size: int = BATCH) -> Iterator[list[m.Account]]:
+def due_chunks(session: Session, now: datetime, *, size: int = BATCH,
+               lock: bool = False) -> Iterator[list[m.Account]]:
     """The accounts due at ``now`` (as :func:`due_accounts`), ``size`` at a time in the same order, each
     chunk read with a query of its own (through the index, after the last one seen) only once the
     caller asked for it, so that the caller can record a chunk before the next one is read. Recording
-    moves an account's next check past ``now`` (or leaves it where it was), so no account comes twice."""
+    moves an account's next check past ``now`` (or leaves it where it was), so no account comes twice.
+
+    ``lock``: each chunk's rows are locked until the caller's commit, skipping the rows another agent
+    locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): a due account is evaluated and recorded by one
+    agent at a time, and once recorded it is no longer due for the others."""
     due = m.Account.next_check_at
     after: tuple[datetime, str] | None = None
     while True:
         stmt = due_select(now)
         if after is not None:
             stmt = stmt.where(or_(due > after[0], and_(due == after[0], m.Account.id > after[1])))
-        chunk = list(session.scalars(stmt.order_by(due, m.Account.id).limit(size)))
+        stmt = stmt.order_by(due, m.Account.id).limit(size)
+        if lock:
+            stmt = stmt.with_for_update(skip_locked=True)
+        chunk = list(session.scalars(stmt.execution_options(populate_existing=lock)))
         if not chunk:
             return
         last = chunk[-1]

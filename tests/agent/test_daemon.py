@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -139,8 +140,9 @@ def test_health_and_metrics_of_a_running_daemon(running: Running) -> None:
     assert health["last_tick"]["taken"] == 2
     status, text = _get(running.port, "/metrics")
     assert status == 200
-    assert 'arrears_ticks_total{outcome="ok"} 1.0' in text
-    assert 'arrears_measures_total{action="suspend"} 2.0' in text
+    me = socket.gethostname()  # a daemon's name unless --name says otherwise; every metric carries it
+    assert f'arrears_ticks_total{{agent="{me}",outcome="ok"}} 1.0' in text
+    assert f'arrears_measures_total{{action="suspend",agent="{me}"}} 2.0' in text
     assert _get(running.port, "/nothing")[0] == 404
 
 
@@ -180,7 +182,9 @@ def test_a_payment_with_now_wakes_the_daemon_which_resumes_the_account(running: 
              what="the woken tick to be logged", log=running.log)
     assert running.proc.poll() is None
     _, text = _get(running.port, "/metrics")
-    assert 'arrears_measures_total{action="resume"} 1.0' in text and "arrears_pending_jobs 0.0" in text
+    me = socket.gethostname()
+    assert f'arrears_measures_total{{action="resume",agent="{me}"}} 1.0' in text
+    assert f'arrears_pending_jobs{{agent="{me}"}} 0.0' in text
 
 
 def test_a_payment_with_now_never_signals_a_run_that_holds_the_database(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_the_daemon_exports_the_notices_that_failed_for_good(tmp_path: Path, smt
         wait_for(lambda: "last_tick" in _get(port, "/healthz"), timeout=60,
                  what="the daemon's first tick", log=log)
         gauge = next(line for line in _get(port, "/metrics").splitlines()
-                     if line.startswith("arrears_notices_failed_permanently "))
+                     if line.startswith("arrears_notices_failed_permanently{"))
         failed: list[dict[str, Any]] = json.loads(process.ok("status", "--json"))["failed_notices"]
         assert len(failed) >= 1 and float(gauge.split()[1]) == len(failed)
     finally:

@@ -20,6 +20,8 @@ PACKAGES = ("agent", "connectors", "policy")
 # the one read of the real clock, and what the hosts themselves do with their own clock
 ALLOWED = {
     ("agent/service/values.py", "wall_clock", "datetime.now"),
+    # agents' leases and heartbeats (liveness, never a decision): the database's clock; SQLite's is this machine's
+    ("agent/agents.py", "db_clock", "datetime.now"),
     # the host stamps the name of an archive it writes with its own clock; nothing decides by it
     ("connectors/archive.py", "", "shell date"),
     # pruning compares archive files' ages with the host's clock, on the host (retention_days)
