@@ -113,6 +113,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def stop_mail(postfix: Daemon | None, postfix_dir: Path, dovecot: Daemon | None, root: Path) -> None:
+    """Stop a test's postfix (``postfix stop``, then the daemon), its dovecot, and remove its folder."""
+    if postfix is not None and postfix.proc is not None and postfix.proc.poll() is None:
+        subprocess.run(["postfix", "-c", str(postfix_dir), "stop"], capture_output=True, check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            postfix.proc.wait(timeout=15)
+        postfix.stop()
+    if dovecot is not None:
+        dovecot.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 class MailServer:
     """Configuration trees, ports and helpers of one dovecot+postfix pair."""
 
@@ -290,14 +302,7 @@ smtpd_recipient_restrictions =
         return self
 
     def stop(self) -> None:
-        if self.postfix is not None and self.postfix.proc is not None and self.postfix.proc.poll() is None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True, check=False)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.postfix.proc.wait(timeout=15)
-            self.postfix.stop()
-        if self.dovecot is not None:
-            self.dovecot.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        stop_mail(self.postfix, self.postfix_dir, self.dovecot, self.root)
 
     # -- helpers for tests --------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ with the ``<Directory>`` that grants it, and ``a2enmod rewrite`` as docs/web.md 
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.base import Daemon, free_port, in_ci, require_binary
+from tests.servers.mail import stop_mail
 from tests.servers.web import WebServer
 
 __all__ = ["CUSTOMER_SITES", "StockMail", "stock_apache", "stock_mail", "stock_nginx", "web_settings"]
@@ -278,14 +278,7 @@ service pop3-login {{
                               ports=[self.smtp_port]).start()
 
     def stop(self) -> None:
-        if self.postfix is not None and self.postfix.proc is not None and self.postfix.proc.poll() is None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True, check=False)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.postfix.proc.wait(timeout=15)
-            self.postfix.stop()
-        if self.dovecot is not None:
-            self.dovecot.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        stop_mail(self.postfix, self.postfix_dir, self.dovecot, self.root)
 
 
 def stock_mail() -> StockMail:
