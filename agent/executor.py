@@ -112,6 +112,7 @@ class TemplateComposer:
         self.templates = templates
         self.settings = settings
         self.policy = policy
+        self._domain = settings.message_domain  # parsed out of from_addr once, not per notice
         self._facts: dict[str, _Facts] = {}
 
     @contextlib.contextmanager
@@ -190,7 +191,7 @@ class TemplateComposer:
         context = self.context(session, account, job, now)
         rendered = self.templates.render(template, context)
         return OutgoingNotice(key=job.key, to=account.billing_email,
-                              message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain),
+                              message_id=message_id(account.id, job.episode, job.stage, self._domain),
                               rendered=rendered, date=now)
 
     def _compose_staff(self, session: Session, account: m.Account, job: m.Job, now: datetime,
@@ -207,7 +208,7 @@ class TemplateComposer:
         context = self.context(session, account, job, now)
         context.update(billing_email=failed.to, failure=failed.error or "")
         return OutgoingNotice(key=job.key, to=self.settings.staff_email,
-                              message_id=message_id(account.id, job.episode, job.stage, self.settings.message_domain,
+                              message_id=message_id(account.id, job.episode, job.stage, self._domain,
                                                     copy="staff"),
                               rendered=self.templates.render(template, context), date=now)
 

@@ -112,6 +112,7 @@ class Templates:
     def __init__(self, env: jinja2.Environment, templates: Mapping[str, _Template]) -> None:
         self._env = env
         self._templates = dict(templates)
+        self._compiled: dict[str, jinja2.Template] = {}  # part -> its template, looked up once per run
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> Templates:
@@ -242,7 +243,10 @@ class Templates:
 
     def _render(self, part: str, path: Path, context: Mapping[str, Any]) -> str:
         try:
-            return self._env.get_template(part).render(dict(context))
+            compiled = self._compiled.get(part)
+            if compiled is None:
+                compiled = self._compiled[part] = self._env.get_template(part)
+            return compiled.render(context)
         except Exception as exc:  # the template's own code failed (range(10**9) is an OverflowError)
             line = _template_line(exc, path)
             where = f"{path}:{line}" if line is not None else str(path)
