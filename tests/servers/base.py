@@ -6,8 +6,10 @@ machine it skips with the command that installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -103,11 +105,32 @@ class Daemon:
         return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """Stop the daemon and everything it started: its whole session's process group (a wrapper such
+        as ``apache2ctl`` does not exec the server, so stopping the wrapper alone would leave it running)."""
+        if self.proc is None:
             return
-        self.proc.terminate()
+        self._signal_group(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self._group_alive():  # what it started ends after it (apache's children, ...)
+            if time.monotonic() > deadline:
+                self._signal_group(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)  # start_new_session: the group's id is the daemon's pid
+
+    def _group_alive(self) -> bool:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
