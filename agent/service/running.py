@@ -187,6 +187,7 @@ def instance_lock(svc: Arrears, role: str = "run", name: str | None = None) -> I
         me = agent_name(role, name)
     except ValueError as exc:
         raise InvalidInput(f"name: {exc}", "name") from None
+    check_config(svc)  # a mistake in the configuration stops it before it is an agent (its row is a change)
     lock = make_lock(svc.config.db_url, role, me)
     if lock is None:  # an in-memory database: this process is all there is
         yield Working(me, None, None, Claims(me, svc.settings, sole=True))

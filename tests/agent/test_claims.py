@@ -108,6 +108,7 @@ def test_an_agent_restarted_under_its_name_takes_its_own_claims_over_at_once(sto
         assert Claims("billing-1", SETTINGS, registered=True).reclaim(s, NOW) == len(taken)
 
 
+@pytest.mark.realtime
 def test_a_registered_agent_beats_and_stops(store: Store) -> None:
     reg = AgentRegistration(store, "beating", "daemon", 0.8).start()  # a heartbeat every 0.2 s
     try:

@@ -61,6 +61,13 @@ class HeldData:
         return result
 
 
+@pytest.fixture(autouse=True)
+def one_agent_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run here is the same agent, restarted after its SIGKILL (as systemd restarts it): on
+    PostgreSQL it takes its dead predecessor's claims over at once; another name would wait for the lease."""
+    monkeypatch.setenv("ARREARS_AGENT", "crash-test")
+
+
 @pytest.fixture(scope="module")
 def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SmtpServer, HeldData]]:
     server = SmtpServer(tmp_path_factory.mktemp("smtp-held"))

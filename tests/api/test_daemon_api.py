@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.agent.fleet import build_fleet, debtor
 from tests.servers.base import free_port, wait_for
@@ -19,6 +20,7 @@ def _ticks(log: Path) -> int:
                if line.startswith("{") and json.loads(line).get("msg") == "tick")
 
 
+@pytest.mark.realtime
 def test_a_payment_posted_to_the_daemons_api_wakes_its_tick(tmp_path: Path) -> None:
     fleet = build_fleet(tmp_path / "cfg", [debtor("acme-01", "acme")], notices={"spool_dir": "outbox"},
                         debt_at=datetime.now(UTC) - timedelta(days=2))
