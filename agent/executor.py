@@ -317,10 +317,6 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def _reclaim(session: Session, now: datetime, settings: AgentSettings, *, everything: bool = False) -> int:
-    return Claims("", settings, sole=everything).reclaim(session, now)
-
-
 def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
     return Claims(worker, AgentSettings()).claim(session, now)
 
