@@ -6,14 +6,19 @@ report, and every refusal is a typed error that wrote nothing."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from agent.imports import parse_instant
+from agent.service import ActionOutcome, InvalidInput, NotFound, Refused
 from agent.service import Arrears as Service
-from agent.service import InvalidInput, NotFound, Refused
+from tests.backends import query
 from tests.scenarios.harness import Arrears, day
 
 ACCOUNTS = [{"id": f"acct-{n:02d}", "username": f"user{n}", "billing_email": f"u{n}@example.org"} for n in range(5)]
@@ -90,6 +95,42 @@ def test_an_admin_action_with_an_idempotency_key_is_done_once(a: Arrears) -> Non
             svc.suspend("acct-04", reason="abuse report", now=now)
         with pytest.raises(Refused, match="idempotency key 'k-1' was used for suspend"):
             svc.resume("acct-04", now=now, idempotency_key="k-1")
+
+
+@pytest.mark.servers
+def test_one_key_sent_twice_at_the_same_moment_is_done_once(tmp_path: Path, pg_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two panels retrying one suspension at once on PostgreSQL: both calls wait while another transaction
+    holds the account's row, then one does the work and the other answers what it did."""
+    monkeypatch.setattr(Arrears, "new_database", staticmethod(lambda: pg_url))
+    a = Arrears.create(tmp_path / "cfg", accounts=ACCOUNTS)
+    now = parse_instant(day(1))
+
+    def suspend() -> ActionOutcome:
+        with Service.open(a.folder, db=pg_url, actor="panel") as svc:
+            return svc.suspend("acct-04", reason="abuse report", now=now, idempotency_key="k-1")
+
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn, ThreadPoolExecutor(2) as pool:
+            held = conn.begin()
+            conn.execute(text("SELECT id FROM accounts WHERE id = 'acct-04' FOR UPDATE"))
+            calls = [pool.submit(suspend) for _ in range(2)]
+            deadline = time.monotonic() + 60
+            while query(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock'")[0][0] < 2:
+                assert time.monotonic() < deadline, "the two calls never waited for the account's row"
+                assert not any(c.done() for c in calls), [c.result() for c in calls if c.done()]
+                time.sleep(0.02)
+            held.commit()
+            first, again = (c.result(timeout=60) for c in calls)
+    finally:
+        engine.dispose()
+    assert again == first and first.holds_placed == ["admin"]
+    with Service.open(a.folder, db=pg_url) as svc:
+        history = svc.history("acct-04")
+    assert [h.kind for h in history.holds] == ["admin"]
+    assert [e.action for e in history.audit].count("manual.suspend") == 1
 
 
 def test_paged_debtors_add_up_to_the_report(a: Arrears) -> None:
