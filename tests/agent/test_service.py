@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from agent.imports import parse_instant
-from agent.service import ActionOutcome, InvalidInput, NotFound, Refused
 from agent.service import Arrears as Service
+from agent.service import InvalidInput, NotFound, Refused
 from tests.backends import query
 from tests.scenarios.harness import Arrears, day
+
+T = TypeVar("T")
 
 ACCOUNTS = [{"id": f"acct-{n:02d}", "username": f"user{n}", "billing_email": f"u{n}@example.org"} for n in range(5)]
 
@@ -97,25 +101,15 @@ def test_an_admin_action_with_an_idempotency_key_is_done_once(a: Arrears) -> Non
             svc.resume("acct-04", now=now, idempotency_key="k-1")
 
 
-@pytest.mark.servers
-def test_one_key_sent_twice_at_the_same_moment_is_done_once(tmp_path: Path, pg_url: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two panels retrying one suspension at once on PostgreSQL: both calls wait while another transaction
-    holds the account's row, then one does the work and the other answers what it did."""
-    monkeypatch.setattr(Arrears, "new_database", staticmethod(lambda: pg_url))
-    a = Arrears.create(tmp_path / "cfg", accounts=ACCOUNTS)
-    now = parse_instant(day(1))
-
-    def suspend() -> ActionOutcome:
-        with Service.open(a.folder, db=pg_url, actor="panel") as svc:
-            return svc.suspend("acct-04", reason="abuse report", now=now, idempotency_key="k-1")
-
+def _twice_at_once(pg_url: str, account: str, call: Callable[[], T]) -> tuple[T, T]:
+    """``call`` made twice at the same moment: both wait while another transaction holds ``account``'s row
+    (until PostgreSQL shows both waiting for a lock), then both go on."""
     engine = create_engine(pg_url, poolclass=NullPool)
     try:
         with engine.connect() as conn, ThreadPoolExecutor(2) as pool:
             held = conn.begin()
-            conn.execute(text("SELECT id FROM accounts WHERE id = 'acct-04' FOR UPDATE"))
-            calls = [pool.submit(suspend) for _ in range(2)]
+            conn.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account})
+            calls = [pool.submit(call) for _ in range(2)]
             deadline = time.monotonic() + 60
             while query(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                 "AND wait_event_type = 'Lock'")[0][0] < 2:
@@ -124,13 +118,34 @@ def test_one_key_sent_twice_at_the_same_moment_is_done_once(tmp_path: Path, pg_u
                 time.sleep(0.02)
             held.commit()
             first, again = (c.result(timeout=60) for c in calls)
+            return first, again
     finally:
         engine.dispose()
-    assert again == first and first.holds_placed == ["admin"]
-    with Service.open(a.folder, db=pg_url) as svc:
+
+
+@pytest.mark.servers
+def test_one_key_or_ref_sent_twice_at_the_same_moment_is_done_once(tmp_path: Path, pg_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A panel retrying a suspension, and billing retrying a payment and a ledger line, each twice at once on
+    PostgreSQL: one call does the work, the other answers what it did."""
+    monkeypatch.setattr(Arrears, "new_database", staticmethod(lambda: pg_url))
+    a = Arrears.create(tmp_path / "cfg", accounts=ACCOUNTS)
+    now = parse_instant(day(1))
+    with Service.open(a.folder, db=pg_url, actor="panel") as svc:
+        first, again = _twice_at_once(pg_url, "acct-04", lambda: svc.suspend(
+            "acct-04", reason="abuse report", now=now, idempotency_key="k-1"))
+        assert again == first and first.holds_placed == ["admin"]
+        paid = _twice_at_once(pg_url, "acct-03", lambda: svc.payment("acct-03", "10.00", method="card",
+                                                                     ref="inv-7", now=now))
+        assert sorted(p.repeated for p in paid) == [False, True] and paid[0].to_json() == paid[1].to_json()
+        line = {"account": "acct-02", "at": day(1, 8), "amount": "-5.00", "kind": "charge", "ref": "fee-7"}
+        posted = _twice_at_once(pg_url, "acct-02", lambda: svc.post_ledger(line, now=now))
+        assert sorted(p.repeated for p in posted) == [False, True]
         history = svc.history("acct-04")
-    assert [h.kind for h in history.holds] == ["admin"]
-    assert [e.action for e in history.audit].count("manual.suspend") == 1
+        assert [h.kind for h in history.holds] == ["admin"]
+        assert [e.action for e in history.audit].count("manual.suspend") == 1
+        assert [e.ref for e in svc.history("acct-03").ledger].count("inv-7") == 1
+        assert [e.ref for e in svc.history("acct-02").ledger].count("fee-7") == 1
 
 
 def test_paged_debtors_add_up_to_the_report(a: Arrears) -> None:
