@@ -767,8 +767,9 @@ def import_ledger(session: Session, path: Path | Records, now: datetime) -> Impo
     for chunk in _chunks(read_records(path)):
         currencies = _account_currencies(session, chunk)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for line, data in chunk:
-            entry = _ledger_line(_Row(name, line, data), currencies)
+        row = _Row(name, 0, {})  # one for the chunk, pointed at each line in turn
+        for row.line, row.data in chunk:
+            entry = _ledger_line(row, currencies)
             entry["imported_at"] = now
             rows.setdefault((entry["account"], entry["ref"]), entry)
         written = insert_ignore(session, table, list(rows.values()), key=("account", "ref"))

@@ -6,13 +6,13 @@ write depends on. Which dialect's construct is used for these is decided here on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Row, String, Table, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -189,6 +189,9 @@ def begin_write(session: Session) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_JSON = msgspec.json.Encoder()
+
+
 class _Keys(TypeDecorator[Sequence[Any]]):
     """A list of keys bound as one parameter: a JSON array on SQLite (read back by ``json_each``), an array on
     PostgreSQL."""
@@ -203,7 +206,7 @@ class _Keys(TypeDecorator[Sequence[Any]]):
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         keys = list(value)
-        return keys if dialect.name == "postgresql" else json.dumps(keys)
+        return keys if dialect.name == "postgresql" else _JSON.encode(keys).decode()
 
 
 class _InKeys(ColumnElement[bool]):
