@@ -19,7 +19,8 @@
 5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
    from it); only then are the hold and the account's state written (state last). A suspension's
    or deletion's own notice is queued at that point, after the hosts applied it.
-Rounds repeat while the finished transitions queued new work that is due.
+Rounds repeat while the finished transitions queued new work that is due (at most ``max_rounds`` of them), and
+while a claim took all it may take at once (:data:`agent.claims.CLAIM_LIMIT`): a run drains what is due.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
+from agent import claims as claims_module
 from agent import transitions
 from agent.actions import finish_manual
 from agent.claims import Claims
@@ -281,24 +283,29 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     summary = ExecSummary()
     claims = claims or Claims(worker, settings, sole=sole_worker)
     summary.reclaimed = claims.reclaim(session, now)
-    for _ in range(max_rounds):
+    rounds = 0
+    while rounds < max_rounds:
         if stop is not None and stop.is_set():
             break
-        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings, summary,
-                         progress, transient_tries, transient_wait)
+        claimed, full = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings,
+                               summary, progress, transient_tries, transient_wait)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
             break
+        if not full:  # a claim cut at CLAIM_LIMIT left due work behind: that round does not count
+            rounds += 1
     return summary
 
 
 def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, composer: NoticeComposer | None,
            events: EventSink | None, pages: PageComposer | None, rendered: dict[str, str | None], now: datetime,
            claims: Claims, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
-           transient_tries: int, transient_wait: float) -> int:
-    """One round: claim what is due and run it; returns how many jobs it claimed. The round's job rows
-    are let go when it returns, so that the next round's claims have no stale rows to bring up to date."""
+           transient_tries: int, transient_wait: float) -> tuple[int, bool]:
+    """One round: claim what is due and run it; returns how many jobs it claimed, and whether the claim
+    took as many notices and events as one claim takes (:data:`agent.claims.CLAIM_LIMIT`: more are due).
+    The round's job rows are let go when it returns, so that the next round's claims have no stale rows
+    to bring up to date."""
     claimed = claims.claim(session, now)
     summary.claimed += len(claimed)
     if claimed:
@@ -311,7 +318,8 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
         _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
                      summary, sole_worker=claims.exclusive)
         _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
-    return len(claimed)
+    hostless = sum(1 for j in claimed if j.kind != "host" or not j.host)
+    return len(claimed), hostless >= claims_module.CLAIM_LIMIT
 
 
 # --- claiming ------------------------------------------------------------------------------------
@@ -729,8 +737,7 @@ def event_sink(sink: Any) -> EventSink:
 
 # --- finishing transitions -----------------------------------------------------------------------
 
-_REQUIRED = {"notice": ("notice",), "suspend": ("host",), "delete": ("host",), "resume": ("host",),
-             "hook": ("event",)}
+_REQUIRED = {"notice": "notice", "hook": "event"}  # the kind of job a transition waits for; any other: "host"
 
 
 TRANSITION_CHUNK = 500  # in-flight transitions looked at, and recorded, in one commit
@@ -741,8 +748,14 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
     Transitions are read in chunks: their jobs' statuses, accounts and open holds with one query each
     per chunk, and each chunk committed at once (a crash leaves the chunk in flight, done again next run)."""
     queued = 0
-    ids = list(session.scalars(select(m.StageTaken.id).where(m.StageTaken.status == "in_flight")
-                               .order_by(m.StageTaken.id)))
+    st, job = m.StageTaken, m.Job
+    required = case(_REQUIRED, value=st.action, else_="host")
+    unfinished = select(job.id).where(job.account == st.account, job.episode.is_not_distinct_from(st.episode),
+                                      job.stage == st.stage, job.kind == required, job.status != "done")
+    # only those whose jobs are all done (each is looked at again below, locked): a transition still
+    # waiting for its jobs is not read at all, however many rounds the run has
+    ids = list(session.scalars(select(st.id).where(st.status == "in_flight", ~unfinished.exists())
+                               .order_by(st.id)))
     for i in range(0, len(ids), TRANSITION_CHUNK):
         queued += _finish_chunk(session, ids[i:i + TRANSITION_CHUNK], now, summary)
     return queued
@@ -759,8 +772,8 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
             .where(m.Job.account.in_({st.account for st in chunk}))):
         statuses.setdefault((account, episode, stage, kind), []).append(status)
     ready = [st for st in chunk
-             if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
-                    for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
+             if all(s == "done" for s in statuses.get((st.account, st.episode, st.stage,
+                                                       _REQUIRED.get(st.action, "host")), []))]
     if not ready:
         session.commit()  # let go of the locks
         return 0
