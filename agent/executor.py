@@ -573,17 +573,16 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
     from agent.notices import SendResult
 
     results: dict[str, SendResult] = {}
-    at_once = not getattr(notifier, "resends_nothing", False)
     mark_sent = (update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                  .values(status="sent", sent_at=now, error=None))
+    at_once = None if getattr(notifier, "resends_nothing", False) else _SentMarks(session, mark_sent)
 
     def on_result(out: OutgoingNotice, res: SendResult) -> None:
         """Runs between two messages: an accepted one is durable before the next goes out."""
         if out.key in by_key and out.key not in results:
             results[out.key] = res
-            if res.ok and at_once:
-                session.execute(mark_sent, {"k": out.key})
-                session.commit()
+            if res.ok and at_once is not None:
+                at_once.sent(out.key)
 
     try:
         notifier.send(outgoing, on_result=on_result)
@@ -638,6 +637,34 @@ def _accounts(session: Session, ids: set[str], *, lock: bool = False) -> dict[st
             query = query.with_for_update(skip_locked=True)
         out.update((a.id, a) for a in session.scalars(query))
     return out
+
+
+class _SentMarks:
+    """Records one accepted message as sent in its own commit, the moment the server accepted it: the
+    statement compiled once per chunk and run on the session's own connection as the driver's statement,
+    committed by the driver (no session commit, which looks at every object the session holds, per
+    message). On SQLite (WAL, ``synchronous=NORMAL``) and PostgreSQL alike that commit is what keeps
+    the in-flight window at one message."""
+
+    def __init__(self, session: Session, stmt: Any) -> None:
+        self.conn = session.connection()  # held for the whole send: one connection, no pool round trip
+        dialect = self.conn.dialect
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for name, bind in compiled.binds.items()}
+        self.fixed: dict[str, Any] = {}
+        for name, value in compiled.construct_params({"k": ""}).items():
+            proc = processors.get(name)
+            self.fixed[name] = proc(value) if proc is not None else value
+        self.key = processors.get("k")
+        self.order = list(compiled.positiontup or []) if dialect.positional else None
+
+    def sent(self, key: str) -> None:
+        params = dict(self.fixed, k=self.key(key) if self.key is not None else key)
+        self.conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.order) if self.order is not None
+                                  else params)
+        self.conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
 
 
 class _NoticeRows:
