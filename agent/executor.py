@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from agent import claims as claims_module
@@ -376,9 +375,9 @@ def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | Non
         attempts=bindparam("b_attempts")),
         [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
     for (j, result), n in zip(done, attempts, strict=True):
-        for key, value in (("status", "done"), ("finished_at", now), ("last_error", None), ("result", result),
-                           ("attempts", n)):
-            set_committed_value(j, key, value)
+        # what set_committed_value does for each attribute of a row with no pending change (these rows
+        # were loaded and not changed since), without its per-attribute bookkeeping
+        vars(j).update(status="done", finished_at=now, last_error=None, result=result, attempts=n)
     summary.done += len(done)
 
 
