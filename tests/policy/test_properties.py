@@ -270,7 +270,7 @@ guarantees = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(policies(), st.lists(entries, min_size=1, max_size=8), st.lists(guarantees, max_size=2),
        st.integers(0, 90 * 24 * 60), st.integers(0, 30), st.integers(0, 20))
 def test_over_limit_without_a_guarantee_in_force_is_the_general_rule(
@@ -291,7 +291,7 @@ def test_over_limit_without_a_guarantee_in_force_is_the_general_rule(
         replace(plain, overrides=tuple(given_)), replace(policy, guaranteed_payment=GuaranteeLimit()), now)]
 
 
-@common
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_reasons_written_late_are_the_reasons_written_at_once(run: Run) -> None:
     """The decision reads only the reason of the trigger that holds first; every trigger's reason,
@@ -328,8 +328,8 @@ currencies = st.sampled_from([None, "USD", "EUR", "JPY"])
 account_layers = st.sampled_from([None, {}, {"credit_limit": 3}, {"credit_limit": 0.5}])
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(layer_names, reseller_names, currencies, account_layers), min_size=1, max_size=12))
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(layer_names, reseller_names, currencies, account_layers), min_size=1, max_size=8))
 def test_resolve_shares_one_result_per_combination_and_it_is_the_one_resolved_alone(
         asks: list[tuple[str | None, str | None, str | None, dict[str, object] | None]]) -> None:
     """PolicySet.resolve keeps what it made of each combination of layers and currency: every answer
