@@ -22,7 +22,7 @@ from agent.service.results import (
     ReconcileOutcome,
 )
 from agent.store import models as m
-from agent.store.repo import audit, get_account, load_snapshots
+from agent.store.repo import audit, get_account, load_snapshots, lock_account
 
 if TYPE_CHECKING:
     from agent.service.arrears import Arrears
@@ -100,24 +100,38 @@ def _outcome(data: dict[str, Any]) -> ActionOutcome:
     return ActionOutcome(**{**data, "at": parse_instant(data["at"])})
 
 
-def _first_answer(svc: Arrears, operation: str, account: str, key: str) -> ActionOutcome | None:
-    with svc.session(write=False) as s:
-        entry = _remembered(s, account, key)
-        if entry is None:
-            return None
-        details = entry.details or {}
-        if details.get("operation") != operation:
-            raise Refused(f"idempotency key {key!r} was used for {details.get('operation')} of {account}; "
-                          "give a new key for another action")
-        return _outcome(details["result"])
+class _Answered(Exception):
+    """The key was used before: its first answer, given instead of doing the action again."""
+
+    def __init__(self, outcome: ActionOutcome) -> None:
+        super().__init__(outcome.account)
+        self.outcome = outcome
+
+
+def _first_answer(s: Session, operation: str, account: str, key: str) -> ActionOutcome | None:
+    entry = _remembered(s, account, key)
+    if entry is None:
+        return None
+    details = entry.details or {}
+    if details.get("operation") != operation:
+        raise Refused(f"idempotency key {key!r} was used for {details.get('operation')} of {account}; "
+                      "give a new key for another action")
+    return _outcome(details["result"])
 
 
 def _remember(svc: Arrears, account: str, key: str, outcome: ActionOutcome) -> None:
-    """The whole answer, once it is known (the action's own part was recorded with the action)."""
+    """The whole answer, once applying it at once added to it (the rest was recorded with the action)."""
     with svc.session() as s:
         entry = _remembered(s, account, key)
         if entry is not None:
             entry.details = {**(entry.details or {}), "result": outcome.to_json()}
+
+
+def _after(s: Session, account: str) -> dict[str, Any]:
+    """The account's state after the action and the jobs still waiting for it."""
+    acc = get_account(s, account)
+    return {"state_after": acc.state, "waiting": len(list(s.scalars(select(m.Job.id).where(
+        m.Job.account == acc.id, m.Job.status.in_(("pending", "claimed", "waiting"))))))}
 
 
 # --- the actions ----------------------------------------------------------------------------------
@@ -125,18 +139,23 @@ def _remember(svc: Arrears, account: str, key: str, outcome: ActionOutcome) -> N
 
 def manual_action(svc: Arrears, action: str, account: str, *, now: datetime, actor: str | None, dry_run: bool,
                   apply_now: bool, idempotency_key: str | None, **options: Any) -> ActionOutcome:
-    """``suspend``, ``resume`` (``reason``, ``grace_days``), ``delete`` or ``restore`` of ``account``."""
+    """``suspend``, ``resume`` (``reason``, ``grace_days``), ``delete`` or ``restore`` of ``account``.
+
+    Actions on one account are serialised: each takes the account's row lock first
+    (:func:`agent.store.repo.lock_account`), so a second one, or the same key sent twice at once, reads
+    what the first one did: its idempotency key and answer, its holds."""
     from agent import actions
 
-    if idempotency_key is not None:
-        if not idempotency_key.strip() or len(idempotency_key) > 200:
-            raise InvalidInput("idempotency key must be 1 to 200 characters", "idempotency_key")
-        first = _first_answer(svc, action, account, idempotency_key)
-        if first is not None:
-            return first
+    if idempotency_key is not None and (not idempotency_key.strip() or len(idempotency_key) > 200):
+        raise InvalidInput("idempotency key must be 1 to 200 characters", "idempotency_key")
     who = svc.actor_of(actor)
 
     def act(s: Session) -> dict[str, Any]:
+        lock_account(s, account)
+        if idempotency_key is not None:
+            first = _first_answer(s, action, account, idempotency_key)
+            if first is not None:
+                raise _Answered(first)
         if action == "suspend":
             template = stage_template(svc, s, get_account(s, account), "suspend", now)
             result = actions.suspend(s, account, actor=who, reason=options["reason"], now=now,
@@ -153,24 +172,25 @@ def manual_action(svc: Arrears, action: str, account: str, *, now: datetime, act
         else:
             raise InvalidInput(f"action {action!r} is not one of suspend, resume, delete, restore", "action")
         info = {**result.as_dict(), "dry_run": dry_run}
-        if idempotency_key is not None and not dry_run:
-            audit(s, at=now, actor=who, action=IDEMPOTENCY, account=result.account, reason=idempotency_key,
-                  details={"operation": action, "result": info})
+        if not dry_run:
+            s.flush()
+            info.update(_after(s, result.account))
+            if idempotency_key is not None:
+                audit(s, at=now, actor=who, action=IDEMPOTENCY, account=result.account, reason=idempotency_key,
+                      details={"operation": action, "result": info})
         return info
 
-    info = in_transaction(svc, dry_run, act)
+    try:
+        info = in_transaction(svc, dry_run, act)
+    except _Answered as answered:
+        return answered.outcome
     if apply_now and not dry_run:
         info.update(_applied(svc, now))
-    if not dry_run:
         with svc.session(write=False) as s:
-            acc = get_account(s, account)
-            info["state_after"] = acc.state
-            info["waiting"] = len(list(s.scalars(select(m.Job.id).where(
-                m.Job.account == acc.id, m.Job.status.in_(("pending", "claimed", "waiting"))))))
-    outcome = _outcome(info)
-    if idempotency_key is not None and not dry_run:
-        _remember(svc, outcome.account, idempotency_key, outcome)
-    return outcome
+            info.update(_after(s, info["account"]))
+        if idempotency_key is not None:
+            _remember(svc, info["account"], idempotency_key, _outcome(info))
+    return _outcome(info)
 
 
 def mass_mail(svc: Arrears, *, template: str, stage: str | None, now: datetime, actor: str | None, dry_run: bool,

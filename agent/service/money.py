@@ -16,7 +16,7 @@ from agent.service.errors import InvalidInput, Refused
 from agent.service.results import LedgerResult, OverrideResult, PaymentResult, SpendVerdict
 from agent.service.values import check_instant, check_method, parse_moment, parse_money
 from agent.store import models as m
-from agent.store.repo import audit, get_account, spend_snapshot
+from agent.store.repo import audit, get_account, lock_account, spend_snapshot
 
 if TYPE_CHECKING:
     from agent.service.arrears import Arrears
@@ -39,6 +39,7 @@ def payment(svc: Arrears, account: str, amount: Decimal | str, *, method: str, r
     if apply_now:
         _ = svc.inventory  # applying it works on hosts: an invalid inventory refuses it before it is recorded
     with svc.session() as s:
+        lock_account(s, account)  # the same ref sent twice at once: the second waits and finds the first
         acc = get_account(s, account)
         value = parse_money(amount, "amount", acc.currency)
         if value <= 0:
@@ -75,6 +76,7 @@ def post_ledger(svc: Arrears, line: Mapping[str, Any], *, now: datetime, actor: 
     with svc.session() as s, located(name, single=True):
         entry = ledger_entry(s, name, line)
         aid, ref = entry["account"], entry["ref"]
+        lock_account(s, aid)
         first = s.scalars(select(m.LedgerEntry).where(m.LedgerEntry.account == aid,
                                                       m.LedgerEntry.ref == ref)).first()
         if first is not None:

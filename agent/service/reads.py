@@ -318,8 +318,8 @@ def status(svc: Arrears) -> StatusReport:
     from agent.store.repo import failed_notices
 
     with svc.session(write=False) as s:
-        states = dict(s.execute(select(m.Account.state, func.count()).group_by(m.Account.state)).tuples().all())
-        jobs = dict(s.execute(select(m.Job.status, func.count()).group_by(m.Job.status)).tuples().all())
+        states = dict(s.execute(select(m.Account.state, func.count()).group_by(m.Account.state)).all())
+        jobs = dict(s.execute(select(m.Job.status, func.count()).group_by(m.Job.status)).all())
         failed = [_failed_notice(n, at) for n, at in failed_notices(s)]
     return StatusReport(states, jobs, svc.config.db_url, failed)
 

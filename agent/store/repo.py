@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     type_coerce,
     union_all,
+    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -54,6 +55,7 @@ __all__ = [
     "get_account",
     "iter_accounts",
     "load_snapshots",
+    "lock_account",
     "open_episode",
     "open_holds",
     "snapshot",
@@ -74,6 +76,15 @@ def get_account(session: Session, account_id: str) -> m.Account:
     if acc is None:
         raise UnknownAccount(account_id)
     return acc
+
+
+def lock_account(session: Session, account_id: str) -> None:
+    """Make the account's row the transaction's first write, so that a second change of the same account
+    waits for this one's commit and then reads what it did. On PostgreSQL that is the row's lock. On SQLite
+    it is the database's write lock: before its first write a SQLite transaction reads the newest commit at
+    each statement, so what it checked could be out of date by the time it writes."""
+    session.execute(update(m.Account).where(m.Account.id == account_id).values(state=m.Account.state)
+                    .execution_options(synchronize_session=False))
 
 
 def due_select(until: datetime) -> Select[Any]:

@@ -6,15 +6,24 @@ report, and every refusal is a typed error that wrote nothing."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from agent.imports import parse_instant
 from agent.service import Arrears as Service
 from agent.service import InvalidInput, NotFound, Refused
+from tests.backends import query
 from tests.scenarios.harness import Arrears, day
+
+T = TypeVar("T")
 
 ACCOUNTS = [{"id": f"acct-{n:02d}", "username": f"user{n}", "billing_email": f"u{n}@example.org"} for n in range(5)]
 
@@ -90,6 +99,53 @@ def test_an_admin_action_with_an_idempotency_key_is_done_once(a: Arrears) -> Non
             svc.suspend("acct-04", reason="abuse report", now=now)
         with pytest.raises(Refused, match="idempotency key 'k-1' was used for suspend"):
             svc.resume("acct-04", now=now, idempotency_key="k-1")
+
+
+def _twice_at_once(pg_url: str, account: str, call: Callable[[], T]) -> tuple[T, T]:
+    """``call`` made twice at the same moment: both wait while another transaction holds ``account``'s row
+    (until PostgreSQL shows both waiting for a lock), then both go on."""
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn, ThreadPoolExecutor(2) as pool:
+            held = conn.begin()
+            conn.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account})
+            calls = [pool.submit(call) for _ in range(2)]
+            deadline = time.monotonic() + 60
+            while query(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock'")[0][0] < 2:
+                assert time.monotonic() < deadline, "the two calls never waited for the account's row"
+                assert not any(c.done() for c in calls), [c.result() for c in calls if c.done()]
+                time.sleep(0.02)
+            held.commit()
+            first, again = (c.result(timeout=60) for c in calls)
+            return first, again
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.servers
+def test_one_key_or_ref_sent_twice_at_the_same_moment_is_done_once(tmp_path: Path, pg_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A panel retrying a suspension, and billing retrying a payment and a ledger line, each twice at once on
+    PostgreSQL: one call does the work, the other answers what it did."""
+    monkeypatch.setattr(Arrears, "new_database", staticmethod(lambda: pg_url))
+    a = Arrears.create(tmp_path / "cfg", accounts=ACCOUNTS)
+    now = parse_instant(day(1))
+    with Service.open(a.folder, db=pg_url, actor="panel") as svc:
+        first, again = _twice_at_once(pg_url, "acct-04", lambda: svc.suspend(
+            "acct-04", reason="abuse report", now=now, idempotency_key="k-1"))
+        assert again == first and first.holds_placed == ["admin"]
+        paid = _twice_at_once(pg_url, "acct-03", lambda: svc.payment("acct-03", "10.00", method="card",
+                                                                     ref="inv-7", now=now))
+        assert sorted(p.repeated for p in paid) == [False, True] and paid[0].to_json() == paid[1].to_json()
+        line = {"account": "acct-02", "at": day(1, 8), "amount": "-5.00", "kind": "charge", "ref": "fee-7"}
+        posted = _twice_at_once(pg_url, "acct-02", lambda: svc.post_ledger(line, now=now))
+        assert sorted(p.repeated for p in posted) == [False, True]
+        history = svc.history("acct-04")
+        assert [h.kind for h in history.holds] == ["admin"]
+        assert [e.action for e in history.audit].count("manual.suspend") == 1
+        assert [e.ref for e in svc.history("acct-03").ledger].count("inv-7") == 1
+        assert [e.ref for e in svc.history("acct-02").ledger].count("fee-7") == 1
 
 
 def test_paged_debtors_add_up_to_the_report(a: Arrears) -> None:
