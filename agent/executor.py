@@ -408,20 +408,26 @@ _PAGE_ACTIONS = ("suspend", "restore")  # the web jobs that leave a site suspend
 def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], now: datetime,
                   rendered: dict[str, str | None]) -> None:
     """The suspended page of every account with a web job in ``jobs`` that suspends a site, unless
-    rendered already in this run. A page that cannot be rendered is left out (the host then serves its
+    rendered already in this run; what the pages say is read for all of them at once when ``pages`` can
+    (:class:`BatchComposer`). A page that cannot be rendered is left out (the host then serves its
     generic page): a suspension never waits for a page."""
+    wanted: dict[str, m.Job] = {}
     for j in jobs:
-        if j.service != "web" or j.action not in _PAGE_ACTIONS or j.account in rendered:
-            continue
-        acc = session.get(m.Account, j.account)
-        if acc is None:
-            continue
-        try:
-            rendered[j.account] = pages.page(session, acc, j, now)
-        except Exception as exc:
-            log.warning("suspended page of account %s not rendered (the host's generic page is used): %s",
-                        j.account, exc)
-            rendered[j.account] = None
+        if j.service == "web" and j.action in _PAGE_ACTIONS and j.account not in rendered:
+            wanted.setdefault(j.account, j)
+    if not wanted:
+        return
+    accounts = _accounts(session, set(wanted))
+    items = [(accounts[a], j) for a, j in wanted.items() if a in accounts]
+    scope = pages.batch(session, items) if isinstance(pages, BatchComposer) else contextlib.nullcontext()
+    with scope:
+        for acc, j in items:
+            try:
+                rendered[j.account] = pages.page(session, acc, j, now)
+            except Exception as exc:
+                log.warning("suspended page of account %s not rendered (the host's generic page is used): %s",
+                            j.account, exc)
+                rendered[j.account] = None
 
 
 def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,

@@ -422,6 +422,9 @@ class PolicySet:
     plans: dict[str, _Layer]
     extra: dict[str, Any] = field(default_factory=dict)
     proceed_after_failed_notice: bool = True  # notices.proceed_after_failed_notice
+    # what resolve() made of each combination of layers (reseller, plan, currency) without an account layer
+    _resolved: dict[tuple[str | None, str | None, str | None], ResolvedPolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def resolve(
         self,
@@ -436,7 +439,21 @@ class PolicySet:
 
         ``currency`` is the account's own currency (billing's); without it the layers' ``currency`` (the
         default for accounts billing names none for) applies. Every amount of the result is checked
-        against that currency's minor unit, located at the layer that set it."""
+        against that currency's minor unit, located at the layer that set it.
+
+        Accounts without a layer of their own share one result per combination of the named layers
+        and the currency, resolved the first time it is asked for (a result that fails is not kept: the
+        next account's error names that account)."""
+        if account_layer:
+            return self._resolve(account, plan, reseller, account_layer, currency)
+        key = (reseller if reseller in self.resellers else None, plan if plan in self.plans else None, currency)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = self._resolve(account, plan, reseller, None, currency)
+        return found
+
+    def _resolve(self, account: str, plan: str | None, reseller: str | None,
+                 account_layer: Mapping[str, Any] | None, currency: str | None) -> ResolvedPolicy:
         layers: list[tuple[str, _Ctx, str, _Layer]] = [("defaults", _Ctx(self.filename), "defaults.", self.defaults)]
         if reseller is not None and reseller in self.resellers:
             layers.append((f"reseller:{reseller}", _Ctx(self.filename), f"resellers.{reseller}.",
