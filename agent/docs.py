@@ -160,6 +160,8 @@ FIELDS: dict[str, str] = {
     "_RawHost.allow_agent": "also offer the keys of ssh-agent (default: `defaults.allow_agent`)",
     "_RawHost.key_passphrase_env": "environment variable holding the key's passphrase (default: "
                                    "`defaults.key_passphrase_env`)",
+    "_RawHost.state_dir": "the host's arrears state folder (default: `defaults.state_dir`); hosts on one "
+                          "machine (`transport: local`) each need their own, or their batches wait for one another",
     "_RawHost.services": "`{web|mail|login|home: {backend: NAME, settings...}}`: the backends' settings below",
     # web
     "WebSettings.hook_dir": "folder of the per-site include files (snippets) the vhosts include",

@@ -19,7 +19,8 @@
 5. A transition whose jobs are all done is recorded as TAKEN at that moment (the next stage counts
    from it); only then are the hold and the account's state written (state last). A suspension's
    or deletion's own notice is queued at that point, after the hosts applied it.
-Rounds repeat while the finished transitions queued new work that is due.
+Rounds repeat while the finished transitions queued new work that is due (at most ``max_rounds`` of them), and
+while a claim took all it may take at once (:data:`agent.claims.CLAIM_LIMIT`): a run drains what is due.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
+from agent import claims as claims_module
 from agent import transitions
 from agent.actions import finish_manual
 from agent.claims import Claims
@@ -281,24 +282,29 @@ def execute(session: Session, fleet: Fleet | None, notifier: Notifier | None, no
     summary = ExecSummary()
     claims = claims or Claims(worker, settings, sole=sole_worker)
     summary.reclaimed = claims.reclaim(session, now)
-    for _ in range(max_rounds):
+    rounds = 0
+    while rounds < max_rounds:
         if stop is not None and stop.is_set():
             break
-        claimed = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings, summary,
-                         progress, transient_tries, transient_wait)
+        claimed, full = _round(session, fleet, notifier, composer, events, pages, rendered, now, claims, settings,
+                               summary, progress, transient_tries, transient_wait)
         queued = _finish_transitions(session, now, summary)
         queued += finish_manual(session, now, summary.taken)
         if not claimed and not queued:
             break
+        if not full:  # a claim cut at CLAIM_LIMIT left due work behind: that round does not count
+            rounds += 1
     return summary
 
 
 def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, composer: NoticeComposer | None,
            events: EventSink | None, pages: PageComposer | None, rendered: dict[str, str | None], now: datetime,
            claims: Claims, settings: AgentSettings, summary: ExecSummary, progress: Progress | None,
-           transient_tries: int, transient_wait: float) -> int:
-    """One round: claim what is due and run it; returns how many jobs it claimed. The round's job rows
-    are let go when it returns, so that the next round's claims have no stale rows to bring up to date."""
+           transient_tries: int, transient_wait: float) -> tuple[int, bool]:
+    """One round: claim what is due and run it; returns how many jobs it claimed, and whether the claim
+    took as many notices and events as one claim takes (:data:`agent.claims.CLAIM_LIMIT`: more are due).
+    The round's job rows are let go when it returns, so that the next round's claims have no stale rows
+    to bring up to date."""
     claimed = claims.claim(session, now)
     summary.claimed += len(claimed)
     if claimed:
@@ -311,7 +317,8 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
         _run_notices(session, notifier, composer, [j for j in claimed if j.kind == "notice"], now, settings,
                      summary, sole_worker=claims.exclusive)
         _run_events(session, events, [j for j in claimed if j.kind == "event"], now, settings, summary)
-    return len(claimed)
+    hostless = sum(1 for j in claimed if j.kind != "host" or not j.host)
+    return len(claimed), hostless >= claims_module.CLAIM_LIMIT
 
 
 # --- claiming ------------------------------------------------------------------------------------
@@ -368,9 +375,9 @@ def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | Non
         attempts=bindparam("b_attempts")),
         [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
     for (j, result), n in zip(done, attempts, strict=True):
-        for key, value in (("status", "done"), ("finished_at", now), ("last_error", None), ("result", result),
-                           ("attempts", n)):
-            set_committed_value(j, key, value)
+        # what set_committed_value does for each attribute of a row with no pending change (these rows
+        # were loaded and not changed since), without its per-attribute bookkeeping
+        vars(j).update(status="done", finished_at=now, last_error=None, result=result, attempts=n)
     summary.done += len(done)
 
 
@@ -401,20 +408,26 @@ _PAGE_ACTIONS = ("suspend", "restore")  # the web jobs that leave a site suspend
 def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], now: datetime,
                   rendered: dict[str, str | None]) -> None:
     """The suspended page of every account with a web job in ``jobs`` that suspends a site, unless
-    rendered already in this run. A page that cannot be rendered is left out (the host then serves its
+    rendered already in this run; what the pages say is read for all of them at once when ``pages`` can
+    (:class:`BatchComposer`). A page that cannot be rendered is left out (the host then serves its
     generic page): a suspension never waits for a page."""
+    wanted: dict[str, m.Job] = {}
     for j in jobs:
-        if j.service != "web" or j.action not in _PAGE_ACTIONS or j.account in rendered:
-            continue
-        acc = session.get(m.Account, j.account)
-        if acc is None:
-            continue
-        try:
-            rendered[j.account] = pages.page(session, acc, j, now)
-        except Exception as exc:
-            log.warning("suspended page of account %s not rendered (the host's generic page is used): %s",
-                        j.account, exc)
-            rendered[j.account] = None
+        if j.service == "web" and j.action in _PAGE_ACTIONS and j.account not in rendered:
+            wanted.setdefault(j.account, j)
+    if not wanted:
+        return
+    accounts = _accounts(session, set(wanted))
+    items = [(accounts[a], j) for a, j in wanted.items() if a in accounts]
+    scope = pages.batch(session, items) if isinstance(pages, BatchComposer) else contextlib.nullcontext()
+    with scope:
+        for acc, j in items:
+            try:
+                rendered[j.account] = pages.page(session, acc, j, now)
+            except Exception as exc:
+                log.warning("suspended page of account %s not rendered (the host's generic page is used): %s",
+                            j.account, exc)
+                rendered[j.account] = None
 
 
 def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,
@@ -565,17 +578,16 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
     from agent.notices import SendResult
 
     results: dict[str, SendResult] = {}
-    at_once = not getattr(notifier, "resends_nothing", False)
     mark_sent = (update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                  .values(status="sent", sent_at=now, error=None))
+    at_once = None if getattr(notifier, "resends_nothing", False) else _SentMarks(session, mark_sent)
 
     def on_result(out: OutgoingNotice, res: SendResult) -> None:
         """Runs between two messages: an accepted one is durable before the next goes out."""
         if out.key in by_key and out.key not in results:
             results[out.key] = res
-            if res.ok and at_once:
-                session.execute(mark_sent, {"k": out.key})
-                session.commit()
+            if res.ok and at_once is not None:
+                at_once.sent(out.key)
 
     try:
         notifier.send(outgoing, on_result=on_result)
@@ -630,6 +642,34 @@ def _accounts(session: Session, ids: set[str], *, lock: bool = False) -> dict[st
             query = query.with_for_update(skip_locked=True)
         out.update((a.id, a) for a in session.scalars(query))
     return out
+
+
+class _SentMarks:
+    """Records one accepted message as sent in its own commit, the moment the server accepted it: the
+    statement compiled once per chunk and run on the session's own connection as the driver's statement,
+    committed by the driver (no session commit, which looks at every object the session holds, per
+    message). On SQLite (WAL, ``synchronous=NORMAL``) and PostgreSQL alike that commit is what keeps
+    the in-flight window at one message."""
+
+    def __init__(self, session: Session, stmt: Any) -> None:
+        self.conn = session.connection()  # held for the whole send: one connection, no pool round trip
+        dialect = self.conn.dialect
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for name, bind in compiled.binds.items()}
+        self.fixed: dict[str, Any] = {}
+        for name, value in compiled.construct_params({"k": ""}).items():
+            proc = processors.get(name)
+            self.fixed[name] = proc(value) if proc is not None else value
+        self.key = processors.get("k")
+        self.order = list(compiled.positiontup or []) if dialect.positional else None
+
+    def sent(self, key: str) -> None:
+        params = dict(self.fixed, k=self.key(key) if self.key is not None else key)
+        self.conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.order) if self.order is not None
+                                  else params)
+        self.conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
 
 
 class _NoticeRows:
@@ -729,8 +769,7 @@ def event_sink(sink: Any) -> EventSink:
 
 # --- finishing transitions -----------------------------------------------------------------------
 
-_REQUIRED = {"notice": ("notice",), "suspend": ("host",), "delete": ("host",), "resume": ("host",),
-             "hook": ("event",)}
+_REQUIRED = {"notice": "notice", "hook": "event"}  # the kind of job a transition waits for; any other: "host"
 
 
 TRANSITION_CHUNK = 500  # in-flight transitions looked at, and recorded, in one commit
@@ -741,8 +780,14 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
     Transitions are read in chunks: their jobs' statuses, accounts and open holds with one query each
     per chunk, and each chunk committed at once (a crash leaves the chunk in flight, done again next run)."""
     queued = 0
-    ids = list(session.scalars(select(m.StageTaken.id).where(m.StageTaken.status == "in_flight")
-                               .order_by(m.StageTaken.id)))
+    st, job = m.StageTaken, m.Job
+    required = case(_REQUIRED, value=st.action, else_="host")
+    unfinished = select(job.id).where(job.account == st.account, job.episode.is_not_distinct_from(st.episode),
+                                      job.stage == st.stage, job.kind == required, job.status != "done")
+    # only those whose jobs are all done (each is looked at again below, locked): a transition still
+    # waiting for its jobs is not read at all, however many rounds the run has
+    ids = list(session.scalars(select(st.id).where(st.status == "in_flight", ~unfinished.exists())
+                               .order_by(st.id)))
     for i in range(0, len(ids), TRANSITION_CHUNK):
         queued += _finish_chunk(session, ids[i:i + TRANSITION_CHUNK], now, summary)
     return queued
@@ -759,8 +804,8 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
             .where(m.Job.account.in_({st.account for st in chunk}))):
         statuses.setdefault((account, episode, stage, kind), []).append(status)
     ready = [st for st in chunk
-             if all(s == "done" for kind in _REQUIRED.get(st.action, ("host",))
-                    for s in statuses.get((st.account, st.episode, st.stage, kind), []))]
+             if all(s == "done" for s in statuses.get((st.account, st.episode, st.stage,
+                                                       _REQUIRED.get(st.action, "host")), []))]
     if not ready:
         session.commit()  # let go of the locks
         return 0

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
 from sqlalchemy import bindparam, or_, select, tuple_, union, update
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
-from agent.store.bulk import insert_ignore, table_of, write_rows
+from agent.store.bulk import in_keys, insert_ignore, table_of, write_rows
 from agent.store.placements import PlacementsRefused, Wanted, sync_placements
 from connectors.resources import resource_keys
 from connectors.validate import UnsafeValue, account_id
@@ -100,6 +100,19 @@ LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 def parse_instant(text: str, *, what: str = "time") -> datetime:
     """An ISO-8601 instant that carries a zone (``Z`` or ``+02:00``), as aware UTC, within
     [:data:`EARLIEST`, :data:`LATEST`)."""
+    try:  # the common case first: a UTC instant in range, as it is
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if value.tzinfo is UTC and EARLIEST <= value < LATEST:
+            return value
+    return _checked_instant(text, what)
+
+
+def _checked_instant(text: str, what: str) -> datetime:
+    """:func:`parse_instant` for every text: the rules themselves, which its first step agrees with
+    (tests/agent/test_import_fast_paths.py)."""
     raw = text.strip()
     try:
         value = datetime.fromisoformat(raw)
@@ -124,6 +137,8 @@ def check_instant(value: datetime, *, what: str = "time", shown: str | None = No
 
 
 class _Row:
+    __slots__ = ("data", "filename", "line")
+
     def __init__(self, filename: str, line: int, data: Mapping[str, Any]) -> None:
         self.filename = filename
         self.line = line
@@ -244,13 +259,27 @@ def _json_depth_ok(value: object) -> bool:
 
 _DECODER = json.JSONDecoder(parse_float=lambda t: Decimal(_json_number(t)), parse_int=lambda t: int(_json_number(t)),
                             parse_constant=_json_constant)
+# msgspec's decoder gives the same values (fractions and exponents as Decimal of their text, integers as int)
+# several times faster; a text it refuses, or that may hold a number too long to accept, goes to the
+# decoder above, which decides what is accepted and says what is wrong (tests/agent/test_import_fast_paths.py)
+_FAST_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+_LONG_NUMBER = re.compile(f"[-+.eE0-9]{{{_MAX_NUMBER + 1}}}")
+
+
+def _decode(text: str) -> Any:
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return _FAST_DECODER.decode(text)
+        except Exception:  # whatever msgspec refuses, the exact decoder decides and explains
+            pass
+    return _DECODER.decode(text)
 
 
 def parse_json(text: str) -> Any:
     """One JSON value, numbers as Decimal/int (never float); ValueError (with what to do) for malformed
     JSON, NaN/Infinity, numbers over 100 digits and nesting deeper than :data:`MAX_JSON_DEPTH`."""
     try:
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not valid JSON: {exc.msg} at column {exc.colno}") from None
     except _BadJSON as exc:
@@ -347,7 +376,8 @@ def _json_records(name: str, f: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]
     for physical in f:
         for raw in physical.splitlines():  # the line breaks str.splitlines knows, as when the text was split whole
             n += 1
-            if not raw.strip() or raw.lstrip().startswith("#"):
+            start = raw.lstrip()
+            if not start or start[0] == "#":
                 continue
             try:
                 value = parse_json(raw)
@@ -358,9 +388,35 @@ def _json_records(name: str, f: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]
             yield n, value
 
 
-def _chunks(records: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
-    it = iter(records)
-    while chunk := list(islice(it, CHUNK_ROWS)):
+class _Chunk:
+    """Up to :data:`CHUNK_ROWS` records and their line numbers, iterated as ``(line, record)`` pairs.
+
+    Kept as two lists rather than a list of pairs: a pair that holds a record stays tracked by the garbage
+    collector, and a chunk's 5,000 of them, alive across collections, made the collector's full passes
+    (each a walk over every object of the process) run every other chunk."""
+
+    __slots__ = ("lines", "records")
+
+    def __init__(self) -> None:
+        self.lines: list[int] = []
+        self.records: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        return zip(self.lines, self.records, strict=True)
+
+
+def _chunks(records: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[_Chunk]:
+    chunk = _Chunk()
+    for line, data in records:
+        chunk.lines.append(line)
+        chunk.records.append(data)
+        if len(chunk.lines) == CHUNK_ROWS:
+            yield chunk
+            chunk = _Chunk()
+    if chunk.lines:
         yield chunk
 
 
@@ -380,16 +436,20 @@ def _check_fields(row: _Row, known: Sequence[str]) -> None:
 # built once: a statement built per chunk leaves reference cycles behind (its bound values), which only a
 # full garbage collection frees
 _ACCOUNTS = table_of(m.Account)
-_CURRENCIES = select(_ACCOUNTS.c.id, _ACCOUNTS.c.currency).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
-_STORED_ACCOUNTS = select(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+_CURRENCIES = select(_ACCOUNTS.c.id, _ACCOUNTS.c.currency).where(in_keys(_ACCOUNTS.c.id, "ids"))
+_STORED_ACCOUNTS = select(_ACCOUNTS).where(in_keys(_ACCOUNTS.c.id, "ids"))
 
 
 def _account_currencies(session: Session, records: Iterable[tuple[int, Mapping[str, Any]]]) -> dict[str, str]:
     """The currency of every stored account the ``account`` fields of ``records`` (a chunk) name."""
-    wanted = sorted({d["account"] for _, d in records if isinstance(d.get("account"), str)})
+    wanted = list({aid for _, d in records if isinstance(aid := d.get("account"), str)})
     if not wanted:
         return {}
-    return {aid: cur for aid, cur in session.connection().execute(_CURRENCIES, {"ids": wanted})}
+    found: dict[str, str] = {}
+    # a few hundred rows at a time: a chunk's result rows, alive at once, would keep the garbage collector busy
+    for rows in session.connection().execute(_CURRENCIES, {"ids": wanted}).partitions(500):
+        found.update(rows)
+    return found
 
 
 def _stored_account(row: _Row, currencies: Mapping[str, str]) -> tuple[str, str]:
@@ -414,9 +474,9 @@ def _after(previous: datetime | None, now: datetime) -> datetime:
     return previous + timedelta(microseconds=1)
 
 
-_CHANGED_SINCE = select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)),
+_CHANGED_SINCE = select(_ACCOUNTS.c.id).where(in_keys(_ACCOUNTS.c.id, "ids"),
                                                _ACCOUNTS.c.changed_at >= bindparam("now"))
-_MARK_DUE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)))
+_MARK_DUE = (update(_ACCOUNTS).where(in_keys(_ACCOUNTS.c.id, "ids"))
              .where(or_(_ACCOUNTS.c.changed_at.is_(None), _ACCOUNTS.c.changed_at < bindparam("now")))
              .values(next_check_at=bindparam("asap"), changed_at=bindparam("now")))
 
@@ -425,8 +485,8 @@ def _mark_due(session: Session, ids: Iterable[str], now: datetime) -> None:
     wanted = sorted(set(ids))
     conn = session.connection()
     loaded = [obj for obj in session.identity_map.values() if isinstance(obj, m.Account)]
-    for i in range(0, len(wanted), 2000):
-        chunk = wanted[i:i + 2000]
+    for i in range(0, len(wanted), CHUNK_ROWS):
+        chunk = wanted[i:i + CHUNK_ROWS]
         # the rare account changed at or after ``now`` already (a second import at the same clock, a replay
         # going back): one step past its stamp; then every other one at ``now``, with one statement
         later = list(conn.execute(_CHANGED_SINCE, {"ids": chunk, "now": now}).scalars())
@@ -707,9 +767,11 @@ def import_ledger(session: Session, path: Path | Records, now: datetime) -> Impo
     for chunk in _chunks(read_records(path)):
         currencies = _account_currencies(session, chunk)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for line, data in chunk:
-            entry = _ledger_line(_Row(name, line, data), currencies)
-            rows.setdefault((entry["account"], entry["ref"]), {**entry, "imported_at": now})
+        row = _Row(name, 0, {})  # one for the chunk, pointed at each line in turn
+        for row.line, row.data in chunk:
+            entry = _ledger_line(row, currencies)
+            entry["imported_at"] = now
+            rows.setdefault((entry["account"], entry["ref"]), entry)
         written = insert_ignore(session, table, list(rows.values()), key=("account", "ref"))
         summary.created += len(written)
         summary.skipped += len(chunk) - len(written)

@@ -32,7 +32,7 @@ from agent.config import AgentSettings
 from agent.outbox import insert_jobs, placements_of
 from agent.store import models as m
 from agent.store.bulk import begin_write
-from agent.store.repo import BATCH, due_chunks, load_snapshots
+from agent.store.repo import BATCH, DueAccount, due_chunks, load_snapshots
 from agent.transitions import ACTOR
 from policy import PolicyError, evaluate
 from policy.model import AccountSnapshot, Decision, Reason, ResolvedPolicy
@@ -90,7 +90,7 @@ def resolve_for(policy: PolicySet, acc: Layered) -> ResolvedPolicy:
 
 @dataclass
 class Evaluated:
-    account: m.Account
+    account: DueAccount
     snapshot: AccountSnapshot
     policy: ResolvedPolicy | None
     decision: Decision | None
@@ -98,7 +98,7 @@ class Evaluated:
     changed_at: datetime | None = None  # when the account's inputs had last changed, as it was evaluated
 
 
-def _evaluate(policy: PolicySet, acc: m.Account, snap: AccountSnapshot, now: datetime) -> Evaluated:
+def _evaluate(policy: PolicySet, acc: DueAccount, snap: AccountSnapshot, now: datetime) -> Evaluated:
     try:
         resolved = resolve_for(policy, acc)
         decision = evaluate(snap, resolved, now)
@@ -130,11 +130,16 @@ class PlannedMeasure:
                 "due_at": self.due_at.isoformat(), "reason": self.reason}
 
 
+# Accounts per chunk of a plan. Each chunk's query walks the due accounts that share the last one's next check
+# (the index is on next_check_at alone, the order is next_check_at, id): fewer, larger chunks walk them fewer times.
+PLAN_CHUNK = 4 * BATCH
+
+
 def plan(session: Session, policy: PolicySet, now: datetime) -> tuple[list[PlannedMeasure], list[str]]:
     """What a tick at ``now`` would do (measures and resumes), changing nothing; plus per-account errors."""
     items: list[PlannedMeasure] = []
     errors: list[str] = []
-    for chunk in evaluate_chunks(session, policy, now):
+    for chunk in evaluate_chunks(session, policy, now, size=PLAN_CHUNK):
         for ev in chunk:
             if ev.decision is None:
                 errors.append(ev.error or ev.account.id)

@@ -58,16 +58,17 @@ def host_root(folder: Path, host: str) -> Path:
 
 
 def inventory(folder: Path, hosts: Sequence[str], *, parallel: int, reload: Sequence[str]) -> dict[str, Any]:
-    """``hosts`` as nginx hosts under ``folder``; ``reload`` runs once per host batch that changed a site."""
+    """``hosts`` as nginx hosts under ``folder``, each with its own arrears state folder (its batch lock and
+    pending handlers, as on a host of its own); ``reload`` runs once per host batch that changed a site."""
     out: dict[str, Any] = {}
     for h in hosts:
         r = host_root(folder, h)
-        out[h] = {"transport": "local", "services": {"web": {
+        out[h] = {"transport": "local", "state_dir": f"{r}/var/lib/arrears", "services": {"web": {
             "backend": "nginx", "hook_dir": f"{r}/etc/nginx/arrears.d", "vhost_dir": f"{r}/etc/nginx/sites-available",
             "enabled_dir": f"{r}/etc/nginx/sites-enabled", "state_dir": f"{r}/var/lib/arrears",
             "archive_dir": f"{r}/var/backups/arrears", "suspended_url": "https://billing.example.net/suspended",
             "config_test": ["true"], "reload": list(reload)}}}
-    return {"defaults": {"parallel": parallel, "state_dir": f"{folder}/hosts/agent-state"}, "hosts": out}
+    return {"defaults": {"parallel": parallel}, "hosts": out}
 
 
 def build(folder: Path, *, hosts: int, accounts: int, parallel: int, reload: Sequence[str], lease_seconds: int,

@@ -2,7 +2,8 @@
 
     python bench/scale.py                              # 100,000 accounts, 1,000,000 ledger lines, 1,000 due
     python bench/scale.py --accounts 1000000 --due 10000
-    python bench/scale.py --only import,ledger         # some of: import ledger plan run smtp reports
+    python bench/scale.py --only import,ledger         # some of: import ledger plan run ratio smtp reports
+    python bench/scale.py --accounts 1000000 --due 10000 --only plan,run,ratio --repeat 3
 
 Every step runs the real CLI in a child process and reports the child's CPU time (user + system, which
 the machine's load disturbs least), wall time and peak RSS, read with ``wait4``. Steps that run agent
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("_worker.py")
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
-STEPS = ("import", "ledger", "plan", "run", "smtp", "reports")
+STEPS = ("import", "ledger", "plan", "run", "ratio", "smtp", "reports")
 
 POLICY = """\
 timezone: Europe/Amsterdam
@@ -159,22 +161,49 @@ def _statements(m: Measured, per: int) -> str:
     return text
 
 
-def bench_tick(base: Path, accounts: int, due: int, steps: set[str]) -> None:
-    header(f"plan and run: {accounts:,} accounts, {due:,} due (spool notices)")
+def _median(runs: list[Measured]) -> Measured:
+    """The run of median CPU time (each repetition's own numbers, not a mix)."""
+    return sorted(runs, key=lambda m: m.cpu)[len(runs) // 2]
+
+
+def bench_tick(base: Path, accounts: int, due: int, steps: set[str], repeat: int = 1) -> dict[str, Measured]:
+    """``plan`` and ``run`` over ``accounts`` with ``due`` of them due; with ``repeat`` > 1 each is run that
+    many times (``run`` each time on a copy of the filled database) and the median CPU time is shown."""
+    header(f"plan and run: {accounts:,} accounts, {due:,} due (spool notices)"
+           + (f", median of {repeat}" if repeat > 1 else "") + f"{'':14}load average {os.getloadavg()[0]:.1f}")
     cfg = new_config(base, f"tick-{accounts}-{due}")
     db = cfg / "arrears.db"
     cli(cfg, "status")  # creates and migrates the database
     worker("fill", db, accounts, due, NOW.isoformat())
     at = ("--at", NOW.isoformat())
-    startup = cli(cfg, "plan", "--at", (NOW - timedelta(days=3650)).isoformat())
+    found: dict[str, Measured] = {}
+    startup = _median([cli(cfg, "plan", "--at", (NOW - timedelta(days=3650)).isoformat()) for _ in range(repeat)])
     row("start-up: plan with nothing due", startup, None, None, _statements(startup, 1))
-    if "plan" in steps:
-        m = cli(cfg, "plan", *at, "--json")
+    if "plan" in steps or "ratio" in steps:
+        found["plan"] = m = _median([cli(cfg, "plan", *at, "--json") for _ in range(repeat)])
         row("plan", m, due, None, _statements(m, due))
-    if "run" in steps:
-        m = cli(cfg, "run", *at, "--json")
-        sent = len(list((cfg / "outbox").glob("*.eml")))
-        row("run (tick + executor, spool)", m, due, None, _statements(m, due) + f"; {sent} notices spooled")
+    if "run" in steps or "ratio" in steps:
+        filled = cfg / "filled.db"
+        if repeat > 1:
+            shutil.copyfile(db, filled)
+        runs = []
+        for i in range(repeat):
+            if i:  # the filled database again, without the last run's write-ahead log or its notices
+                shutil.rmtree(cfg / "outbox", ignore_errors=True)
+                for leftover in (cfg / "arrears.db-wal", cfg / "arrears.db-shm"):
+                    leftover.unlink(missing_ok=True)
+                shutil.copyfile(filled, db)
+            runs.append(cli(cfg, "run", *at, "--json"))
+            runs[-1].out = str(len(list((cfg / "outbox").glob("*.eml"))))
+        found["run"] = m = _median(runs)
+        row("run (tick + executor, spool)", m, due, None, _statements(m, due) + f"; {m.out} notices spooled")
+    return found
+
+
+def bench_ratio(big: dict[str, Measured], small: dict[str, Measured], accounts: int, small_accounts: int) -> None:
+    """The issue's scale ratio: CPU at ``accounts`` over CPU at ``small_accounts``, the same number due."""
+    print(f"ratio {accounts:,}/{small_accounts:,} accounts at equal due count (CPU): "
+          + ", ".join(f"{step} {big[step].cpu / small[step].cpu:.2f}" for step in ("plan", "run")), flush=True)
 
 
 def bench_smtp(base: Path, notices: int) -> None:
@@ -225,9 +254,14 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=1_000, help="accounts due in plan/run")
     parser.add_argument("--notices", type=int, default=10_000, help="notices sent over SMTP")
     parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps of: {' '.join(STEPS)}")
+    parser.add_argument("--ratio-accounts", type=int, default=10_000,
+                        help="ratio: the small database's accounts (as many due as in the large one)")
+    parser.add_argument("--repeat", type=int, default=1, help="plan/run/ratio: repetitions (the median is shown)")
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed after)")
     args = parser.parse_args()
     steps = set(args.only.split(","))
+    if "ratio" in steps and args.due > args.ratio_accounts:
+        parser.error("ratio: --due must be at most --ratio-accounts (the same number due in both databases)")
     unknown = steps - set(STEPS)
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
@@ -236,8 +270,11 @@ def main() -> None:
         base = Path(tmp)
         if steps & {"import", "ledger"}:
             bench_imports(base, args.accounts, args.ledger, steps)
-        if steps & {"plan", "run"}:
-            bench_tick(base, args.accounts, args.due, steps)
+        if steps & {"plan", "run", "ratio"}:
+            big = bench_tick(base, args.accounts, args.due, steps, args.repeat)
+            if "ratio" in steps:
+                small = bench_tick(base, args.ratio_accounts, args.due, steps, args.repeat)
+                bench_ratio(big, small, args.accounts, args.ratio_accounts)
         if "smtp" in steps:
             bench_smtp(base, args.notices)
         if "reports" in steps:

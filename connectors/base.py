@@ -212,7 +212,8 @@ def build_script(
     if state_dir is None:
         parts.append("_ar_pending=''\n")
     else:
-        parts.append(f"_ar_pending={q(path(state_dir) + '/pending')}\nmkdir -p \"$_ar_pending\" 2>/dev/null || true\n")
+        parts.append(f"_ar_pending={q(path(state_dir) + '/pending')}\n"
+                     "[ -d \"$_ar_pending\" ] || mkdir -p \"$_ar_pending\" 2>/dev/null || true\n")
         parts.append(f"_ar_lock {q(path(state_dir) + '/batch.lock')}\n")
         parts.extend(f"_ar_was_pending {h.name}\n" for h in handlers if not h.commit)
     for n, op in enumerate(operations):

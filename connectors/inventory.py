@@ -140,6 +140,7 @@ class HostConfig:
     ssh_config: str | None = None
     allow_agent: bool | None = None
     key_passphrase_env: str | None = None
+    state_dir: str | None = None  # its arrears state folder (batch lock, pending handlers); None: the default
 
     def ssh_config_entry(self, defaults: Defaults) -> tuple[str, SshConfigHost] | None:
         """The ssh_config file and what it says about ``address`` (an alias), when one is configured."""
@@ -200,6 +201,7 @@ class _RawHost(_Strict):
     ssh_config: str | None = None
     allow_agent: bool | None = None
     key_passphrase_env: str | None = None
+    state_dir: str | None = None
     services: dict[str, _RawService] = Field(default_factory=dict)
 
     _passphrase_env = field_validator("key_passphrase_env")(_env_name)
@@ -253,6 +255,12 @@ class Inventory:
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none"
             raise KeyError(f"host {name!r} is not in {self.source} (known hosts: {known})") from None
+
+    def state_dir(self, name: str) -> str:
+        """The host's arrears state folder: its batch lock (one batch at a time on it) and its pending
+        handlers. Its own ``state_dir``, else ``defaults.state_dir``; hosts that share a machine
+        (``transport: local``) each need their own, or their batches wait for one another."""
+        return self.host(name).state_dir or self.defaults.state_dir
 
     def transport(self, name: str) -> Transport:
         """A new transport for the host (not connected yet)."""
@@ -540,6 +548,7 @@ def load_inventory(text: str, filename: str = "inventory.yaml") -> Inventory:
             ssh_config=_resolve(host.ssh_config, base),
             allow_agent=host.allow_agent,
             key_passphrase_env=host.key_passphrase_env,
+            state_dir=host.state_dir,
         )
     if problems:
         raise InventoryError(problems)

@@ -159,7 +159,7 @@ class InventoryFleet:
             transport = self.transport(w.host)
             batch = run_batch(transport, w.ops, list(w.handlers.values()),
                               timeout=self.inventory.defaults.batch_timeout,
-                              state_dir=self.inventory.defaults.state_dir)
+                              state_dir=self.inventory.state_dir(w.host))
         except TransportError as exc:
             return {job.key: JobResult(job.key, w.host, ok=False, error=str(exc), transient=exc.transient)
                     for job in w.jobs}

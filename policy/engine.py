@@ -119,7 +119,7 @@ def evaluate_full(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: dateti
     check_snapshot(snapshot)
     ledger = Ledger(snapshot.ledger)
     balance = ledger.balance(now)
-    triggers = evaluate_triggers(snapshot, policy, now)
+    triggers = evaluate_triggers(snapshot, policy, now, ledger)
     holding = [t for t in triggers if t.holds]
     in_debt = any(t.name != "trial" for t in holding)
     if snapshot.deleted:
@@ -271,8 +271,8 @@ def _debt_resuspension(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: d
                        taken: tuple[StageTaken, ...], triggers: list[TriggerState]) -> Measure | None:
     """A debtor whose debt hold was lifted by an admin's promise to pay (``resume --grace``) is suspended
     again once no pause or exemption holds measures back and a debt trigger still holds."""
-    if hold_kind != "debt" or any(h.kind == "debt" for h in snapshot.holds):
-        return None
+    if hold_kind != "debt" or not taken or any(h.kind == "debt" for h in snapshot.holds):
+        return None  # (nothing taken yet: no suspension to take again)
     if any(is_resuspension(name, DEBT_RESUSPEND) for name in snapshot.in_flight):
         return None  # already on its way
     if active_overrides(snapshot, "exempt", now) or active_overrides(snapshot, "pause", now):
@@ -458,7 +458,8 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
                           f"deletion waits (an admin may still delete the account explicitly)"),
                     inputs={"warnings": ", ".join(warnings)})
                 return _Plan(measures, UpcomingMeasure(stage.name, stage.action, due), None, reason)
-        counted = (f"{_after_text(stage)} after {ref_what} at {ref.isoformat()}" if floor is None else
+        after, ref_at = _after_text(stage), ref.isoformat()
+        counted = (f"{after} after {ref_what} at {ref_at}" if floor is None else
                    f"the delays from the suspension on, counted again from the re-suspension at "
                    f"{resuspended_at.isoformat() if resuspended_at else ''}")
         measures.append(Measure(
@@ -472,8 +473,8 @@ def _schedule(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime, 
                 rule=f"stage.{stage.name}",
                 text=(f"{stage.name} ({stage.action}) is due at {due.isoformat()}: {counted}; "
                       f"trigger {hit.trigger} holds since {hit.at.isoformat()}"),
-                thresholds={"after": _after_text(stage), "timezone": policy.timezone},
-                inputs={"counted_from": ref.isoformat(), "counted_from_event": ref_what, "trigger": hit.trigger,
+                thresholds={"after": after, "timezone": policy.timezone},
+                inputs={"counted_from": ref_at, "counted_from_event": ref_what, "trigger": hit.trigger,
                         "now": now.isoformat(),
                         **({"resuspended_at": resuspended_at.isoformat()} if floor and resuspended_at else {}),
                         **{f"trigger.{k}": v for k, v in hit.reason.inputs.items()}},

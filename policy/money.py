@@ -8,6 +8,7 @@ and what to write instead; the caller adds the file, line and field.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -34,10 +35,31 @@ def minor_units(currency: str) -> int:
     return int(get_currency_precision(check_currency(currency)))
 
 
+@lru_cache(maxsize=512)
+def _plain_amount(currency: str) -> re.Pattern[str] | None:
+    """The plain texts that are amounts in ``currency`` as they are (``-12.50``: a sign, at most 15 digits, at
+    most the minor unit's places); None when ``currency`` is not one (the full check says why)."""
+    try:
+        places = minor_units(currency)
+    except ValueError:
+        return None
+    return re.compile(r"-?[0-9]{1,15}" + (rf"(?:\.[0-9]{{1,{places}}})?" if places else ""))
+
+
 def parse_amount(value: object, *, currency: str | None = None, what: str = "amount") -> Decimal:
     """An exact amount from a Decimal, an int or a decimal text, checked against ``currency``'s minor unit
     when given; ValueError for floats, non-numbers, non-finite values, absurd sizes and sub-minor-unit
     precision."""
+    if type(value) is str and currency is not None:  # the common case, decided by one match
+        plain = _plain_amount(currency)
+        if plain is not None and plain.fullmatch(value):
+            return Decimal(value)
+    return _checked_amount(value, currency, what)
+
+
+def _checked_amount(value: object, currency: str | None, what: str) -> Decimal:
+    """:func:`parse_amount` for every value: the rules themselves, which the plain-text match agrees with
+    (tests/policy/test_money_parse.py)."""
     if isinstance(value, bool | float):
         raise ValueError(f"{what} must be an exact decimal number such as 12.50, got {value!r}")
     if isinstance(value, Decimal):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
-from policy.model import AccountSnapshot, LedgerEntry, Override, Reason, ResolvedPolicy
+from policy.model import AccountSnapshot, Invoice, LedgerEntry, Override, Reason, ResolvedPolicy
 
 __all__ = [
     "TRIGGER_ORDER",
@@ -133,103 +134,151 @@ def _first_future(cond: Callable[[datetime], bool], points: Iterable[datetime], 
 
 
 @dataclass(frozen=True)
+class _Context:
+    """What the triggers of one evaluation read: the six states share it, for their reasons."""
+
+    snapshot: AccountSnapshot
+    policy: ResolvedPolicy
+    ledger: Ledger
+    now: datetime
+    balance: Decimal  # at ``now``
+    negative: datetime | None  # since when the balance is below zero without a break; None: it is not
+
+
+_Written = tuple[str, dict[str, str], dict[str, str]]  # a reason's text, thresholds and inputs
+
+
+@dataclass(frozen=True)
 class TriggerState:
-    """One trigger at one moment: enabled by the policy?, holding?, since when, or when it would start."""
+    """One trigger at one moment: enabled by the policy?, holding?, since when, or when it would start.
+
+    Its :attr:`reason` is written when first read: a decision reads the reason of the trigger that
+    holds first, ``explain`` every one; the others are never written."""
 
     name: str
     enabled: bool
     holds: bool
     since: datetime | None
     upcoming: datetime | None
-    reason: Reason
+    context: _Context = field(repr=False, compare=False)
+
+    @cached_property
+    def reason(self) -> Reason:
+        text, thresholds, inputs = _WRITERS[self.name](self, self.context)
+        return Reason(rule=f"trigger.{self.name}", text=text, thresholds=thresholds, inputs=inputs)
 
 
-def evaluate_triggers(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime) -> list[TriggerState]:
-    """Every trigger of ``policy`` for ``snapshot`` at ``now``, in :data:`TRIGGER_ORDER`."""
-    ledger = Ledger(snapshot.ledger)
-    return [
-        _over_limit(snapshot, policy, ledger, now),
-        _subzero(policy, ledger, now),
-        _max_delay(policy, ledger, now),
-        _unpaid_total(snapshot, policy, now),
-        _invoice_expiration(snapshot, policy, now),
-        _trial(snapshot, policy, now),
-    ]
+def evaluate_triggers(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime,
+                      ledger: Ledger | None = None) -> list[TriggerState]:
+    """Every trigger of ``policy`` for ``snapshot`` at ``now``, in :data:`TRIGGER_ORDER`. ``ledger`` is
+    the snapshot's ledger when the caller has built it already."""
+    if ledger is None:
+        ledger = Ledger(snapshot.ledger)
+    balance = ledger.balance(now)
+    c = _Context(snapshot, policy, ledger, now, balance, _negative_since(ledger, now) if balance < 0 else None)
+    return [_over_limit(c), _subzero(c), _max_delay(c), _unpaid_total(c), _invoice_expiration(c), _trial(c)]
 
 
-def _state(name: str, enabled: bool, since: datetime | None, upcoming: datetime | None, now: datetime,
-           text: str, thresholds: dict[str, str], inputs: dict[str, str]) -> TriggerState:
-    holds = enabled and since is not None and since <= now
+def _state(name: str, enabled: bool, since: datetime | None, upcoming: datetime | None, c: _Context) -> TriggerState:
+    holds = enabled and since is not None and since <= c.now
     return TriggerState(
         name=name,
         enabled=enabled,
         holds=holds,
         since=since if holds else None,
-        upcoming=upcoming if enabled and not holds and upcoming is not None and upcoming > now else None,
-        reason=Reason(rule=f"trigger.{name}", text=text, thresholds=thresholds, inputs=inputs),
+        upcoming=upcoming if enabled and not holds and upcoming is not None and upcoming > c.now else None,
+        context=c,
     )
 
 
-def _over_limit(snapshot: AccountSnapshot, policy: ResolvedPolicy, ledger: Ledger, now: datetime) -> TriggerState:
-    def over(t: datetime) -> bool:
-        return ledger.balance(t) < -(policy.credit_limit + guarantee_at(snapshot, policy, t))
-
-    points = [*ledger.times, *guarantee_points(snapshot, policy)]
+def _over_limit(c: _Context) -> TriggerState:
+    snapshot, policy, ledger = c.snapshot, c.policy, c.ledger
     enabled = policy.triggers.over_limit
-    since = _holding_since(over, points, now) if enabled else None
-    upcoming = _first_future(over, points, now) if enabled and since is None else None
-    balance = ledger.balance(now)
-    guarantee = guarantee_at(snapshot, policy, now)
-    limit = policy.credit_limit + guarantee
-    text = (f"balance {balance} is below -{limit} (credit limit {policy.credit_limit} + guarantee {guarantee})"
-            if since else f"balance {balance} is not below -{limit}")
-    return _state("over_limit", enabled, since, upcoming, now, text,
-                  {"credit_limit": str(policy.credit_limit), "guarantee": str(guarantee)},
-                  {"balance": str(balance), "over_since": _iso(since)})
+    since = upcoming = None
+    if enabled:
+        over: Callable[[datetime], bool]
+        if any(o.kind == "guarantee" for o in snapshot.overrides):
+            def over(t: datetime) -> bool:
+                return ledger.balance(t) < -(policy.credit_limit + guarantee_at(snapshot, policy, t))
+
+            points = [*ledger.times, *guarantee_points(snapshot, policy)]
+        else:  # no guarantee: the guaranteed credit is zero throughout, the line is the credit limit
+            line = -policy.credit_limit
+
+            def over(t: datetime) -> bool:
+                return ledger.balance(t) < line
+
+            points = ledger.times
+        since = _holding_since(over, points, c.now)
+        upcoming = _first_future(over, points, c.now) if since is None else None
+    return _state("over_limit", enabled, since, upcoming, c)
+
+
+def _over_limit_reason(state: TriggerState, c: _Context) -> _Written:
+    guarantee = guarantee_at(c.snapshot, c.policy, c.now)
+    limit = c.policy.credit_limit + guarantee
+    text = (f"balance {c.balance} is below -{limit} (credit limit {c.policy.credit_limit} + guarantee {guarantee})"
+            if state.since else f"balance {c.balance} is not below -{limit}")
+    return (text, {"credit_limit": str(c.policy.credit_limit), "guarantee": str(guarantee)},
+            {"balance": str(c.balance), "over_since": _iso(state.since)})
 
 
 def _negative_since(ledger: Ledger, now: datetime) -> datetime | None:
     return _holding_since(lambda t: ledger.balance(t) < 0, ledger.times, now)
 
 
-def _subzero(policy: ResolvedPolicy, ledger: Ledger, now: datetime) -> TriggerState:
-    days = policy.triggers.subzero_period
-    enabled = days >= 0
-    negative = _negative_since(ledger, now)
-    start = negative + timedelta(days=days) if enabled and negative is not None else None
-    balance = ledger.balance(now)
-    if not enabled:
+def _subzero_start(c: _Context) -> datetime | None:
+    days = c.policy.triggers.subzero_period
+    return c.negative + timedelta(days=days) if days >= 0 and c.negative is not None else None
+
+
+def _subzero(c: _Context) -> TriggerState:
+    start = _subzero_start(c)
+    return _state("subzero_period", c.policy.triggers.subzero_period >= 0, start if start and start <= c.now else None,
+                  start, c)
+
+
+def _subzero_reason(state: TriggerState, c: _Context) -> _Written:
+    days = c.policy.triggers.subzero_period
+    if days < 0:
         text = "subzero period is -1: a negative balance never triggers by time alone"
-    elif negative is None:
-        text = f"balance {balance} is not negative"
+    elif c.negative is None:
+        text = f"balance {c.balance} is not negative"
     else:
-        text = f"balance negative since {negative.isoformat()}; the subzero period of {days} days ends {_iso(start)}"
-    return _state("subzero_period", enabled, start if start and start <= now else None, start, now, text,
-                  {"subzero_period_days": str(days)},
-                  {"balance": str(balance), "negative_since": _iso(negative)})
+        text = (f"balance negative since {c.negative.isoformat()}; the subzero period of {days} days ends "
+                f"{_iso(_subzero_start(c))}")
+    return (text, {"subzero_period_days": str(days)},
+            {"balance": str(c.balance), "negative_since": _iso(c.negative)})
 
 
-def _max_delay(policy: ResolvedPolicy, ledger: Ledger, now: datetime) -> TriggerState:
-    delay = policy.triggers.max_delay
-    enabled = delay is not None
-    negative = _negative_since(ledger, now)
-    last = ledger.last_payment(now)
-    start: datetime | None = None
-    if delay is not None and negative is not None:
-        counted_from = last.at if last is not None else negative
-        start = max(negative, counted_from + timedelta(seconds=delay))
-    balance = ledger.balance(now)
-    if not enabled:
+def _max_delay_start(c: _Context) -> datetime | None:
+    delay = c.policy.triggers.max_delay
+    if delay is None or c.negative is None:
+        return None
+    last = c.ledger.last_payment(c.now)
+    counted_from = last.at if last is not None else c.negative
+    return max(c.negative, counted_from + timedelta(seconds=delay))
+
+
+def _max_delay(c: _Context) -> TriggerState:
+    start = _max_delay_start(c)
+    return _state("max_delay", c.policy.triggers.max_delay is not None, start if start and start <= c.now else None,
+                  start, c)
+
+
+def _max_delay_reason(state: TriggerState, c: _Context) -> _Written:
+    delay = c.policy.triggers.max_delay
+    last = c.ledger.last_payment(c.now)
+    if delay is None:
         text = "no max_delay set"
-    elif negative is None:
-        text = f"balance {balance} is not negative"
+    elif c.negative is None:
+        text = f"balance {c.balance} is not negative"
     else:
-        base = f"the last payment at {last.at.isoformat()}" if last else f"going negative at {negative.isoformat()}"
-        text = f"in debt ({balance}); max_delay counted from {base} runs out at {_iso(start)}"
-    return _state("max_delay", enabled, start if start and start <= now else None, start, now, text,
-                  {"max_delay": _seconds_text(delay) if delay is not None else "none"},
-                  {"balance": str(balance), "negative_since": _iso(negative),
-                   "last_payment": _iso(last.at if last else None)})
+        base = f"the last payment at {last.at.isoformat()}" if last else f"going negative at {c.negative.isoformat()}"
+        text = f"in debt ({c.balance}); max_delay counted from {base} runs out at {_iso(_max_delay_start(c))}"
+    return (text, {"max_delay": _seconds_text(delay) if delay is not None else "none"},
+            {"balance": str(c.balance), "negative_since": _iso(c.negative),
+             "last_payment": _iso(last.at if last else None)})
 
 
 def _unpaid(snapshot: AccountSnapshot, t: datetime) -> Decimal:
@@ -239,56 +288,89 @@ def _unpaid(snapshot: AccountSnapshot, t: datetime) -> Decimal:
     )
 
 
-def _unpaid_total(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime) -> TriggerState:
-    limit = policy.triggers.unpaid_total_over
+def _unpaid_total(c: _Context) -> TriggerState:
+    snapshot = c.snapshot
+    limit = c.policy.triggers.unpaid_total_over
     enabled = limit is not None
 
     def over(t: datetime) -> bool:
         return limit is not None and _unpaid(snapshot, t) > limit
 
     points = [i.issued_at for i in snapshot.invoices] + [i.paid_at for i in snapshot.invoices if i.paid_at]
-    since = _holding_since(over, points, now) if enabled else None
-    upcoming = _first_future(over, points, now) if enabled and since is None else None
-    total = _unpaid(snapshot, now)
-    text = f"unpaid invoices total {total}, limit {limit}" if enabled else "no unpaid_total_over set"
-    return _state("unpaid_total_over", enabled, since, upcoming, now, text,
-                  {"unpaid_total_over": str(limit)}, {"unpaid_total": str(total)})
+    since = _holding_since(over, points, c.now) if enabled else None
+    upcoming = _first_future(over, points, c.now) if enabled and since is None else None
+    return _state("unpaid_total_over", enabled, since, upcoming, c)
 
 
-def _invoice_expiration(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime) -> TriggerState:
-    expiration = policy.triggers.invoice_expiration
-    grace = policy.triggers.stop_grace or 0
-    enabled = expiration is not None
-    unpaid = [i for i in snapshot.invoices if i.issued_at <= now and (i.paid_at is None or i.paid_at > now)]
-    oldest = min(unpaid, key=lambda i: (i.due_at, i.id)) if unpaid else None
-    start = None
-    expired_at = None
-    if expiration is not None and oldest is not None:
-        expired_at = oldest.due_at + timedelta(days=expiration)
-        start = expired_at + timedelta(days=grace)
-    if not enabled:
+def _unpaid_total_reason(state: TriggerState, c: _Context) -> _Written:
+    limit = c.policy.triggers.unpaid_total_over
+    total = _unpaid(c.snapshot, c.now)
+    text = f"unpaid invoices total {total}, limit {limit}" if limit is not None else "no unpaid_total_over set"
+    return text, {"unpaid_total_over": str(limit)}, {"unpaid_total": str(total)}
+
+
+def _oldest_unpaid(c: _Context) -> Invoice | None:
+    unpaid = [i for i in c.snapshot.invoices if i.issued_at <= c.now and (i.paid_at is None or i.paid_at > c.now)]
+    return min(unpaid, key=lambda i: (i.due_at, i.id)) if unpaid else None
+
+
+def _invoice_expiry(c: _Context, oldest: Invoice | None) -> tuple[datetime | None, datetime | None]:
+    """When the oldest unpaid invoice expires, and when the grace after that ends (the trigger's start)."""
+    expiration = c.policy.triggers.invoice_expiration
+    if expiration is None or oldest is None:
+        return None, None
+    expired_at = oldest.due_at + timedelta(days=expiration)
+    return expired_at, expired_at + timedelta(days=c.policy.triggers.stop_grace or 0)
+
+
+def _invoice_expiration(c: _Context) -> TriggerState:
+    # A future invoice may also become the oldest unpaid one: the next check covers its issue time.
+    _, start = _invoice_expiry(c, _oldest_unpaid(c))
+    return _state("invoice_expiration", c.policy.triggers.invoice_expiration is not None,
+                  start if start and start <= c.now else None, start, c)
+
+
+def _invoice_expiration_reason(state: TriggerState, c: _Context) -> _Written:
+    expiration = c.policy.triggers.invoice_expiration
+    grace = c.policy.triggers.stop_grace or 0
+    oldest = _oldest_unpaid(c)
+    expired_at, start = _invoice_expiry(c, oldest)
+    if expiration is None:
         text = "no invoice_expiration set"
     elif oldest is None:
         text = "no unpaid invoice"
     else:
         text = (f"oldest unpaid invoice {oldest.id} due {oldest.due_at.isoformat()} expires {_iso(expired_at)}; "
                 f"stopped after {grace} more days of grace at {_iso(start)}")
-    # A future invoice may also become the oldest unpaid one: the next check covers its issue time.
-    return _state("invoice_expiration", enabled, start if start and start <= now else None, start, now, text,
-                  {"invoice_expiration_days": str(expiration), "stop_grace_days": str(grace)},
-                  {"oldest_unpaid_invoice": oldest.id if oldest else "none",
-                   "due_at": _iso(oldest.due_at if oldest else None)})
+    return (text, {"invoice_expiration_days": str(expiration), "stop_grace_days": str(grace)},
+            {"oldest_unpaid_invoice": oldest.id if oldest else "none",
+             "due_at": _iso(oldest.due_at if oldest else None)})
 
 
-def _trial(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime) -> TriggerState:
-    enabled = policy.triggers.trial
-    ends = snapshot.trial_ends_at
-    start = ends if enabled and ends is not None and not snapshot.has_billing_profile else None
+def _trial(c: _Context) -> TriggerState:
+    enabled = c.policy.triggers.trial
+    ends = c.snapshot.trial_ends_at
+    start = ends if enabled and ends is not None and not c.snapshot.has_billing_profile else None
+    return _state("trial", enabled, start if start and start <= c.now else None, start, c)
+
+
+def _trial_reason(state: TriggerState, c: _Context) -> _Written:
+    ends = c.snapshot.trial_ends_at
     if ends is None:
         text = "not a trial account"
-    elif snapshot.has_billing_profile:
+    elif c.snapshot.has_billing_profile:
         text = "the trial user has a billing profile"
     else:
         text = f"trial ends {ends.isoformat()} and there is no billing profile"
-    return _state("trial", enabled, start if start and start <= now else None, start, now, text, {},
-                  {"trial_ends_at": _iso(ends), "has_billing_profile": str(snapshot.has_billing_profile).lower()})
+    return (text, {}, {"trial_ends_at": _iso(ends),
+                       "has_billing_profile": str(c.snapshot.has_billing_profile).lower()})
+
+
+_WRITERS: dict[str, Callable[[TriggerState, _Context], _Written]] = {
+    "over_limit": _over_limit_reason,
+    "subzero_period": _subzero_reason,
+    "max_delay": _max_delay_reason,
+    "unpaid_total_over": _unpaid_total_reason,
+    "invoice_expiration": _invoice_expiration_reason,
+    "trial": _trial_reason,
+}

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -287,15 +288,45 @@ def emit_json(value: Any, *, indent: int | None = 2, sort_keys: bool = False) ->
     click.echo(json.dumps(value, indent=indent, default=json_default, ensure_ascii=False, sort_keys=sort_keys))
 
 
+_FLUSH_EVERY = 200  # items printed per write: a report still streams, without one write per row
+
+
 def emit_json_array(items: Iterable[Any]) -> None:
     """Print ``items`` as one JSON array, each item as it comes (the same text :func:`emit_json` prints for
     the list): a report streams its rows instead of building the whole document first."""
     first = True
+    pending: list[str] = []
     for item in items:
-        text = json.dumps(item, indent=2, default=json_default, ensure_ascii=False).replace("\n", "\n  ")
-        click.echo(("[\n  " if first else ",\n  ") + text, nl=False)
+        text = _flat_item(item)
+        if text is None:
+            text = json.dumps(item, indent=2, default=json_default, ensure_ascii=False).replace("\n", "\n  ")
+        pending.append(("[\n  " if first else ",\n  ") + text)
         first = False
-    click.echo("[]" if first else "\n]")
+        if len(pending) >= _FLUSH_EVERY:
+            click.echo("".join(pending), nl=False)
+            pending.clear()
+    click.echo("".join(pending) + ("[]" if first else "\n]"))
+
+
+def _flat_item(item: Any) -> str | None:
+    """An array item that is a non-empty object of text, true, false or null values as ``json.dumps`` with
+    ``indent=2`` writes it one level in (the common report row, without the pure-Python indenting
+    encoder); None for anything else, which ``json.dumps`` writes."""
+    if type(item) is not dict or not item:
+        return None
+    parts = []
+    for key, value in item.items():
+        if type(key) is not str:
+            return None
+        if type(value) is str:
+            parts.append(f"{encode_basestring(key)}: {encode_basestring(value)}")
+        elif value is None or value is True or value is False:
+            parts.append(f"{encode_basestring(key)}: {json.dumps(value)}")
+        else:
+            return None
+    return "{\n    " + ",\n    ".join(parts) + "\n  }"
+
+
 
 
 def json_default(value: Any) -> Any:

@@ -17,6 +17,7 @@ import contextlib
 import email.charset
 import email.policy
 import email.utils
+import functools
 import os
 import re
 import secrets
@@ -132,7 +133,7 @@ def _build_message(settings: NoticeSettings, notice: OutgoingNotice, now: dateti
     msg["From"] = settings.from_addr
     msg["To"] = notice.to
     msg["Subject"] = notice.rendered.subject
-    msg["Date"] = email.utils.format_datetime((notice.date or now).astimezone(UTC))
+    msg["Date"] = _date(notice.date or now)
     msg["Message-ID"] = notice.message_id
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Arrears-Notice"] = notice.key
@@ -154,13 +155,41 @@ def _part(text: str, subtype: str) -> MIMEText:
                     policy=email.policy.compat32)
 
 
+@functools.lru_cache(maxsize=16)
+def _date(at: datetime) -> str:
+    """The Date header's value for ``at`` (a chunk's notices share one)."""
+    return email.utils.format_datetime(at.astimezone(UTC))
+
+
+def _boundary_of(token: str) -> str:
+    return f"==============={token}=="
+
+
 def _boundary(*texts: str) -> str:
     """A multipart boundary that is in none of ``texts`` (the generator would otherwise compile a
     regular expression per message to check its own)."""
     while True:
-        boundary = f"==============={secrets.token_hex(10)}=="
+        boundary = _boundary_of(secrets.token_hex(10))
         if not any(boundary in t for t in texts):
             return boundary
+
+
+_MULTIPART: dict[str, tuple[bytes, bytes]] = {}  # line end -> the folded header around its boundary
+
+
+def _multipart_header(policy: _Plain, boundary: str) -> bytes:
+    """The multipart/alternative Content-Type header as ``policy`` folds it (compat32: too long for one
+    line). Every boundary :func:`_boundary` makes has the same length and characters, so the header
+    folds the same way around it: it is folded once per line end and the boundary put in its place."""
+    parts = _MULTIPART.get(policy.linesep)
+    if parts is None:
+        mark = _boundary_of("0" * 20)
+        folded = policy.fold_binary("Content-Type", f'multipart/alternative; boundary="{mark}"')
+        before, _, after = folded.partition(mark.encode("ascii"))
+        parts = _MULTIPART[policy.linesep] = (before, after)
+    if len(boundary) != len(_boundary_of("0" * 20)):
+        return policy.fold_binary("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+    return parts[0] + boundary.encode("ascii") + parts[1]
 
 
 def message_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetime, *, spool: bool = False) -> bytes:
@@ -183,7 +212,7 @@ def _headers(settings: NoticeSettings, notice: OutgoingNotice, now: datetime) ->
     subject = notice.rendered.subject
     return [("From", settings.from_addr), ("To", notice.to),
             ("Subject", subject if subject.isascii() else Header(subject, "utf-8")),
-            ("Date", email.utils.format_datetime((notice.date or now).astimezone(UTC))),
+            ("Date", _date(notice.date or now)),
             ("Message-ID", notice.message_id), ("Auto-Submitted", "auto-generated"),
             ("X-Arrears-Notice", notice.key)]
 
@@ -214,7 +243,8 @@ def _direct_part(text: str, subtype: str, policy: _Plain) -> tuple[bytes, bytes]
     nl = policy.linesep
     head = (f'Content-Type: text/{subtype}; charset="utf-8"{nl}MIME-Version: 1.0{nl}'
             f"Content-Transfer-Encoding: {'7bit' if body.isascii() else '8bit'}{nl}")
-    return head.encode("ascii"), _NEWLINE.sub(nl, text).encode("utf-8")
+    lines = text.replace("\n", nl) if "\r" not in text else _NEWLINE.sub(nl, text)  # the same, without the regex
+    return head.encode("ascii"), lines.encode("utf-8")
 
 
 def _direct_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetime, policy: _Plain,
@@ -234,8 +264,7 @@ def _direct_bytes(settings: NoticeSettings, notice: OutgoingNotice, now: datetim
     if html is None:
         return None
     assert boundary is not None
-    top = policy.fold_binary("Content-Type", f'multipart/alternative; boundary="{boundary}"') + \
-        f"MIME-Version: 1.0{nl}".encode("ascii")
+    top = _multipart_header(policy, boundary) + f"MIME-Version: 1.0{nl}".encode("ascii")
     sep = f"--{boundary}{nl}".encode("ascii")
     end = nl.encode("ascii")
     out = [top, own, end, sep]
@@ -279,7 +308,9 @@ class SmtpNotifier:
             password = self.environ.get(s.password_env)
             if not password:
                 raise _ConfigProblem(f"the SMTP password's environment variable {s.password_env} is not set")
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        # only a TLS connection needs the context (loading the CA store costs ~40 ms per connection)
+        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None) \
+            if s.ssl or s.starttls else None
         client: smtplib.SMTP
         if s.ssl:
             client = smtplib.SMTP_SSL(s.host, s.effective_port, local_hostname=s.helo, timeout=s.timeout,

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from agent.notices import NoticeSettings
+    from agent.notices import NoticeSettings, Templates
     from agent.store.db import Store
     from agent.tick import Layered
     from connectors.fleet import Fleet
@@ -127,6 +127,7 @@ class Arrears:
         self._store: Store | None = None
         self._policy: PolicySet | None = None
         self._inventory: tuple[Inventory | None] | None = None
+        self._templates: tuple[Templates | None] | None = None  # running.checked_templates, once
 
     @classmethod
     def open(cls, config: str | os.PathLike[str] | Config | None = None, *, db: str | None = None,

@@ -92,12 +92,25 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The answer as the CLI's ``--json`` prints it (``json.dumps`` of this is that output's data)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("hidden") or (f.metadata.get("omit") and value is None):
+        for name, key, omit in _json_fields(type(self)):
+            value = getattr(self, name)
+            if omit and value is None:
                 continue
-            out[f.metadata.get("key", f.name)] = jsonable(value)
+            out[key] = value if type(value) is str else jsonable(value)
         return out
+
+
+_FIELDS: dict[type[Any], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _json_fields(cls: type[Any]) -> tuple[tuple[str, str, bool], ...]:
+    """The fields :meth:`Record.to_json` writes of ``cls``, in order: name, JSON key, left out while None
+    (read from the dataclass once per class)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple((f.name, f.metadata.get("key", f.name), bool(f.metadata.get("omit")))
+                                     for f in dataclasses.fields(cls) if not f.metadata.get("hidden"))
+    return found
 
 
 T = TypeVar("T", bound=Record)

@@ -57,7 +57,15 @@ class LazyFleet:
 
 
 def checked_templates(svc: Arrears) -> Templates | None:
-    """The notice templates, each stage's template present and valid; None when notices are off."""
+    """The notice templates, each stage's template present and valid; None when notices are off. Loaded
+    and checked once per service, as policy.yaml is: an agent checks them before it starts and each of its
+    runs uses them as checked."""
+    if svc._templates is None:
+        svc._templates = (_load_templates(svc),)
+    return svc._templates[0]
+
+
+def _load_templates(svc: Arrears) -> Templates | None:
     from agent.notices import Templates
 
     if svc.notice_settings is None:

@@ -1,6 +1,7 @@
 """Writing many rows at once, the same way on SQLite and PostgreSQL: ``INSERT``, ``INSERT ... ON CONFLICT``
-(skip or update the rows whose key exists already) in the database's dialect, and taking the write lock
-before reading what a write depends on. Which dialect's ``insert`` construct is used is decided here only.
+(skip or update the rows whose key exists already) in the database's dialect, matching a column against a
+long list of keys bound as one parameter (:func:`in_keys`), and taking the write lock before reading what a
+write depends on. Which dialect's construct is used for these is decided here only.
 """
 
 from __future__ import annotations
@@ -8,15 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Row, Table
+import msgspec
+from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Row, String, Table, bindparam
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from agent.store.db import StoreError
 
-__all__ = ["begin_write", "insert_ignore", "table_of", "write_rows"]
+__all__ = ["begin_write", "in_keys", "insert_ignore", "table_of", "write_rows"]
 
 
 def table_of(model: type[Any]) -> Table:
@@ -91,10 +98,13 @@ def _executemany(session: Session, table: Table, rows: Sequence[Mapping[str, Any
     if prepared is None:
         return None
     sql, names, types_ = prepared
-    convert = [_converter(t, dialect) for t in types_]
-    params = [tuple([c(r[n]) if c is not None else r[n] for n, c in zip(names, convert, strict=True)])
-              for r in rows]
-    return int(conn.exec_driver_sql(sql, params).rowcount)
+    # column by column (each column's values taken and converted by one C-level map), then zipped into rows
+    columns = []
+    for n, t in zip(names, types_, strict=True):
+        values = map(itemgetter(n), rows)
+        convert = _converter(t, dialect)
+        columns.append(list(values if convert is None else map(convert, values)))
+    return int(conn.exec_driver_sql(sql, list(zip(*columns, strict=True))).rowcount)
 
 
 def _json_once(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -153,8 +163,16 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, An
             conn.exec_driver_sql("ROLLBACK TO arrears_insert_ignore")
         conn.exec_driver_sql("RELEASE arrears_insert_ignore")
         if written == len(rows):
-            return [tuple(r[c] for c in key) for r in rows]
+            return list(map(_key_of(tuple(key)), rows))
     return write_rows(session, table, rows, key=key, returning=key)
+
+
+def _key_of(key: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's ``key`` columns as a tuple (``itemgetter`` gives a bare value for one column)."""
+    if len(key) == 1:
+        only = key[0]
+        return lambda r: (r[only],)
+    return cast(Callable[[Mapping[str, Any]], tuple[Any, ...]], itemgetter(*key))
 
 
 def begin_write(session: Session) -> None:
@@ -169,3 +187,57 @@ def begin_write(session: Session) -> None:
     raw: Any = conn.connection.dbapi_connection
     if not raw.in_transaction:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_JSON = msgspec.json.Encoder()
+
+
+class _Keys(TypeDecorator[Sequence[Any]]):
+    """A list of keys bound as one parameter: a JSON array on SQLite (read back by ``json_each``), an array on
+    PostgreSQL."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(String))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        keys = list(value)
+        return keys if dialect.name == "postgresql" else _JSON.encode(keys).decode()
+
+
+class _InKeys(ColumnElement[bool]):
+    """``column`` is one of the keys bound to ``name`` (see :func:`in_keys`)."""
+
+    __visit_name__ = "arrears_in_keys"
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition of its own, as a comparison is (not rendered ``... = 1``)
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 - declared so by SQLAlchemy
+        ("column", InternalTraversal.dp_clauseelement), ("keys", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        self.column = column
+        self.keys = bindparam(name, type_=_Keys())
+
+
+def in_keys(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column IN`` the list of text keys bound to ``name`` at execution, as one parameter whatever its
+    length: the statement's SQL is the same for every list (compiled and cached once), unlike an expanding
+    ``IN``, which renders a placeholder per key on every execution. On SQLite ``IN (SELECT value FROM
+    json_each(:name))``, on PostgreSQL ``= ANY(:name)``."""
+    return _InKeys(column, name)
+
+
+@compiles(_InKeys)
+def _in_keys_any(element: _InKeys, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} = ANY ({compiler.process(element.keys, **kw)})"
+
+
+@compiles(_InKeys, "sqlite")
+def _in_keys_sqlite(element: _InKeys, compiler: SQLCompiler, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN "
+            f"(SELECT value FROM json_each({compiler.process(element.keys, **kw)}))")

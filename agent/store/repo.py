@@ -10,13 +10,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
     Row,
     Select,
     String,
+    Table,
     and_,
     bindparam,
     cast,
@@ -46,6 +47,7 @@ from policy.model import (
 
 __all__ = [
     "BATCH",
+    "DueAccount",
     "UnknownAccount",
     "audit",
     "due_accounts",
@@ -63,6 +65,26 @@ __all__ = [
 ]
 
 BATCH = 500
+
+ACCOUNTS: Table = m.Account.__table__  # type: ignore[assignment]
+
+
+class DueAccount(NamedTuple):
+    """What evaluating a due account needs of its row (read as a plain row, not an ORM object)."""
+
+    id: str
+    plan: str | None
+    reseller: str | None
+    currency: str
+    trial_ends_at: datetime | None
+    has_billing_profile: bool
+    policy: dict[str, Any] | None
+    state: str
+    next_check_at: datetime | None
+    changed_at: datetime | None
+
+
+_DUE_COLUMNS = [ACCOUNTS.c[name] for name in DueAccount._fields]
 
 
 class UnknownAccount(LookupError):
@@ -102,30 +124,31 @@ def due_accounts(session: Session, now: datetime, *, until: datetime | None = No
 
 
 def due_chunks(session: Session, now: datetime, *, size: int = BATCH,
-               lock: bool = False) -> Iterator[list[m.Account]]:
+               lock: bool = False) -> Iterator[list[DueAccount]]:
     """The accounts due at ``now`` (as :func:`due_accounts`), ``size`` at a time in the same order, each
     chunk read with a query of its own (through the index, after the last one seen) only once the
     caller asked for it, so that the caller can record a chunk before the next one is read. Recording
     moves an account's next check past ``now`` (or leaves it where it was), so no account comes twice.
+    The rows are plain rows of the columns evaluating an account needs (no ORM objects).
 
     ``lock``: each chunk's rows are locked until the caller's commit, skipping the rows another agent
     locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): a due account is evaluated and recorded by one
     agent at a time, and once recorded it is no longer due for the others."""
-    due = m.Account.next_check_at
+    due = ACCOUNTS.c.next_check_at
     after: tuple[datetime, str] | None = None
     while True:
-        stmt = due_select(now)
+        stmt = select(*_DUE_COLUMNS).where(due.is_not(None), due <= now)
         if after is not None:
-            stmt = stmt.where(or_(due > after[0], and_(due == after[0], m.Account.id > after[1])))
-        stmt = stmt.order_by(due, m.Account.id).limit(size)
+            stmt = stmt.where(or_(due > after[0], and_(due == after[0], ACCOUNTS.c.id > after[1])))
+        stmt = stmt.order_by(due, ACCOUNTS.c.id).limit(size)
         if lock:
             stmt = stmt.with_for_update(skip_locked=True)
-        chunk = list(session.scalars(stmt.execution_options(populate_existing=lock)))
+        chunk = [DueAccount._make(row) for row in session.execute(stmt)]
         if not chunk:
             return
         last = chunk[-1]
         assert last.next_check_at is not None
-        after = (last.next_check_at, last.id)  # read before the caller changes the rows
+        after = (last.next_check_at, last.id)
         yield chunk
         if len(chunk) < size:
             return
@@ -180,9 +203,9 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[i:i + size]
 
 
-def load_snapshots(session: Session, accounts: Sequence[m.Account]) -> dict[str, AccountSnapshot]:
+def load_snapshots(session: Session, accounts: Sequence[m.Account | DueAccount]) -> dict[str, AccountSnapshot]:
     """Snapshots of ``accounts`` (already loaded rows), reading their ledger, invoices, holds, overrides,
-    open episode and its stages with one query per table per batch."""
+    open episode and its stages with one query per table per batch (plain rows: no ORM objects)."""
     out: dict[str, AccountSnapshot] = {}
     by_id = {a.id: a for a in accounts}
     for ids in _chunks(list(by_id), BATCH):
@@ -195,27 +218,33 @@ def load_snapshots(session: Session, accounts: Sequence[m.Account]) -> dict[str,
             ledger[row.account].append(LedgerEntry(at=row.at, amount=row.amount, kind=row.kind, method=row.method,
                                                    ref=row.ref))
         invoices: dict[str, list[Invoice]] = defaultdict(list)
-        for inv in session.scalars(select(m.Invoice).where(m.Invoice.account.in_(ids))
-                                   .order_by(m.Invoice.due_at, m.Invoice.id)):
+        for inv in session.execute(select(m.Invoice.account, m.Invoice.invoice_id, m.Invoice.issued_at,
+                                          m.Invoice.due_at, m.Invoice.amount, m.Invoice.paid_at)
+                                   .where(m.Invoice.account.in_(ids)).order_by(m.Invoice.due_at, m.Invoice.id)):
             invoices[inv.account].append(Invoice(id=inv.invoice_id, issued_at=inv.issued_at, due_at=inv.due_at,
                                                  amount=inv.amount, paid_at=inv.paid_at))
         holds: dict[str, list[Hold]] = defaultdict(list)
-        for h in session.scalars(select(m.Hold).where(m.Hold.account.in_(ids), m.Hold.released_at.is_(None))
-                                 .order_by(m.Hold.id)):
-            holds[h.account].append(Hold(kind=h.kind, since=h.since, reason=h.reason, actor=h.actor))  # type: ignore[arg-type]
+        for h in session.execute(select(m.Hold.account, m.Hold.kind, m.Hold.since, m.Hold.reason, m.Hold.actor)
+                                 .where(m.Hold.account.in_(ids), m.Hold.released_at.is_(None)).order_by(m.Hold.id)):
+            holds[h.account].append(Hold(kind=h.kind, since=h.since, reason=h.reason, actor=h.actor))
         overrides: dict[str, list[Override]] = defaultdict(list)
-        for o in session.scalars(select(m.Override).where(m.Override.account.in_(ids),
-                                                          m.Override.revoked_at.is_(None)).order_by(m.Override.id)):
-            overrides[o.account].append(Override(kind=o.kind, actor=o.actor, reason=o.reason,  # type: ignore[arg-type]
+        for o in session.execute(select(m.Override.account, m.Override.kind, m.Override.actor, m.Override.reason,
+                                        m.Override.created_at, m.Override.expires_at, m.Override.amount,
+                                        m.Override.at)
+                                 .where(m.Override.account.in_(ids), m.Override.revoked_at.is_(None))
+                                 .order_by(m.Override.id)):
+            overrides[o.account].append(Override(kind=o.kind, actor=o.actor, reason=o.reason,
                                                  created_at=o.created_at, expires_at=o.expires_at, amount=o.amount,
                                                  at=o.at))
-        episodes = {e.account: e for e in session.scalars(
-            select(m.Episode).where(m.Episode.account.in_(ids), m.Episode.ended_at.is_(None)).order_by(m.Episode.id))}
+        episodes = {e.account: e for e in session.execute(
+            select(m.Episode.id, m.Episode.account, m.Episode.started_at, m.Episode.trigger)
+            .where(m.Episode.account.in_(ids), m.Episode.ended_at.is_(None)).order_by(m.Episode.id))}
         taken: dict[int, list[StageTaken]] = defaultdict(list)
         in_flight: dict[int, list[str]] = defaultdict(list)
         if episodes:
-            for st in session.scalars(select(m.StageTaken).where(m.StageTaken.episode.in_([e.id for e in
-                                                                                             episodes.values()]))
+            for st in session.execute(select(m.StageTaken.episode, m.StageTaken.stage, m.StageTaken.action,
+                                             m.StageTaken.status, m.StageTaken.at)
+                                      .where(m.StageTaken.episode.in_([e.id for e in episodes.values()]))
                                       .order_by(m.StageTaken.id)):
                 _stage_into(taken[st.episode], in_flight[st.episode], st.action, st.status, st.stage, st.at)
         for aid in ids:

@@ -64,6 +64,8 @@ class Money(TypeDecorator[Decimal]):
         return dialect.type_descriptor(String(48))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Decimal | str | None:
+        if type(value) is Decimal and value.is_finite():  # the common case: what the checks below make of it
+            return value if _native(dialect) else str(value)
         if value is None:
             return None
         if isinstance(value, float) or not isinstance(value, Decimal | int | str):

@@ -88,7 +88,7 @@ BEGIN {
       }
       if (slurp(snip)) {
         if (got != text[i]) { put(rec, got); ch = 2 }
-      } else { print rec > rm; ch = 2 }  # no record: there was no snippet
+      } else { if (slurp(rec)) print rec > rm; ch = 2 }  # no record: there was no snippet
       if (ch == 2) { put(stage "/" s ".conf", text[i]); staged = 1 }
       fact(i, "suspended", "yes")
     } else {

@@ -41,8 +41,12 @@ done
 if _w_test; then
   fact config_test ok
   if _w_reload; then
-    # every change on disk is loaded: no record is needed any more (one pass for the whole batch)
-    find "$_w_pend" -mindepth 1 -maxdepth 1 ! -type d -delete
+    # every change on disk is loaded: no record is needed any more (one pass for the whole batch, when
+    # there are any: records are named after their sites, never hidden)
+    for _w_f in "$_w_pend"/*; do
+      if [ -e "$_w_f" ] || [ -L "$_w_f" ]; then find "$_w_pend" -mindepth 1 -maxdepth 1 ! -type d -delete; fi
+      break
+    done
     fact reloads 1
     fact kept "$_w_n"
     return 0

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import bindparam, insert, select, text
 
 from agent.store import models as m
-from agent.store.bulk import insert_ignore, table_of, write_rows
+from agent.store.bulk import in_keys, insert_ignore, table_of, write_rows
 from agent.store.db import Store
 
 AT = datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=2)))
@@ -65,3 +65,21 @@ def test_insert_ignore_returns_only_the_rows_it_wrote(store: Store) -> None:
         assert list(insert_ignore(s, ledger, [entry("r2"), entry("r3"), entry("r3")], key=("account", "ref"))) == \
             [("a1", "r3")]
     assert [r[6] for r in _raw(store, "ledger", "ref")] == ["r1", "r2", "r3"]
+
+
+def test_in_keys_matches_exactly_the_listed_keys(store: Store) -> None:
+    accounts = table_of(m.Account)
+    ids = ["a1", "o'neil", "zoë", "x" * 64, "a1-b"]
+    with store.session() as s:
+        write_rows(s, accounts, [_account(aid) for aid in ids])
+    stmt = select(accounts.c.id).where(in_keys(accounts.c.id, "ids"), accounts.c.currency == bindparam("cur"))
+    with store.session() as s:
+        def found(keys: list[str], currency: str = "EUR") -> list[str]:
+            return sorted(s.scalars(stmt, {"ids": keys, "cur": currency}))
+
+        assert found([]) == []
+        assert found(["a1", "a1", "nobody", "A1", "a1 "]) == ["a1"]
+        assert found([*ids, "zoe"]) == sorted(ids)
+        assert found(ids, "USD") == []  # the other conditions still hold
+        many = [f"k{i}" for i in range(40_000)] + ["zoë"]  # past SQLite's 32,766 parameters of one statement
+        assert found(many) == ["zoë"]

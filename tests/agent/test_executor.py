@@ -478,3 +478,29 @@ def test_one_smtp_connection_carries_a_whole_chunk(store: Store, policy: PolicyS
     with store.session() as s:
         assert {n.status for n in s.scalars(select(m.Notice))} == {"sent"}
         assert {j.status for j in s.scalars(select(m.Job).where(m.Job.kind == "notice"))} == {"done"}
+
+
+def test_one_run_sends_every_due_notice_however_many_claims_it_takes(store: Store, policy: PolicySet,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve due notices (and their events) and a claim that takes three jobs at a time: one run still
+    sends all twelve, each once, and finishes every transition (the rounds a full claim leaves work
+    behind do not count against ``max_rounds``)."""
+    import agent.claims
+
+    monkeypatch.setattr(agent.claims, "CLAIM_LIMIT", 3)
+    ids = [f"d{n:02d}" for n in range(12)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": a, "billing_email": f"{a}@example.net"}) + "\n"
+                                              for a in ids))
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"account": a, "at": day(0).isoformat(),
+                                                          "amount": "-10", "ref": "c"}) + "\n" for a in ids))
+    with store.session() as s:
+        import_accounts(s, tmp_path / "a.jsonl", DAY0, policy)
+        import_ledger(s, tmp_path / "l.jsonl", DAY0)
+    world = World(store, policy, FakeFleet(), FakeNotifier())
+    _, x = world.run(0, max_rounds=2)
+    assert sorted(n.to for n in world.notifier.sent) == [f"{a}@example.net" for a in ids]
+    assert x.errors == []
+    with store.session() as s:
+        assert {j.status for j in s.scalars(select(m.Job))} == {"done"}
+        assert {st.status for st in s.scalars(select(m.StageTaken))} == {"taken"}

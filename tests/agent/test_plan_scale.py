@@ -2,7 +2,7 @@
 
 Shown with the statements SQLAlchemy sends (every query on ``accounts`` is bounded by the indexed
 ``next_check_at`` or by the due ids), SQLite's query plan (an index search, not a scan) and a count of
-the account rows loaded. Wall-clock time is measured by ``bench/plan_scale.py``, not asserted here.
+the account rows read. Wall-clock time is measured by ``bench/plan_scale.py``, not asserted here.
 
 On SQLite only: the query plan asserted is SQLite's, and filling 100,000 accounts takes several times as
 long on PostgreSQL; ``bench/plan_scale.py --postgres`` shows PostgreSQL's plan at a million accounts.
@@ -11,14 +11,18 @@ long on PostgreSQL; ``bench/plan_scale.py --postgres`` shows PostgreSQL's plan a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, insert, text
 
+import agent.tick
 from agent.store import models as m
 from agent.store.db import Store
+from agent.store.repo import DueAccount
 from agent.tick import plan
 from policy.loader import PolicySet
 
@@ -49,7 +53,8 @@ def populate(engine: Engine, total: int, due: int, now: datetime) -> list[str]:
     return due_ids
 
 
-def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet) -> None:
+def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     store = sqlite_store
     due_ids = populate(store.engine, TOTAL, DUE, NOW)
     statements: list[str] = []
@@ -58,17 +63,20 @@ def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet) ->
     def log(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         statements.append(statement)
 
-    def on_load(target: m.Account, context: Any) -> None:
-        loaded.append(target.id)
+    read_chunks = agent.tick.due_chunks
 
+    def reading(*args: Any, **kwargs: Any) -> Iterator[list[DueAccount]]:
+        for chunk in read_chunks(*args, **kwargs):
+            loaded.extend(acc.id for acc in chunk)
+            yield chunk
+
+    monkeypatch.setattr(agent.tick, "due_chunks", reading)
     event.listen(store.engine, "before_cursor_execute", log)
-    event.listen(m.Account, "load", on_load)
     try:
         with store.sessions() as s:
             items, errors = plan(s, policy, NOW)
     finally:
         event.remove(store.engine, "before_cursor_execute", log)
-        event.remove(m.Account, "load", on_load)
 
     assert errors == []
     assert sorted({i.account for i in items}) == due_ids

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -49,20 +49,33 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
                      max_leaves=8)
 
 
+def _printed(f: Any, items: list[Any]) -> str:
+    import click
+
+    @click.command()
+    def show() -> None:
+        f(items)
+
+    return CliRunner().invoke(show, catch_exceptions=False).output
+
+
 @given(st.lists(_json, max_size=5))
 def test_a_streamed_json_array_prints_what_the_whole_list_prints(items: list[Any]) -> None:
-    def run(f: Any) -> str:
-        import click
-
-        @click.command()
-        def show() -> None:
-            f(items)
-
-        return CliRunner().invoke(show, catch_exceptions=False).output
-
-    streamed = run(lambda xs: emit_json_array(iter(xs)))
-    assert streamed == run(emit_json)
+    streamed = _printed(lambda xs: emit_json_array(iter(xs)), items)
+    assert streamed == _printed(emit_json, items)
     assert json.loads(streamed) == items
+
+
+_row = st.dictionaries(st.text(), st.none() | st.booleans() | st.text() | st.integers(), max_size=4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_row, max_size=450))
+def test_report_rows_of_plain_values_stream_as_the_whole_list_prints(rows: list[dict[str, Any]]) -> None:
+    """Rows of text, true, false and null (a report's rows, written without the indenting encoder), over
+    several writes of rows, print exactly what ``json.dumps`` prints for the whole list."""
+    streamed = _printed(lambda xs: emit_json_array(iter(xs)), rows)
+    assert streamed == _printed(emit_json, rows)
 
 
 def test_csv_written_in_chunks_is_the_same_csv() -> None:

@@ -60,6 +60,13 @@ def test_valid_inventory_loads_with_defaults_and_resolved_paths(tmp_path: Path) 
     assert isinstance(web, FlagConnector) and web.service == "web" and web.host == "web1"
     assert inv.connector("web1", "web") is web
     assert inv.hosts["demo"].services["mail"].settings.root == "/tmp/demo"  # type: ignore[attr-defined]
+    assert inv.state_dir("web1") == inv.defaults.state_dir == "/var/lib/arrears"  # no state_dir of its own
+
+
+def test_a_host_may_have_a_state_dir_of_its_own(tmp_path: Path) -> None:
+    text = GOOD.replace("    transport: local\n", "    transport: local\n    state_dir: /tmp/demo/state\n")
+    inv = load_inventory(text, str(tmp_path / "inventory.yaml"))
+    assert inv.state_dir("demo") == "/tmp/demo/state" and inv.state_dir("web1") == "/var/lib/arrears"
 
 
 def test_unknown_host_key_names_line_field_and_allowed_keys() -> None:

@@ -249,3 +249,29 @@ def test_hosts_check_reports_reachability_host_keys_and_backends(sshd: SshdServe
     path.write_text("hosts:\n  web1:\n    transport: telnet\n")
     bad = CliRunner().invoke(hosts, ["check", "--inventory", str(path)])
     assert bad.exit_code == 2 and f"{path}:3: hosts.web1.transport" in bad.output
+
+
+def test_a_host_with_a_state_dir_of_its_own_does_not_wait_for_the_default_ones_batch_lock(tmp_path: Path) -> None:
+    import fcntl
+
+    text = flag_inventory_yaml({h: str(tmp_path / h) for h in ("h1", "h2")}).replace(
+        "retry_max_time: 10}", f"retry_max_time: 10, batch_timeout: 30, state_dir: {tmp_path}/shared}}")
+    text = text.replace("  h2:\n    transport: local\n",
+                        f"  h2:\n    transport: local\n    state_dir: {tmp_path}/h2-state\n")
+    inv = load_inventory(text, str(tmp_path / "inventory.yaml"))
+    assert inv.state_dir("h1") == f"{tmp_path}/shared" and inv.state_dir("h2") == f"{tmp_path}/h2-state"
+    (tmp_path / "shared").mkdir()
+    held = (tmp_path / "shared" / "batch.lock").open("a")  # a batch still running on h1's machine
+    fcntl.flock(held, fcntl.LOCK_EX)
+    got: dict[str, bool] = {}
+    with InventoryFleet(inv) as fleet:
+        waiting = threading.Thread(target=lambda: got.update(
+            (k, r.ok) for k, r in fleet.apply(_jobs("suspend", ["a1"], "h1")).items()))
+        waiting.start()
+        other = fleet.apply(_jobs("suspend", ["b1"], "h2"))  # a lock of its own: it runs at once
+        assert other["b1:suspend:web@h2"].ok and (tmp_path / "h2/web/b1.suspended").exists()
+        assert waiting.is_alive() and not (tmp_path / "h1/web/a1.suspended").exists()  # h1 waits
+        fcntl.flock(held, fcntl.LOCK_UN)
+        held.close()
+        waiting.join(timeout=60)
+    assert got == {"a1:suspend:web@h1": True} and (tmp_path / "h1/web/a1.suspended").exists()

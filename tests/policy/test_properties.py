@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy import apply_decision, balance_at, evaluate, forecast
-from policy.engine import DEBT_RESUSPEND, is_resuspension
+from policy import PolicyError, apply_decision, balance_at, evaluate, forecast, load_policy
+from policy.engine import DEBT_RESUSPEND, evaluate_full, is_resuspension
 from policy.model import (
     AccountSnapshot,
     After,
@@ -25,6 +25,7 @@ from policy.model import (
     Stage,
     Triggers,
 )
+from policy.triggers import TriggerState, evaluate_triggers
 
 TZ = "Europe/Amsterdam"
 BASE = datetime(2026, 3, 1, tzinfo=UTC)  # spans the spring DST switch
@@ -256,3 +257,94 @@ def test_forecast_matches_a_replay_at_each_next_check(policy: ResolvedPolicy, le
         if not d.measures:  # else look again at once: a deletion waits until its warning was taken
             t = d.next_check
     assert predicted == seen
+
+
+def _state(t: TriggerState) -> tuple[object, ...]:
+    return t.name, t.enabled, t.holds, t.since, t.upcoming, t.reason
+
+
+guarantees = st.builds(
+    lambda created, days, amount: Override("guarantee", "carol", "promised", BASE + timedelta(minutes=created),
+                                           BASE + timedelta(minutes=created, days=days), amount),
+    st.integers(0, 60 * 24 * 60), st.integers(1, 20), st.sampled_from([Decimal(0), Decimal(5), Decimal("12.5")]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(policies(), st.lists(entries, min_size=1, max_size=8), st.lists(guarantees, max_size=2),
+       st.integers(0, 90 * 24 * 60), st.integers(0, 30), st.integers(0, 20))
+def test_over_limit_without_a_guarantee_in_force_is_the_general_rule(
+        policy: ResolvedPolicy, ledger: list[LedgerEntry], given_: list[Override], minutes: int, limit: int,
+        days: int) -> None:
+    """An account without guarantees is measured against the credit limit alone (the fast path); the
+    same account with guarantees of nothing (the general rule, the guaranteed credit at every moment)
+    or under a policy that grants no guaranteed credit comes out the same: state, times and reason."""
+    now = BASE + timedelta(minutes=minutes)
+    plain = AccountSnapshot(id="g", ledger=tuple(ledger))
+    nothing = tuple(replace(o, amount=Decimal(0)) for o in given_) or (
+        Override("guarantee", "carol", "promised", BASE, amount=Decimal(0)),)
+    fast = evaluate_triggers(plain, policy, now)
+    granting = replace(policy, guaranteed_payment=GuaranteeLimit(Decimal(limit), days))
+    assert [_state(t) for t in fast] == [_state(t) for t in evaluate_triggers(
+        replace(plain, overrides=nothing), granting, now)]
+    assert [_state(t) for t in fast] == [_state(t) for t in evaluate_triggers(
+        replace(plain, overrides=tuple(given_)), replace(policy, guaranteed_payment=GuaranteeLimit()), now)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs())
+def test_reasons_written_late_are_the_reasons_written_at_once(run: Run) -> None:
+    """The decision reads only the reason of the trigger that holds first; every trigger's reason,
+    written when first read (after the decision), is the one an evaluation of its own writes first."""
+    for snap, decision in run.decisions:
+        ev = evaluate_full(snap, run.policy, decision.now)
+        assert ev.decision == decision
+        fresh = evaluate_triggers(snap, run.policy, decision.now)
+        assert [_state(t) for t in ev.triggers] == [_state(t) for t in fresh]
+        if decision.trigger is not None:
+            first = next(t for t in fresh if t.name == decision.trigger.trigger)
+            assert decision.trigger.reason == first.reason
+
+
+LAYERED = """\
+defaults:
+  currency: USD
+  credit_limit: 5
+  triggers: {max_delay: 3d}
+  stages:
+    - {name: notice, action: notice, after: null}
+    - {name: suspension, action: suspend, after: 2}
+resellers:
+  r1: {credit_limit: 20}
+  r2: {triggers: {subzero_period: 4}}
+plans:
+  home: {credit_limit: 7.5}
+  pro: {stages: [{name: suspension, action: suspend, after: 1}]}
+"""
+
+layer_names = st.sampled_from([None, "home", "pro", "unknown"])
+reseller_names = st.sampled_from([None, "r1", "r2", "unknown"])
+currencies = st.sampled_from([None, "USD", "EUR", "JPY"])
+account_layers = st.sampled_from([None, {}, {"credit_limit": 3}, {"credit_limit": 0.5}])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(layer_names, reseller_names, currencies, account_layers), min_size=1, max_size=8))
+def test_resolve_shares_one_result_per_combination_and_it_is_the_one_resolved_alone(
+        asks: list[tuple[str | None, str | None, str | None, dict[str, object] | None]]) -> None:
+    """PolicySet.resolve keeps what it made of each combination of layers and currency: every answer
+    (or error) is the one a freshly loaded policy gives for that account on its first question."""
+    shared = load_policy(LAYERED, "policy.yaml")
+    for n, (plan, reseller, currency, own) in enumerate(asks):
+        account = f"a{n}"
+        try:
+            expected: object = load_policy(LAYERED, "policy.yaml").resolve(account, plan, reseller, own, currency)
+        except PolicyError as exc:
+            expected = str(exc)
+        try:
+            got: object = shared.resolve(account, plan, reseller, own, currency)
+        except PolicyError as exc:
+            got = str(exc)
+        assert got == expected
+        if isinstance(got, ResolvedPolicy) and isinstance(expected, ResolvedPolicy):
+            assert got.sources == expected.sources
