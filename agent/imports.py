@@ -35,7 +35,7 @@ from agent.store import models as m
 from agent.store.bulk import in_keys, insert_ignore, table_of, write_rows
 from agent.store.placements import PlacementsRefused, Wanted, sync_placements
 from connectors.resources import resource_keys
-from connectors.validate import UnsafeValue, account_id
+from connectors.validate import UnsafeValue, account_id, unpaired_surrogate
 from policy.errors import LocatedError
 from policy.money import DEFAULT_CURRENCY, check_currency, parse_amount
 
@@ -163,6 +163,8 @@ class _Row:
                 raise self.fail(name, f"must be text, got {_kind(value)}")
         if not value or len(value) > max_len or "\x00" in value or "\r" in value or "\n" in value:
             raise self.fail(name, f"must be 1 to {max_len} characters on one line")
+        if not value.isascii() and (half := unpaired_surrogate(value)) is not None:
+            raise self.fail(name, half)
         if pattern is not None and not pattern.match(value):
             raise self.fail(name, f"{value!r} is not valid (expected {pattern.pattern})")
         return value
@@ -289,8 +291,24 @@ def parse_json(text: str) -> Any:
     else:
         # nesting is never deeper than the brackets opened: most lines need no walk
         if text.count("{") + text.count("[") <= MAX_JSON_DEPTH or _json_depth_ok(value):
+            if "\\u" in text:  # only an escape makes half a pair: the file's own text is valid Unicode
+                _no_surrogates(value)
             return value
     raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels; flatten the record")
+
+
+def _no_surrogates(value: object) -> None:
+    level: list[object] = [value]
+    while level:
+        item = level.pop()
+        if isinstance(item, str):
+            if (half := unpaired_surrogate(item)) is not None:
+                raise ValueError(half)
+        elif isinstance(item, dict):
+            level.extend(item)
+            level.extend(item.values())
+        elif isinstance(item, list):
+            level.extend(item)
 
 
 class Records:

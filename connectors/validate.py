@@ -19,6 +19,7 @@ __all__ = [
     "path_under",
     "q",
     "unix_user",
+    "unpaired_surrogate",
     "url",
 ]
 
@@ -109,3 +110,16 @@ def url(value: object) -> str:
 def q(value: str) -> str:
     """Quote a validated value for ``sh``."""
     return shlex.quote(value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unpaired_surrogate(text: str) -> str | None:
+    """What is wrong with ``text`` when it holds half of a UTF-16 surrogate pair (``"\\ud800"`` in JSON,
+    which decodes to no character and cannot be stored), else None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return (f"holds \\u{ord(found.group()):04x}, half of a UTF-16 surrogate pair and no character; "
+            "write the character itself, or both halves of its pair")

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
 from agent.service import running, values
-from agent.service.errors import NotFound
+from agent.service.errors import InvalidInput, NotFound
 from agent.service.results import (
     AccountRow,
     AccountView,
@@ -57,6 +57,7 @@ from agent.service.results import (
     StatusReport,
 )
 from agent.service.values import wall_clock
+from connectors.validate import unpaired_surrogate
 
 if TYPE_CHECKING:
     import threading
@@ -93,10 +94,16 @@ R = TypeVar("R")
 
 def _translated(call: Callable[P, R]) -> Callable[P, R]:
     """The store's "no such account" as :class:`NotFound` (the other refusals are raised as the service's
-    own where they happen)."""
+    own where they happen), and a text argument holding half of a surrogate pair (what an invalid UTF-8
+    command-line word or a ``"\\ud800"`` in JSON decodes to, which no database stores) as
+    :class:`InvalidInput` naming the argument."""
+    names = call.__code__.co_varnames[:call.__code__.co_argcount]
 
     @functools.wraps(call)
     def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        for name, value in (*zip(names, args, strict=False), *kwargs.items()):
+            if type(value) is str and not value.isascii() and (half := unpaired_surrogate(value)) is not None:
+                raise InvalidInput(f"{name}: {half}", name)
         try:
             return call(*args, **kwargs)
         except LookupError as exc:

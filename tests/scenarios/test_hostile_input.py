@@ -228,3 +228,27 @@ def test_a_huge_exponent_in_a_resource_is_kept_as_text(arrears: Arrears) -> None
     started = time.monotonic()
     arrears.ok("accounts", "import", str(path))  # was: a million-digit int, minutes of CPU
     assert time.monotonic() - started < 10
+
+
+def test_half_a_surrogate_pair_is_refused_wherever_text_comes_in(arrears: Arrears) -> None:
+    """``"\\ud800"`` in JSON decodes to half of a UTF-16 pair, which no database stores, and so does an invalid
+    UTF-8 word on the command line: each is refused with the field that holds it, nothing written."""
+    from agent.imports import parse_instant
+    from agent.service import Arrears as Service
+    from agent.service import InvalidInput
+
+    half = "half of a UTF-16 surrogate pair and no character"
+    for kind, record in [("ledger", ledger_line("acme-01", "-5.00", ref="r\ud800")),
+                         ("accounts", {"id": "new-01", "username": "n\udc00"}),
+                         ("accounts", {"id": "new-02", "resources": {"note": ["x\ud800"]}}),
+                         ("invoices", {"account": "acme-01", "id": "i\ud800", "amount": "5.00",
+                                       "issued_at": day(1), "due_at": day(9)})]:
+        path = arrears.write(f"{kind}.jsonl", [record])  # json.dumps writes the escape
+        message = refused(arrears, kind, "import", str(path))
+        assert message.startswith(f"error: {path}:1: line: holds \\u") and half in message, message
+    assert half in refused(arrears, "payment", "acme-01", "5.00", "--ref", "inv-\udcff")
+    assert half in refused(arrears, "show", "acme-\udcff")
+    with Service.open(arrears.folder, db=arrears.db) as svc, pytest.raises(InvalidInput) as bad:
+        svc.post_ledger({**ledger_line("acme-01", "-5.00"), "method": "card\ud800"},
+                        now=parse_instant(day(1)))
+    assert bad.value.field == "method"
