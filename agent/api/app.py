@@ -52,12 +52,14 @@ class Api:
 def build_app(*, max_body: int = MAX_BODY) -> FastAPI:
     """The application's routes, middleware and error handling, serving nothing yet (its OpenAPI document
     needs no database)."""
+    from agent.api.gate import SpendGate
     from agent.api.routes import router
 
     app = FastAPI(title="arrears", version=VERSION, description=DESCRIPTION, openapi_url="/v1/openapi.json",
                   docs_url=None, redoc_url=None)
     errors.install(app)
     app.include_router(router)
+    app.add_middleware(SpendGate, state=app.state)  # inside the body limit
     app.add_middleware(BodyLimit, limit=max_body)
     plain = app.openapi
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from agent.api.auth import Caller, require
+from agent.api.auth import Caller, Require
 from agent.api.errors import Problem, ProblemModel
 from agent.service import (
     AccountView,
@@ -39,7 +39,7 @@ from agent.service import (
     SpendVerdict,
 )
 
-__all__ = ["router"]
+__all__ = ["AMOUNT_LENGTH", "ID_LENGTH", "READ_OR_BILLING", "answer", "router"]
 
 T = TypeVar("T")
 
@@ -54,7 +54,10 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/v1", responses=_PROBLEMS)
 
-AccountId = Annotated[str, Path(description="the account's id, as billing knows it", max_length=64)]
+ID_LENGTH = 64  # the longest account id a path takes
+AMOUNT_LENGTH = 40  # the longest amount a query takes
+
+AccountId = Annotated[str, Path(description="the account's id, as billing knows it", max_length=ID_LENGTH)]
 
 
 async def _moment(at: Annotated[AwareDatetime | None, Query(description="the moment to answer for (ISO-8601 with a "
@@ -81,10 +84,10 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 _KEY = {"idempotency_key": "header:Idempotency-Key"}
 
-BILLING = require("billing")
-READ = require("read")
-READ_OR_BILLING = require("read", "billing")
-ADMIN = require()
+BILLING = Require("billing")
+READ = Require("read")
+READ_OR_BILLING = Require("read", "billing")
+ADMIN = Require()
 
 
 def _service(request: Request) -> Arrears:
@@ -126,7 +129,7 @@ def _call(fn: Callable[[], T], *, where: Mapping[str, str] | None = None) -> T:
                       headers={"Retry-After": "5"}) from None
 
 
-def _answer(value: Record | list[Any] | dict[str, Any], status: int = 200) -> JSONResponse:
+def answer(value: Record | list[Any] | dict[str, Any], status: int = 200) -> JSONResponse:
     from agent.service.results import jsonable
 
     return JSONResponse(jsonable(value), status_code=status)
@@ -190,7 +193,7 @@ def post_payment(request: Request, body: PaymentIn, caller: Annotated[Caller, De
     svc = _service(request)
     result = _call(lambda: svc.payment(body.account, body.amount, method=body.method, ref=body.ref, at=body.at,
                                        actor=caller.name, apply_now=body.now))
-    return _answer(result, 200 if result.repeated else 201)
+    return answer(result, 200 if result.repeated else 201)
 
 
 @router.post("/ledger", response_model=LedgerResult, status_code=201, tags=["billing"], summary="Post a ledger line",
@@ -201,7 +204,7 @@ def post_ledger(request: Request, body: LedgerIn, caller: Annotated[Caller, Depe
     svc = _service(request)
     line = _money_fields(body.model_dump(exclude={"now"}, exclude_none=True))
     result = _call(lambda: svc.post_ledger(line, actor=caller.name, apply_now=body.now))
-    return _answer(result, 200 if result.repeated else 201)
+    return answer(result, 200 if result.repeated else 201)
 
 
 class LedgerLine(_Body):
@@ -227,7 +230,7 @@ def import_ledger(request: Request, body: LedgerBatchIn, caller: Annotated[Calle
     nothing is written."""
     svc = _service(request)
     records = [_money_fields(r.model_dump(exclude_none=True)) for r in body.records]
-    return _answer(_call(lambda: svc.import_records("ledger", records, actor=caller.name, apply_now=body.now,
+    return answer(_call(lambda: svc.import_records("ledger", records, actor=caller.name, apply_now=body.now,
                                                     source="request")))
 
 
@@ -238,19 +241,21 @@ def put_account(request: Request, id: AccountId, body: AccountIn,
     as `GET /v1/accounts/{id}` does."""
     svc = _service(request)
     record = {"id": id, **body.model_dump(exclude_unset=True)}
-    return _answer(_call(lambda: svc.upsert_account(record, actor=caller.name), where={"id": "{id}"}))
+    return answer(_call(lambda: svc.upsert_account(record, actor=caller.name), where={"id": "{id}"}))
 
 
 @router.get("/accounts/{id}/can-spend", response_model=SpendVerdict, tags=["billing"],
             summary="May the account pay an order from its balance?")
 async def can_spend(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ_OR_BILLING)],
-                    amount: Annotated[str, Query(max_length=40, description="the order's amount, not negative")],
+                    amount: Annotated[str, Query(max_length=AMOUNT_LENGTH,
+                                                           description="the order's amount, not negative")],
                     at: At) -> JSONResponse:
     """The purchase gate (`arrears can-spend`): `{allowed, available, reason}`."""
-    # On the event loop, not a worker thread: the purchase gate is the hot read (two indexed statements, about
-    # a millisecond of CPU, which the thread hop would add to and a reader never waits for a lock under WAL).
+    # Its plain requests are answered by agent.api.gate ahead of the routing (and the same way); this answers
+    # the rest. On the event loop, not a worker thread: the purchase gate is the hot read (two indexed
+    # statements, which the thread hop would add to; a reader never waits for a lock under WAL).
     svc = _service(request)
-    return _answer(_call(lambda: svc.can_spend(id, amount, now=at), where={"amount": "?amount", "id": "{id}"}))
+    return answer(_call(lambda: svc.can_spend(id, amount, now=at), where={"amount": "?amount", "id": "{id}"}))
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ def get_account(request: Request, id: AccountId, caller: Annotated[Caller, Depen
     """What `arrears show --json` prints: state, balance, holds, episode, stages taken, next measure, work
     waiting on hosts."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.show(id, now=at)))
+    return answer(_call(lambda: svc.show(id, now=at)))
 
 
 @router.get("/accounts/{id}/explain", response_model=Explanation, tags=["accounts"],
@@ -269,7 +274,7 @@ def get_account(request: Request, id: AccountId, caller: Annotated[Caller, Depen
 def explain(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)], at: At) -> JSONResponse:
     """What `arrears explain --json` prints: triggers, thresholds, inputs, and which policy layer set what."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.explain(id, now=at)))
+    return answer(_call(lambda: svc.explain(id, now=at)))
 
 
 @router.get("/accounts/{id}/forecast", response_model=list[ForecastItem], tags=["accounts"],
@@ -279,14 +284,14 @@ def forecast(request: Request, id: AccountId, caller: Annotated[Caller, Depends(
     """What `arrears forecast ACCOUNT --json` prints: every measure in the next `days` days, assuming nothing
     is paid."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.forecast(id, days=days, now=at)))
+    return answer(_call(lambda: svc.forecast(id, days=days, now=at)))
 
 
 @router.get("/accounts/{id}/history", response_model=History, tags=["accounts"], summary="What happened to it")
 def history(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ)]) -> JSONResponse:
     """What `arrears history --json` prints: episodes, stages, holds, ledger, overrides, notices, audit."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.history(id)))
+    return answer(_call(lambda: svc.history(id)))
 
 
 class DebtorsPage(BaseModel):
@@ -310,7 +315,7 @@ def debtors(request: Request, caller: Annotated[Caller, Depends(READ)], at: At, 
             limit: Limit = 100) -> JSONResponse:
     """`arrears debtors --json`, a page at a time: every account with a negative balance or in a debt episode."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.debtors(now=at, cursor=cursor, limit=limit), where={"cursor": "?cursor"}))
+    return answer(_call(lambda: svc.debtors(now=at, cursor=cursor, limit=limit), where={"cursor": "?cursor"}))
 
 
 @router.get("/plan", response_model=PlanPageOut, tags=["reports"], summary="What a run would do now")
@@ -319,7 +324,7 @@ def plan(request: Request, caller: Annotated[Caller, Depends(READ)], at: At, cur
     """`arrears plan --json`, a page at a time: the measures (and resumes) of the accounts due, changing
     nothing."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.plan(now=at, cursor=cursor, limit=limit), where={"cursor": "?cursor"}))
+    return answer(_call(lambda: svc.plan(now=at, cursor=cursor, limit=limit), where={"cursor": "?cursor"}))
 
 
 @router.get("/jobs", response_model=JobsPage, tags=["reports"], summary="Outbox jobs")
@@ -330,7 +335,7 @@ def jobs(request: Request, caller: Annotated[Caller, Depends(READ)],
          limit: Limit = 100) -> JSONResponse:
     """The outbox's jobs by id (`GET /v1/jobs?status=failed`: the work that failed for good)."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.jobs(status=status, account=account, cursor=cursor, limit=limit),
+    return answer(_call(lambda: svc.jobs(status=status, account=account, cursor=cursor, limit=limit),
                          where={"cursor": "?cursor", "account": "?account"}))
 
 
@@ -356,7 +361,7 @@ def suspend(request: Request, id: AccountId, body: SuspendIn, caller: Annotated[
             key: IdempotencyKey = None) -> JSONResponse:
     """`arrears suspend`: an admin hold that payments do not lift, applied on every host."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.suspend(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
+    return answer(_call(lambda: svc.suspend(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
                                              apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
@@ -365,7 +370,7 @@ def resume(request: Request, id: AccountId, body: ResumeIn, caller: Annotated[Ca
            key: IdempotencyKey = None) -> JSONResponse:
     """`arrears resume`: refused (409) while the account is in debt, unless `grace_days` records a promise."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.resume(id, reason=body.reason, grace_days=body.grace_days, actor=caller.name,
+    return answer(_call(lambda: svc.resume(id, reason=body.reason, grace_days=body.grace_days, actor=caller.name,
                                             dry_run=body.dry_run, apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
@@ -374,7 +379,7 @@ def delete(request: Request, id: AccountId, body: ActionIn, caller: Annotated[Ca
            key: IdempotencyKey = None) -> JSONResponse:
     """`arrears delete --yes`: archive, verify, remove on every host."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.delete(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
+    return answer(_call(lambda: svc.delete(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
                                             apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
@@ -384,5 +389,5 @@ def restore(request: Request, id: AccountId, body: ActionIn, caller: Annotated[C
             key: IdempotencyKey = None) -> JSONResponse:
     """`arrears restore`: back from its archives, suspended (admin hold) until an admin resumes it."""
     svc = _service(request)
-    return _answer(_call(lambda: svc.restore(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
+    return answer(_call(lambda: svc.restore(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
                                              apply_now=body.now, idempotency_key=key), where=_KEY))

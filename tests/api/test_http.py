@@ -74,6 +74,32 @@ def test_a_revoked_token_is_refused_from_the_next_request_on(api: ApiServer, cli
         assert client.get("/v1/debtors").status_code == 200
         cli.ok("tokens", "revoke", "short-lived")
         problem(client.get("/v1/debtors"), 401)
+    # the purchase gate too, whose plain requests are answered ahead of the routing (agent.api.gate)
+    with api.client("billing", name="storefront") as client:
+        assert client.get("/v1/accounts/acme-01/can-spend", params={"amount": "1"}).status_code == 200
+        cli.ok("tokens", "revoke", "storefront")
+        problem(client.get("/v1/accounts/acme-01/can-spend", params={"amount": "1"}), 401)
+
+
+def test_the_purchase_gate_answers_its_plain_requests_as_the_route_does(api: ApiServer) -> None:
+    """A plain can-spend (one ``amount``) is answered ahead of the routing; with ``at`` (the server's own
+    clock here) the route answers: the two agree byte for byte, refusals included."""
+    def both(client: httpx.Client, account: str, amount: str) -> tuple[httpx.Response, httpx.Response]:
+        path = f"/v1/accounts/{account}/can-spend"
+        return client.get(path, params={"amount": amount}), client.get(path, params={"amount": amount, "at": day(0)})
+
+    with api.client("billing") as billing:
+        for account, amount, status in [("acme-01", "190.00", 200), ("acme-01", "190.01", 200), ("cash-03", "5", 200),
+                                        ("acme-01", "-1", 422), ("acme-01", "ten", 422), ("acme-01", "1" * 41, 422),
+                                        ("nobody", "1", 404), ("x" * 65, "1", 422)]:
+            plain, routed = both(billing, account, amount)
+            assert plain.status_code == routed.status_code == status, (account, amount, plain.text)
+            assert plain.content == routed.content
+            assert {k: v for k, v in plain.headers.items() if k != "date"} == {
+                k: v for k, v in routed.headers.items() if k != "date"}
+    with api.client("read") as reader, api.client("admin") as admin:  # the other scopes it takes
+        assert reader.get("/v1/accounts/acme-01/can-spend", params={"amount": "1"}).json()["allowed"] is True
+        assert admin.get("/v1/accounts/acme-01/can-spend", params={"amount": "1"}).json()["allowed"] is True
 
 
 @pytest.mark.parametrize("amount", ["190", "190.00", "190.01", "0", "1000"])
