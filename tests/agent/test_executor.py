@@ -445,6 +445,17 @@ def test_a_page_that_cannot_be_rendered_does_not_hold_the_suspension_up(world: W
 # --- chunks over SMTP ----------------------------------------------------------------------------
 
 
+def _debtors(store: Store, policy: PolicySet, folder: Path, ids: list[str]) -> None:
+    """Accounts ``ids``, each with a billing address and a charge of 10 at day 0."""
+    (folder / "a.jsonl").write_text("".join(json.dumps({"id": a, "billing_email": f"{a}@example.net"}) + "\n"
+                                            for a in ids))
+    (folder / "l.jsonl").write_text("".join(json.dumps({"account": a, "at": day(0).isoformat(),
+                                                        "amount": "-10", "ref": "c"}) + "\n" for a in ids))
+    with store.session() as s:
+        import_accounts(s, folder / "a.jsonl", DAY0, policy)
+        import_ledger(s, folder / "l.jsonl", DAY0)
+
+
 @pytest.mark.parametrize(("chunk", "connections"), [(500, 1), (2, 3)])
 def test_one_smtp_connection_carries_a_whole_chunk(store: Store, policy: PolicySet, tmp_path: Path,
                                                    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch,
@@ -456,13 +467,7 @@ def test_one_smtp_connection_carries_a_whole_chunk(store: Store, policy: PolicyS
     smtp_server.reset()
     monkeypatch.setattr(agent.executor, "NOTICE_CHUNK", chunk)
     ids = [f"c{n}" for n in range(5)]
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": a, "billing_email": f"{a}@example.net"}) + "\n"
-                                              for a in ids))
-    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"account": a, "at": day(0).isoformat(),
-                                                          "amount": "-10", "ref": "c"}) + "\n" for a in ids))
-    with store.session() as s:
-        import_accounts(s, tmp_path / "a.jsonl", DAY0, policy)
-        import_ledger(s, tmp_path / "l.jsonl", DAY0)
+    _debtors(store, policy, tmp_path, ids)
     settings = NoticeSettings(from_addr="billing@hosting.example", company="Example Hosting",
                               payment_url="https://pay.hosting.example/{account_id}",
                               smtp={"host": smtp_server.host, "port": smtp_server.port})
@@ -490,13 +495,7 @@ def test_one_run_sends_every_due_notice_however_many_claims_it_takes(store: Stor
 
     monkeypatch.setattr(agent.claims, "CLAIM_LIMIT", 3)
     ids = [f"d{n:02d}" for n in range(12)]
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": a, "billing_email": f"{a}@example.net"}) + "\n"
-                                              for a in ids))
-    (tmp_path / "l.jsonl").write_text("".join(json.dumps({"account": a, "at": day(0).isoformat(),
-                                                          "amount": "-10", "ref": "c"}) + "\n" for a in ids))
-    with store.session() as s:
-        import_accounts(s, tmp_path / "a.jsonl", DAY0, policy)
-        import_ledger(s, tmp_path / "l.jsonl", DAY0)
+    _debtors(store, policy, tmp_path, ids)
     world = World(store, policy, FakeFleet(), FakeNotifier())
     _, x = world.run(0, max_rounds=2)
     assert sorted(n.to for n in world.notifier.sent) == [f"{a}@example.net" for a in ids]
