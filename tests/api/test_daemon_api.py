@@ -43,6 +43,8 @@ def test_a_payment_posted_to_the_daemons_api_wakes_its_tick(tmp_path: Path) -> N
             wait_for(lambda: billing.get(f"/v1/accounts/{acme.id}").json()["state"] == "active", timeout=60,
                      what="the daemon to resume the account after the payment", log=log)
         assert fleet.host_untouched(acme)
+        # the account is active once the executor resumed it; the tick logs its line after that
+        wait_for(lambda: _ticks(log) >= 2, timeout=60, what="the woken tick's log line", log=log)
         assert _ticks(log) == 2
         audit = fleet.arrears.json("history", acme.id)["audit"]
         assert ("payment", "billing-system") in [(a["action"], a["actor"]) for a in audit]
