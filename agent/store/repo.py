@@ -27,7 +27,6 @@ from sqlalchemy import (
     select,
     type_coerce,
     union_all,
-    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -35,6 +34,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from agent.store import models as m
+from agent.store.bulk import begin_write
 from policy.model import (
     AccountSnapshot,
     Episode,
@@ -101,12 +101,12 @@ def get_account(session: Session, account_id: str) -> m.Account:
 
 
 def lock_account(session: Session, account_id: str) -> None:
-    """Make the account's row the transaction's first write, so that a second change of the same account
-    waits for this one's commit and then reads what it did. On PostgreSQL that is the row's lock. On SQLite
-    it is the database's write lock: before its first write a SQLite transaction reads the newest commit at
-    each statement, so what it checked could be out of date by the time it writes."""
-    session.execute(update(m.Account).where(m.Account.id == account_id).values(state=m.Account.state)
-                    .execution_options(synchronize_session=False))
+    """Take the account's row for this transaction before anything is read for a change of it, so that a
+    second change of the same account waits for this one's commit and then reads what it did: the
+    database's write lock on SQLite (:func:`agent.store.bulk.begin_write`), the row read ``FOR UPDATE`` on
+    PostgreSQL."""
+    begin_write(session)
+    session.execute(select(m.Account.id).where(m.Account.id == account_id).with_for_update())
 
 
 def due_select(until: datetime) -> Select[Any]:
