@@ -138,12 +138,6 @@ def stderr_of(p: subprocess.Popen[str]) -> str:
 
 
 def sql(db: str, statement: str) -> list[tuple[Any, ...]]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
+    from tests.backends import query
 
-    engine = create_engine(db, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(statement))]
-    finally:
-        engine.dispose()
+    return query(db, statement)

@@ -231,7 +231,7 @@ def import_ledger(request: Request, body: LedgerBatchIn, caller: Annotated[Calle
     svc = _service(request)
     records = [_money_fields(r.model_dump(exclude_none=True)) for r in body.records]
     return answer(_call(lambda: svc.import_records("ledger", records, actor=caller.name, apply_now=body.now,
-                                                    source="request")))
+                                                   source="request")))
 
 
 @router.put("/accounts/{id}", response_model=AccountView, tags=["billing"], summary="Create or update an account")
@@ -248,7 +248,7 @@ def put_account(request: Request, id: AccountId, body: AccountIn,
             summary="May the account pay an order from its balance?")
 async def can_spend(request: Request, id: AccountId, caller: Annotated[Caller, Depends(READ_OR_BILLING)],
                     amount: Annotated[str, Query(max_length=AMOUNT_LENGTH,
-                                                           description="the order's amount, not negative")],
+                                                 description="the order's amount, not negative")],
                     at: At) -> JSONResponse:
     """The purchase gate (`arrears can-spend`): `{allowed, available, reason}`."""
     # Its plain requests are answered by agent.api.gate ahead of the routing (and the same way); this answers
@@ -336,7 +336,7 @@ def jobs(request: Request, caller: Annotated[Caller, Depends(READ)],
     """The outbox's jobs by id (`GET /v1/jobs?status=failed`: the work that failed for good)."""
     svc = _service(request)
     return answer(_call(lambda: svc.jobs(status=status, account=account, cursor=cursor, limit=limit),
-                         where={"cursor": "?cursor", "account": "?account"}))
+                        where={"cursor": "?cursor", "account": "?account"}))
 
 
 # --- admin: manual actions --------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def suspend(request: Request, id: AccountId, body: SuspendIn, caller: Annotated[
     """`arrears suspend`: an admin hold that payments do not lift, applied on every host."""
     svc = _service(request)
     return answer(_call(lambda: svc.suspend(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                             apply_now=body.now, idempotency_key=key), where=_KEY))
+                                            apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/resume", response_model=ActionOutcome, tags=["admin"], summary="Lift the admin hold")
@@ -371,7 +371,7 @@ def resume(request: Request, id: AccountId, body: ResumeIn, caller: Annotated[Ca
     """`arrears resume`: refused (409) while the account is in debt, unless `grace_days` records a promise."""
     svc = _service(request)
     return answer(_call(lambda: svc.resume(id, reason=body.reason, grace_days=body.grace_days, actor=caller.name,
-                                            dry_run=body.dry_run, apply_now=body.now, idempotency_key=key), where=_KEY))
+                                           dry_run=body.dry_run, apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/delete", response_model=ActionOutcome, tags=["admin"], summary="Delete on every host")
@@ -380,7 +380,7 @@ def delete(request: Request, id: AccountId, body: ActionIn, caller: Annotated[Ca
     """`arrears delete --yes`: archive, verify, remove on every host."""
     svc = _service(request)
     return answer(_call(lambda: svc.delete(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                            apply_now=body.now, idempotency_key=key), where=_KEY))
+                                           apply_now=body.now, idempotency_key=key), where=_KEY))
 
 
 @router.post("/accounts/{id}/restore", response_model=ActionOutcome, tags=["admin"],
@@ -390,4 +390,4 @@ def restore(request: Request, id: AccountId, body: ActionIn, caller: Annotated[C
     """`arrears restore`: back from its archives, suspended (admin hold) until an admin resumes it."""
     svc = _service(request)
     return answer(_call(lambda: svc.restore(id, reason=body.reason, actor=caller.name, dry_run=body.dry_run,
-                                             apply_now=body.now, idempotency_key=key), where=_KEY))
+                                            apply_now=body.now, idempotency_key=key), where=_KEY))

@@ -327,8 +327,6 @@ def _flat_item(item: Any) -> str | None:
     return "{\n    " + ",\n    ".join(parts) + "\n  }"
 
 
-
-
 def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from agent.cli import cli
 from agent.lock import DatabaseLock
+from tests.backends import query
 from tests.scenarios.harness import Arrears, day
 
 pytestmark = pytest.mark.servers
@@ -43,18 +44,6 @@ def _notices(a: Arrears) -> list[tuple[str, str]]:
 def _cli(a: Arrears, url: str, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--config", str(a.folder), "--db", url, *args], catch_exceptions=False,
                               env={"ARREARS_CONFIG": None, "ARREARS_DB": None, "ARREARS_DEBUG": None})
-
-
-def _dump(url: str, sql: str) -> list[tuple[object, ...]]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def test_a_second_agent_under_a_name_in_use_is_refused_and_named(tmp_path: Path, pg_url: str) -> None:
@@ -96,14 +85,14 @@ def test_agents_at_the_same_moment_take_each_measure_and_send_each_notice_once(t
     notices = a.spool()  # one outstanding-balance notice per debtor, in one debt episode each: never two
     assert _notices(a) == [(name, "outstanding_notice") for name in DEBTORS]
     assert len({n.split(":")[1] for n in notices}) == len(DEBTORS)
-    assert _dump(pg_url, "SELECT account, count(*) FROM episodes GROUP BY account ORDER BY account") == \
+    assert query(pg_url, "SELECT account, count(*) FROM episodes GROUP BY account ORDER BY account") == \
         [(name, 1) for name in DEBTORS]
-    assert _dump(pg_url, "SELECT account, stage, count(*) FROM stages_taken WHERE status = 'taken' "
+    assert query(pg_url, "SELECT account, stage, count(*) FROM stages_taken WHERE status = 'taken' "
                  "GROUP BY account, stage ORDER BY account") == [(name, "outstanding_notice", 1) for name in DEBTORS]
-    assert _dump(pg_url, "SELECT account, count(*) FROM audit WHERE action = 'stage.notice' "
+    assert query(pg_url, "SELECT account, count(*) FROM audit WHERE action = 'stage.notice' "
                  "GROUP BY account ORDER BY account") == [(name, 1) for name in DEBTORS]
-    assert _dump(pg_url, "SELECT count(*) FROM jobs WHERE status <> 'done'") == [(0,)]
-    assert len(_dump(pg_url, "SELECT name FROM agents WHERE stopped_at IS NOT NULL")) == 3
+    assert query(pg_url, "SELECT count(*) FROM jobs WHERE status <> 'done'") == [(0,)]
+    assert len(query(pg_url, "SELECT name FROM agents WHERE stopped_at IS NOT NULL")) == 3
     again = _cli(a, pg_url, "run", "--at", day(0))
     assert again.exit_code == 0 and a.spool() == notices
 
