@@ -43,6 +43,7 @@ from connectors import registry
 from connectors.base import Connector, Transport
 from connectors.local import LocalTransport
 from connectors.ssh import SshConfigHost, SshSettings, SshTransport, key_permission_problem, ssh_config_host
+from connectors.validate import path
 from policy import safe_yaml
 
 __all__ = [
@@ -61,6 +62,11 @@ SERVICES = ("web", "mail", "login", "home")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ADDRESS = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _state_path(value: str | None) -> str | None:
+    """A state folder: an absolute, normalised path of safe characters (it reaches the host's shell)."""
+    return None if value is None else path(value)
 
 
 def _env_name(value: str | None) -> str | None:
@@ -112,6 +118,7 @@ class Defaults(_Strict):
     key_passphrase_env: str | None = Field(None, description="environment variable holding the key's passphrase")
 
     _passphrase_env = field_validator("key_passphrase_env")(_env_name)
+    _state_dir = field_validator("state_dir")(_state_path)
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ class _RawHost(_Strict):
     services: dict[str, _RawService] = Field(default_factory=dict)
 
     _passphrase_env = field_validator("key_passphrase_env")(_env_name)
+    _state_dir = field_validator("state_dir")(_state_path)
 
     @field_validator("address")
     @classmethod

@@ -67,6 +67,11 @@ def test_a_host_may_have_a_state_dir_of_its_own(tmp_path: Path) -> None:
     text = GOOD.replace("    transport: local\n", "    transport: local\n    state_dir: /tmp/demo/state\n")
     inv = load_inventory(text, str(tmp_path / "inventory.yaml"))
     assert inv.state_dir("demo") == "/tmp/demo/state" and inv.state_dir("web1") == "/var/lib/arrears"
+    with pytest.raises(InventoryError) as info:  # it reaches the host's shell: refused at load, located
+        load_inventory(text.replace("/tmp/demo/state", "var/state"), "inv.yaml")
+    p = _only(info)
+    assert (p.file, p.line, p.field) == ("inv.yaml", 15, "hosts.demo.state_dir")
+    assert p.message.startswith("refused path 'var/state'"), p.message
 
 
 def test_unknown_host_key_names_line_field_and_allowed_keys() -> None:
