@@ -15,6 +15,7 @@ signalled: what was recorded takes effect on its next tick.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -174,9 +175,16 @@ class DatabaseLock:
         return self
 
     def release(self) -> None:
+        from sqlalchemy import text
+
         if self._conn is not None:
             try:
-                self._conn.close()  # ends the session, and with it the lock
+                # unlocked before the session ends: the server lets go of a closed session's locks only as its
+                # backend exits, after the close returned, and a new lock taken at once would find it held
+                with contextlib.suppress(Exception):  # a lost session holds nothing any more
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"),
+                                       {"a": self._keys[0], "b": self._keys[1]})
+                self._conn.close()
             finally:
                 self._engine.dispose()
                 self._conn = self._engine = None

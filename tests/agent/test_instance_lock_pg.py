@@ -126,3 +126,10 @@ def test_a_lock_lost_with_its_session_is_taken_again_or_given_up(pg_url: str) ->
     finally:
         second.release()
         first.release()
+
+
+def test_a_released_lock_is_free_at_once(pg_url: str) -> None:
+    """One run after another in a process (a daemon's restart, a test's runs): the lock the first let go is
+    the next one's at once, not once the first's server session has ended on its own time."""
+    for _ in range(30):
+        DatabaseLock(pg_url, role="run", name="billing-1").acquire().release()
