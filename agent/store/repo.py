@@ -23,8 +23,8 @@ from sqlalchemy import (
     cast,
     literal_column,
     null,
-    or_,
     select,
+    tuple_,
     type_coerce,
     union_all,
 )
@@ -138,8 +138,8 @@ def due_chunks(session: Session, now: datetime, *, size: int = BATCH,
     after: tuple[datetime, str] | None = None
     while True:
         stmt = select(*_DUE_COLUMNS).where(due.is_not(None), due <= now)
-        if after is not None:
-            stmt = stmt.where(or_(due > after[0], and_(due == after[0], ACCOUNTS.c.id > after[1])))
+        if after is not None:  # one range of the index on (next_check_at, id), however many share a time
+            stmt = stmt.where(tuple_(due, ACCOUNTS.c.id) > after)
         stmt = stmt.order_by(due, ACCOUNTS.c.id).limit(size)
         if lock:
             stmt = stmt.with_for_update(skip_locked=True)
