@@ -149,14 +149,18 @@ def spend_requests(token: str, accounts: int, n: int, seed: int) -> list[bytes]:
              f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").encode() for _ in range(n)]
 
 
-def can_spend(client: RawClient, requests: list[bytes]) -> tuple[list[float], float]:
-    """The latency of each request (ms) and the client's own CPU seconds; the collector off meanwhile."""
+def can_spend(client: RawClient, requests: list[bytes], rate: float = 0) -> tuple[list[float], float]:
+    """The latency of each request (ms) and the client's own CPU seconds; the collector off meanwhile.
+    Back to back, or with ``rate`` one request every 1/rate seconds (each timed from when it is sent)."""
     times = []
     clock = time.perf_counter
     gc.disable()
     cpu = time.thread_time()
+    start = clock()
     try:
-        for request in requests:
+        for i, request in enumerate(requests):
+            if rate and (wait := start + i / rate - clock()) > 0:
+                time.sleep(wait)
             started = clock()
             status, body = client.ask(request)
             times.append((clock() - started) * 1000)
@@ -194,24 +198,32 @@ def payments(url: str, token: str, accounts: int, n: int, clients: int, tag: str
     return n / wall
 
 
+FLOOR = Path("floor")  # as ``code``: bench/_http_floor.py instead of arrears
+
+
 def start_server(folder: Path, code: Path | None) -> tuple[subprocess.Popen[bytes], int]:
     """``arrears serve`` on ``folder``'s database, running this checkout's code or ``code``'s (another
-    checkout of arrears, put first on the module path: the "before" of a comparison)."""
+    checkout of arrears, put first on the module path: the "before" of a comparison), or the floor."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
-    if code is not None:
+    if code is not None and code != FLOOR:
         env["PYTHONPATH"] = str(code)
     log = (folder / "serve.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("arrears")), "--config", str(folder), "serve",
-                             "--listen", f"127.0.0.1:{port}", "--at", AT, "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=code or ROOT, stdin=subprocess.DEVNULL, env=env)
+    argv = ([sys.executable, str(ROOT / "bench" / "_http_floor.py"), str(port)] if code == FLOOR else
+            [str(Path(sys.executable).with_name("arrears")), "--config", str(folder), "serve",
+             "--listen", f"127.0.0.1:{port}", "--at", AT, "--log-level", "warning"])
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT if code in (None, FLOOR) else code,
+                            stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 60
     while True:
         try:
+            if code == FLOOR:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
             if httpx.get(f"{url}/v1/openapi.json", timeout=1).status_code == 200:
                 return proc, port
-        except httpx.TransportError:
+        except (httpx.TransportError, OSError):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
@@ -228,7 +240,7 @@ def measure(label: str, folder: Path, code: Path | None, token: str, args: argpa
             can_spend(client, spend_requests(token, args.accounts, args.warmup, 1000 + run))  # imports, caches
             requests = spend_requests(token, args.accounts, args.requests, run)
             cpu = cpu_seconds(proc.pid)
-            times, client_cpu = can_spend(client, requests)
+            times, client_cpu = can_spend(client, requests, args.rate)
             cpu = cpu_seconds(proc.pid) - cpu
         finally:
             client.close()
@@ -238,7 +250,7 @@ def measure(label: str, folder: Path, code: Path | None, token: str, args: argpa
               f"p99.9 {percentile(times, 99.9):6.2f} ms, max {max(times):6.2f} ms, {n / (sum(times) / 1000):4.0f} "
               f"requests/s; CPU per request: server {cpu / n * 1000:.2f} ms, client {client_cpu / n * 1000:.2f} ms",
               flush=True)
-        if args.payments:
+        if args.payments and code != FLOOR:
             url = f"http://127.0.0.1:{port}"
             for clients in (1, 4):
                 cpu = cpu_seconds(proc.pid)
@@ -258,6 +270,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=20000, help="can-spend requests measured")
     parser.add_argument("--warmup", type=int, default=1000, help="can-spend requests before those measured")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="can-spend requests per second, paced (default: back to back, as fast as answered)")
     parser.add_argument("--payments", type=int, default=2000, help="payments posted (0: none)")
     parser.add_argument("--import", dest="importer", action="store_true",
                         help="fill the database through the CLI's imports (slow) instead of sqlite3.executemany")
@@ -265,6 +279,9 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="another checkout of arrears (e.g. a worktree of main) measured beside this one, "
                              "the two alternating on the same database")
+    parser.add_argument("--floor", action="store_true",
+                        help="measure beside them a constant answer on uvicorn alone (bench/_http_floor.py): the "
+                             "machine's share of the latency at that moment")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each")
     args = parser.parse_args()
 
@@ -277,11 +294,14 @@ def main() -> None:
                                    "--json"))["token"]
         print(f"cores: {os.cpu_count()}, load average (1 min) {os.getloadavg()[0]:.2f}, "
               f"python {sys.version.split()[0]}, {args.accounts:,} accounts; can-spend over one keep-alive "
-              f"connection, {args.requests:,} requests for random accounts after {args.warmup:,} of warm-up")
+              f"connection, {args.requests:,} requests for random accounts after {args.warmup:,} of warm-up, "
+              f"{f'{args.rate:g} a second' if args.rate else 'back to back'}")
         for run in range(args.repeat):
             if args.before is not None:
                 measure("before", folder, args.before.resolve(), token, args, run)
             measure("after" if args.before is not None else "this", folder, None, token, args, run)
+            if args.floor:
+                measure("floor", folder, FLOOR, token, args, run)
         print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep is None:
