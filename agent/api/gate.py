@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.api.auth import authorize
 from agent.api.routes import AMOUNT_LENGTH, ID_LENGTH, READ_OR_BILLING, answer
+from agent.store.prepared import end_reads
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -89,7 +90,7 @@ class SpendGate:
                 authorize(connection, token, READ_OR_BILLING.allowed)
                 verdict = api.service.can_spend(account, query[1].decode("ascii"), connection=connection)
             finally:
-                connection.rollback()
+                end_reads(connection)
         except SQLAlchemyError:  # the connection may be broken: a new one next time; the route answers this
             self._drop()
             return None

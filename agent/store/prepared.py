@@ -9,8 +9,10 @@ parameter order and each column's result processor come from SQLAlchemy's own co
 a call binds the parameters, runs the cursor and passes each value through its column's processor, which
 is what SQLAlchemy does with them. Errors are raised as SQLAlchemy's (:class:`sqlalchemy.exc.DBAPIError`).
 
-It runs on the connection's DBAPI connection as it is: the caller's transaction (or, on SQLite, none: a
-read takes no lock and sees what is committed when it runs).
+It runs on the connection's DBAPI connection as it is: in the caller's transaction, or in the one the
+driver opens by itself (PostgreSQL's drivers do; SQLite's opens none for a read), which SQLAlchemy does not
+know of: giving the connection back to the pool ends it, and a caller that keeps its connection open ends
+it with :func:`end_reads` (else it would stay idle in a transaction, holding its tables' locks).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.selectable import SelectBase
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "end_reads"]
 
 
 class Prepared:
@@ -72,3 +74,10 @@ class Prepared:
         row = self.row
         return [row(*[v if p is None or v is None else p(v) for v, p in zip(r, processors, strict=True)])
                 for r in fetched]
+
+
+def end_reads(connection: Connection) -> None:
+    """End the transaction of ``connection`` (its reads done): SQLAlchemy's, and the one the driver may have
+    begun for :meth:`Prepared.rows` by itself."""
+    connection.rollback()
+    connection.connection.rollback()
