@@ -62,6 +62,7 @@ from connectors.validate import unpaired_surrogate
 if TYPE_CHECKING:
     import threading
 
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
     from agent.notices import NoticeSettings, Templates
@@ -184,6 +185,16 @@ class Arrears:
         return intake.init(Path(folder), db, force)
 
     # --- what the calls share: the configuration, read once, and the database -------------------------
+
+    def warm_up(self) -> None:
+        """Open the database, load the policy and import what evaluating accounts uses, now rather than
+        in the first call that needs them (the CLI's ``plan`` does, so that its start-up ends before the
+        work begins). Changes nothing."""
+        import importlib
+
+        for module in ("agent.service.reads", "agent.tick"):
+            importlib.import_module(module)
+        _ = self.store, self.policy
 
     @property
     def store(self) -> Store:
@@ -341,11 +352,14 @@ class Arrears:
                              apply_now=apply_now)
 
     @_translated
-    def can_spend(self, account: str, amount: Amount, *, now: datetime | None = None) -> SpendVerdict:
-        """May ``account`` pay an order of ``amount`` (not negative) from its balance (the purchase gate)."""
+    def can_spend(self, account: str, amount: Amount, *, now: datetime | None = None,
+                  connection: Connection | None = None) -> SpendVerdict:
+        """May ``account`` pay an order of ``amount`` (not negative) from its balance (the purchase gate).
+        ``connection``: an open connection of this database to read on (the HTTP API's purchase gate keeps
+        one open); by default one is taken from the pool for the call."""
         from agent.service import money
 
-        return money.can_spend(self, account, amount, self.now(now))
+        return money.can_spend(self, account, amount, self.now(now), connection)
 
     # --- the admin's overrides --------------------------------------------------------------------
 

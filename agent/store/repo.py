@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
-    Row,
     Select,
     String,
     Table,
@@ -28,13 +27,14 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from agent.store import models as m
 from agent.store.bulk import begin_write, in_keys, table_of
+from agent.store.prepared import Prepared
 from policy.model import (
     AccountSnapshot,
     Episode,
@@ -339,21 +339,29 @@ def _spend_statements() -> tuple[Select[Any], Any]:
     return row, inputs
 
 
-def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[Any], AccountSnapshot]:
+@cache
+def _spend_prepared(dialect: Dialect) -> tuple[Prepared, Prepared]:
+    return Prepared(_spend_statements()[0], dialect), Prepared(_spend_statements()[1], dialect)
+
+
+def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Any, AccountSnapshot]:
     """One account's row (the columns its policy is layered by) and its snapshot, read with two Core
     statements and no ORM objects: the account with its open episode, then its ledger, invoices, open holds,
     overrides in force and the episode's stages in one ``UNION ALL``. The snapshot is the one
-    :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request."""
-    row_of, inputs_of = _spend_statements()
-    acc = session.execute(row_of, {"account": account_id}).first()
-    if acc is None:
+    :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request (the
+    purchase gate's, on every request: both statements run prepared, :mod:`agent.store.prepared`)."""
+    connection = session if isinstance(session, Connection) else session.connection()
+    row_of, inputs_of = _spend_prepared(connection.dialect)
+    found = row_of.rows(connection, {"account": account_id})
+    if not found:
         raise UnknownAccount(account_id)
+    acc = found[0]
     ledger: list[tuple[datetime, int, LedgerEntry]] = []
     invoices: list[tuple[datetime, int, Invoice]] = []
     holds: list[tuple[int, Hold]] = []
     overrides: list[tuple[int, Override]] = []
     stages: list[tuple[int, str, str, str, datetime | None]] = []
-    for r in session.execute(inputs_of, {"account": account_id, "episode": acc.episode_id}):
+    for r in inputs_of.rows(connection, {"account": account_id, "episode": acc.episode_id}):
         if r.tag == _LEDGER:
             ledger.append((r.t1, r.n, LedgerEntry(at=r.t1, amount=r.amount, kind=r.s1, method=r.s2, ref=r.s3)))
         elif r.tag == _INVOICE:
