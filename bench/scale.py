@@ -4,6 +4,7 @@
     python bench/scale.py --accounts 1000000 --due 10000
     python bench/scale.py --only import,ledger         # some of: import ledger plan run ratio smtp reports
     python bench/scale.py --accounts 1000000 --due 10000 --only plan,run,ratio --repeat 3
+    python bench/scale.py --accounts 1000000 --due 10000 --only plan,ratio --repeat 3 --keep /var/tmp/scale
     python bench/scale.py --only smtp --notices 10000 --before ../main-worktree --repeat 3   # before/after
 
 Every step runs the real CLI in a child process and reports the child's CPU time (user + system, which
@@ -17,6 +18,7 @@ prerendered messages sent with plain ``smtplib`` over one connection (notices), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -172,15 +174,25 @@ def _median(runs: list[Measured]) -> Measured:
     return sorted(runs, key=lambda m: m.cpu)[len(runs) // 2]
 
 
-def bench_tick(base: Path, accounts: int, due: int, steps: set[str], repeat: int = 1) -> dict[str, Measured]:
+def bench_tick(base: Path, accounts: int, due: int, steps: set[str], repeat: int = 1,
+               keep: bool = False) -> dict[str, Measured]:
     """``plan`` and ``run`` over ``accounts`` with ``due`` of them due; with ``repeat`` > 1 each is run that
-    many times (``run`` each time on a copy of the filled database) and the median CPU time is shown."""
+    many times (``run`` each time on a copy of the filled database) and the median CPU time is shown.
+    ``keep``: the filled database is kept beside the folder (and used again when it is there already)."""
     header(f"plan and run: {accounts:,} accounts, {due:,} due (spool notices)"
            + (f", median of {repeat}" if repeat > 1 else "") + f"{'':14}load average {os.getloadavg()[0]:.1f}")
-    cfg = new_config(base, f"tick-{accounts}-{due}")
+    cfg, kept = base / f"tick-{accounts}-{due}", base / f"tick-{accounts}-{due}.db"
     db = cfg / "arrears.db"
-    cli(cfg, "status")  # creates and migrates the database
-    worker("fill", db, accounts, due, NOW.isoformat())
+    shutil.rmtree(cfg, ignore_errors=True)  # (--keep: the last run's folder)
+    new_config(base, cfg.name)
+    if kept.exists():  # --keep: the database filled by an earlier run, copied (then migrated if it is older)
+        shutil.copyfile(kept, db)
+        cli(cfg, "status")
+    else:
+        cli(cfg, "status")  # creates and migrates the database
+        worker("fill", db, accounts, due, NOW.isoformat())
+        if keep:
+            shutil.copyfile(db, kept)
     at = ("--at", NOW.isoformat())
     found: dict[str, Measured] = {}
     startup = _median([cli(cfg, "plan", "--at", (NOW - timedelta(days=3650)).isoformat()) for _ in range(repeat)])
@@ -287,6 +299,9 @@ def main() -> None:
                         help="smtp: also run the agent with this checkout's code (e.g. a worktree of main), "
                              "interleaved with this one's, against the same server")
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="plan/run/ratio: work in DIR and keep it; the databases filled there by an earlier "
+                             "run with the same --accounts and --due are used again instead of filling new ones")
     args = parser.parse_args()
     steps = set(args.only.split(","))
     if "ratio" in steps and args.due > args.ratio_accounts:
@@ -295,14 +310,16 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     print(f"cores: {os.cpu_count()}, load average (1 min) {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    keep = args.keep is not None
+    with contextlib.nullcontext(args.keep) if keep else tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
         if steps & {"import", "ledger"}:
             bench_imports(base, args.accounts, args.ledger, steps)
         if steps & {"plan", "run", "ratio"}:
-            big = bench_tick(base, args.accounts, args.due, steps, args.repeat)
+            big = bench_tick(base, args.accounts, args.due, steps, args.repeat, keep)
             if "ratio" in steps:
-                small = bench_tick(base, args.ratio_accounts, args.due, steps, args.repeat)
+                small = bench_tick(base, args.ratio_accounts, args.due, steps, args.repeat, keep)
                 bench_ratio(big, small, args.accounts, args.ratio_accounts)
         if "smtp" in steps:
             bench_smtp(base, args.notices, args.sink, before=args.before, repeat=args.repeat)
