@@ -31,31 +31,6 @@ from typing import IO, TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
 from agent.service import running, values
 from agent.service.errors import InvalidInput, NotFound
-from agent.service.results import (
-    AccountRow,
-    AccountView,
-    ActionOutcome,
-    Applied,
-    Backlog,
-    DebtorRow,
-    Explanation,
-    ForecastItem,
-    History,
-    ImportResult,
-    InitResult,
-    JobView,
-    LedgerResult,
-    MailOutcome,
-    MoveResult,
-    OverrideResult,
-    Page,
-    PaymentResult,
-    PlanPage,
-    ReconcileOutcome,
-    RunSummary,
-    SpendVerdict,
-    StatusReport,
-)
 from agent.service.values import wall_clock
 from connectors.validate import unpaired_surrogate
 
@@ -67,6 +42,31 @@ if TYPE_CHECKING:
 
     from agent.notices import NoticeSettings, Templates
     from agent.planning import Layered
+    from agent.service.results import (
+        AccountRow,
+        AccountView,
+        ActionOutcome,
+        Applied,
+        Backlog,
+        DebtorRow,
+        Explanation,
+        ForecastItem,
+        History,
+        ImportResult,
+        InitResult,
+        JobView,
+        LedgerResult,
+        MailOutcome,
+        MoveResult,
+        OverrideResult,
+        Page,
+        PaymentResult,
+        PlanPage,
+        ReconcileOutcome,
+        RunSummary,
+        SpendVerdict,
+        StatusReport,
+    )
     from agent.store.db import Store
     from connectors.fleet import Fleet
     from connectors.inventory import Inventory

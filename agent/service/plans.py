@@ -1,18 +1,39 @@
-"""The plan (``arrears plan``, ``GET /plan``): what a run at a moment would do, changing nothing, paged. It
-reads on one Core connection (:mod:`agent.planning`): the ORM is not loaded for it."""
+"""The plan (``arrears plan``, ``GET /plan``): what a run at a moment would do, changing nothing, paged, and
+its answers (:class:`PlanPage` of :class:`PlannedMeasure`; :mod:`agent.service.results` lists them with the
+others). It reads on one Core connection (:mod:`agent.planning`): the ORM is not loaded for it, nor the
+other answers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from agent.service.paging import after, limited, page
-from agent.service.results import PlannedMeasure, PlanPage
+from agent.service.records import Page, Record
 
 if TYPE_CHECKING:
     from agent.service.arrears import Arrears
 
-__all__ = ["plan"]
+__all__ = ["PlanPage", "PlannedMeasure", "plan"]
+
+
+@dataclass(frozen=True)
+class PlannedMeasure(Record):
+    """One measure (or resume) a run would take now (``arrears plan --json`` prints a list of these)."""
+
+    account: str
+    stage: str
+    action: str
+    due_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanPage(Page[PlannedMeasure]):
+    """A page of ``plan``; ``errors``: the accounts that could not be evaluated (the CLI warns of them)."""
+
+    errors: list[str] = field(default_factory=list)
 
 
 def plan(svc: Arrears, now: datetime, cursor: str | None, limit: int | None) -> PlanPage:
