@@ -29,13 +29,14 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from agent import claims as claims_module
@@ -794,14 +795,17 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
 
 
 def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
+    """Take the chunk's transitions whose jobs are all done: read and written as plain rows (Core), the
+    stages and the accounts each with one statement, the accounts' states last."""
     # locked, skipping what another agent is finishing (or recording: its account), so each is taken once
-    chunk = list(session.scalars(select(m.StageTaken)
-                                 .where(m.StageTaken.id.in_(ids), m.StageTaken.status == "in_flight")
-                                 .order_by(m.StageTaken.id).with_for_update(skip_locked=True)))
+    chunk = list(session.execute(select(STAGES.c.id, STAGES.c.account, STAGES.c.episode, STAGES.c.stage,
+                                        STAGES.c.action, STAGES.c.reason, STAGES.c.template, STAGES.c.hold)
+                                 .where(STAGES.c.id.in_(ids), STAGES.c.status == "in_flight")
+                                 .order_by(STAGES.c.id).with_for_update(skip_locked=True)))
     statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
     for account, episode, stage, kind, status in session.execute(
-            select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
-            .where(m.Job.account.in_({st.account for st in chunk}))):
+            select(JOBS.c.account, JOBS.c.episode, JOBS.c.stage, JOBS.c.kind, JOBS.c.status)
+            .where(JOBS.c.account.in_({st.account for st in chunk}))):
         statuses.setdefault((account, episode, stage, kind), []).append(status)
     ready = [st for st in chunk
              if all(s == "done" for s in statuses.get((st.account, st.episode, st.stage,
@@ -810,22 +814,53 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
         session.commit()  # let go of the locks
         return 0
     # locked, skipping an account another agent is recording or finishing
-    accounts = _accounts(session, {st.account for st in ready}, lock=True)
+    accounts = _account_rows(session, {st.account for st in ready}, lock=True)
     ready = [st for st in ready if st.account in accounts]
     facts = transitions.accounts_now(session, list(accounts.values()),
                                      suspensions=any(st.action == "resume" for st in ready))
     effects = transitions.Effects()
-    with session.no_autoflush:  # the chunk's rows go out together at the commit
-        for st in ready:
-            acc = accounts[st.account]
-            st.status, st.at = "taken", now
-            t = transitions.Transition(account=acc.id, stage=st.stage, action=st.action, episode=st.episode,
-                                       reason=(st.reason or {}).get("text"), template=st.template, hold=st.hold)
-            state = transitions.take(t, facts[acc.id], now, effects)
-            if acc.state != state:
-                acc.state = state
-            acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
-            summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+    states: dict[str, str] = {}
+    for st in ready:
+        t = transitions.Transition(account=st.account, stage=st.stage, action=st.action, episode=st.episode,
+                                   reason=(st.reason or {}).get("text"), template=st.template, hold=st.hold)
+        states[st.account] = transitions.take(t, facts[st.account], now, effects)
+        summary.taken.append({"account": st.account, "stage": st.stage, "action": st.action,
+                              "at": now.isoformat()})
     queued = transitions.write(session, effects)
+    taken = [st.id for st in ready]
+    for i in range(0, len(taken), 500):
+        session.execute(update(STAGES).where(STAGES.c.id.in_(taken[i:i + 500])).values(status="taken", at=now))
+    # the state last; the next stage counts from now: evaluated again on the next tick
+    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
+                    .values(state=bindparam("b_state"), next_check_at=now),
+                    [{"b_id": a, "b_state": state} for a, state in states.items()])
+    _expire_accounts(session, states)
     session.commit()
     return queued
+
+
+STAGES = cast(Table, m.StageTaken.__table__)
+ACCOUNTS = cast(Table, m.Account.__table__)
+
+
+def _expire_accounts(session: Session, ids: Iterable[str]) -> None:
+    """An account row of ``ids`` that the session still holds (loaded earlier in the run) reads its state
+    and next check again, as just written with Core statements."""
+    held = session.identity_map
+    for aid in ids:
+        obj = held.get(identity_key(m.Account, aid))
+        if obj is not None:
+            session.expire(obj, ["state", "next_check_at"])
+
+
+def _account_rows(session: Session, ids: set[str], *, lock: bool = False) -> dict[str, Any]:
+    """:func:`_accounts` as plain rows (id, state, billing_email): what taking a transition reads."""
+    wanted = sorted(ids)
+    out: dict[str, Any] = {}
+    for i in range(0, len(wanted), 500):
+        query = (select(ACCOUNTS.c.id, ACCOUNTS.c.state, ACCOUNTS.c.billing_email)
+                 .where(ACCOUNTS.c.id.in_(wanted[i:i + 500])))
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        out.update((a.id, a) for a in session.execute(query))
+    return out
