@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
@@ -46,6 +46,7 @@ from agent.claims import Claims
 from agent.config import AgentSettings
 from agent.outbox import staff_notice_job
 from agent.store import models as m
+from agent.store.bulk import execute_many, write_rows
 from agent.store.repo import audit, load_snapshots
 from agent.tick import resolve_for
 from agent.transitions import ACTOR
@@ -134,8 +135,8 @@ class TemplateComposer:
         ids = [a.id for a in accounts]
         snaps = load_snapshots(session, accounts)
         wanted = sorted({j.episode for _, j in items if j.episode is not None})
-        episodes = {e.id: e for e in session.scalars(select(m.Episode).where(m.Episode.id.in_(wanted)))} \
-            if wanted else {}
+        episodes: dict[int, datetime] = {eid: at for eid, at in session.execute(  # when each began
+            select(m.Episode.id, m.Episode.started_at).where(m.Episode.id.in_(wanted)))} if wanted else {}
         suspended: dict[str, datetime | None] = {}
         for aid, at in session.execute(select(m.StageTaken.account, m.StageTaken.at).where(
                 m.StageTaken.account.in_(ids), m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
@@ -165,16 +166,17 @@ class TemplateComposer:
         snap = as_taken(facts.snapshot, job.stage, now)
         resolved = resolve_for(self.policy, account)
         decision = evaluate(snap, resolved, now)
-        episode = facts.episodes.get(job.episode) if job.episode is not None else None
-        if episode is None and job.episode is not None:
+        debt_start = facts.episodes.get(job.episode) if job.episode is not None else None
+        if debt_start is None and job.episode is not None:
             episode = session.get(m.Episode, job.episode)
+            debt_start = episode.started_at if episode is not None else None
         suspended = now if suspended_now else facts.suspended_at
         fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
                   "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
         nxt = decision.next
         return build_context(
             account=fields, balance=balance_at(snap, now), credit_limit=resolved.credit_limit,
-            debt_start=episode.started_at if episode is not None else None, now=now, stage=job.stage,
+            debt_start=debt_start, now=now, stage=job.stage,
             next_measure=nxt, next_due=nxt.due_at if nxt is not None else None, settings=self.settings,
             timezone=resolved.timezone)
 
@@ -226,7 +228,7 @@ class _Facts:
     """What a notice says about an account beyond its row: read once per chunk."""
 
     snapshot: AccountSnapshot
-    episodes: dict[int, m.Episode]
+    episodes: dict[int, datetime]  # the episodes of the chunk's jobs: when each began
     suspended_at: datetime | None
 
 
@@ -371,7 +373,7 @@ def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | Non
     if not done:
         return
     attempts = [j.attempts + 1 for j, _ in done]
-    session.execute(update(JOBS).where(JOBS.c.id == bindparam("b_id")).values(
+    execute_many(session, update(JOBS).where(JOBS.c.id == bindparam("b_id")).values(
         status="done", finished_at=now, last_error=None, result=bindparam("b_result"),
         attempts=bindparam("b_attempts")),
         [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
@@ -383,6 +385,7 @@ def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | Non
 
 
 JOBS = cast(Table, m.Job.__table__)
+
 
 
 # --- host jobs -----------------------------------------------------------------------------------
@@ -614,8 +617,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             if res.permanent:
                 _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
     _done_all(session, done, now, summary)
-    if sent:
-        session.execute(mark_sent, sent)
+    execute_many(session, mark_sent, sent)
     if unsent:
         session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                         .values(status="failed", error=bindparam("b_error"), permanent=bindparam("b_permanent"),
@@ -696,8 +698,7 @@ class _NoticeRows:
                                  "b_permanent": permanent, "b_claimed_at": now})
 
     def write(self, session: Session) -> None:
-        if self.new:
-            session.execute(insert(NOTICES), self.new)
+        write_rows(session, NOTICES, self.new)
         if self.changed:
             session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k")).values(
                 message_id=bindparam("b_message_id"), to=bindparam("b_to"), subject=bindparam("b_subject"),
@@ -831,9 +832,9 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
     for i in range(0, len(taken), 500):
         session.execute(update(STAGES).where(STAGES.c.id.in_(taken[i:i + 500])).values(status="taken", at=now))
     # the state last; the next stage counts from now: evaluated again on the next tick
-    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
-                    .values(state=bindparam("b_state"), next_check_at=now),
-                    [{"b_id": a, "b_state": state} for a, state in states.items()])
+    execute_many(session, update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
+                 .values(state=bindparam("b_state"), next_check_at=now),
+                 [{"b_id": a, "b_state": state} for a, state in states.items()])
     _expire_accounts(session, states)
     session.commit()
     return queued
