@@ -42,7 +42,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, 
 from agent import claims as claims_module
 from agent import transitions
 from agent.actions import finish_manual
-from agent.claims import Claims
+from agent.claims import Claimed, Claims
 from agent.config import AgentSettings
 from agent.outbox import staff_notice_job
 from agent.store import models as m
@@ -66,10 +66,10 @@ log = logging.getLogger("arrears.executor")
 class NoticeComposer(Protocol):
     """Turns a notice job into the message to send (recipient, Message-ID, rendered text)."""
 
-    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice: ...
+    def compose(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> OutgoingNotice: ...
 
 
-EventSink = Callable[[m.Job, m.Account], dict[str, Any]]  # runs a hook; raises on failure
+EventSink = Callable[[Claimed, m.Account], dict[str, Any]]  # runs a hook; raises on failure
 
 
 @runtime_checkable
@@ -97,7 +97,7 @@ class BatchComposer(Protocol):
     """A composer that reads what a chunk's notices need at once (:meth:`TemplateComposer.batch`)."""
 
     def batch(self, session: Session,
-              items: Sequence[tuple[m.Account, m.Job]]) -> contextlib.AbstractContextManager[None]: ...
+              items: Sequence[tuple[m.Account, Claimed]]) -> contextlib.AbstractContextManager[None]: ...
 
 
 @runtime_checkable
@@ -105,7 +105,7 @@ class PageComposer(Protocol):
     """Renders the suspended page for one account (web ``suspend`` and ``restore`` jobs carry it as
     ``page_html``; a web host in page mode serves it as that account's own page)."""
 
-    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str: ...
+    def page(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> str: ...
 
 
 class TemplateComposer:
@@ -119,7 +119,7 @@ class TemplateComposer:
         self._facts: dict[str, _Facts] = {}
 
     @contextlib.contextmanager
-    def batch(self, session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> Iterator[None]:
+    def batch(self, session: Session, items: Sequence[tuple[m.Account, Claimed]]) -> Iterator[None]:
         """While inside, :meth:`compose` reads what ``items``' notices say from facts loaded for all of
         them at once (a handful of queries for the whole chunk instead of about ten per notice)."""
         self._facts = self._load_facts(session, items)
@@ -129,7 +129,7 @@ class TemplateComposer:
             self._facts = {}
 
     @staticmethod
-    def _load_facts(session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> dict[str, _Facts]:
+    def _load_facts(session: Session, items: Sequence[tuple[m.Account, Claimed]]) -> dict[str, _Facts]:
         """Each account's snapshot, the episodes its jobs belong to and when it was last suspended."""
         accounts = list({a.id: a for a, _ in items}.values())
         ids = [a.id for a in accounts]
@@ -155,7 +155,7 @@ class TemplateComposer:
             out[aid] = _Facts(snaps[aid], episodes, last)
         return out
 
-    def context(self, session: Session, account: m.Account, job: m.Job, now: datetime, *,
+    def context(self, session: Session, account: m.Account, job: Claimed, now: datetime, *,
                 suspended_now: bool = False) -> dict[str, Any]:
         """Every template variable for ``account`` at ``now``, with ``job``'s stage counted as taken.
         ``suspended_now``: the account is being suspended at ``now`` (``suspended_at`` is today)."""
@@ -184,7 +184,7 @@ class TemplateComposer:
     def staff_email(self) -> str | None:
         return self.settings.staff_email
 
-    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
+    def compose(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> OutgoingNotice:
         from agent.notices import OutgoingNotice, message_id
 
         template = str(job.payload.get("template") or job.stage)
@@ -198,7 +198,7 @@ class TemplateComposer:
                               message_id=message_id(account.id, job.episode, job.stage, self._domain),
                               rendered=rendered, date=now)
 
-    def _compose_staff(self, session: Session, account: m.Account, job: m.Job, now: datetime,
+    def _compose_staff(self, session: Session, account: m.Account, job: Claimed, now: datetime,
                        template: str) -> OutgoingNotice:
         """The message to staff about the notice ``job.payload["notice"]`` that failed for good: the
         account, the stage, the address it went to and the server's reply."""
@@ -216,7 +216,7 @@ class TemplateComposer:
                                                     copy="staff"),
                               rendered=self.templates.render(template, context), date=now)
 
-    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str:
+    def page(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> str:
         from agent.notices import render_page
 
         context = self.context(session, account, job, now, suspended_now=job.action == "suspend")
@@ -327,16 +327,17 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
+def _claim(session: Session, now: datetime, worker: str) -> list[Claimed]:
     return Claims(worker, AgentSettings()).claim(session, now)
 
 
-def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
+def _fail(job: Claimed, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
           transient: bool, permanent: bool = False, counted: bool = True) -> None:
     """A failed try. ``counted=False`` (a host that could not be reached, a connection lost during the
     batch): the try is not counted in ``attempts``, so it never brings the job closer to
     ``max_attempts``, and the job waits about as long as it has waited so far (its back-off still
     doubles, between ``backoff_seconds`` and ``backoff_max_seconds``)."""
+    job.dirty = True
     if counted:
         job.attempts += 1
     job.last_error = error
@@ -357,7 +358,8 @@ def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summar
     summary.errors.append(f"{job.key}: {error}")
 
 
-def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any] | None = None) -> None:
+def _done(job: Claimed, now: datetime, summary: ExecSummary, result: dict[str, Any] | None = None) -> None:
+    job.dirty = True
     job.status = "done"
     job.finished_at = now
     job.last_error = None
@@ -366,7 +368,7 @@ def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any
     summary.done += 1
 
 
-def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | None]], now: datetime,
+def _done_all(session: Session, done: Sequence[tuple[Claimed, dict[str, Any] | None]], now: datetime,
               summary: ExecSummary) -> None:
     """:func:`_done` for many jobs (each with its result) in one statement; the rows in the session are
     brought up to date without being flushed again."""
@@ -378,21 +380,29 @@ def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | Non
         attempts=bindparam("b_attempts")),
         [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
     for (j, result), n in zip(done, attempts, strict=True):
-        # what set_committed_value does for each attribute of a row with no pending change (these rows
-        # were loaded and not changed since), without its per-attribute bookkeeping
-        vars(j).update(status="done", finished_at=now, last_error=None, result=result, attempts=n)
+        j.status, j.finished_at, j.last_error, j.result, j.attempts = "done", now, None, result, n
     summary.done += len(done)
 
 
 JOBS = cast(Table, m.Job.__table__)
+_SAVED = ("status", "attempts", "next_attempt_at", "claimed_by", "last_error", "result", "finished_at")
+
+
+def _save(session: Session, jobs: Sequence[Claimed]) -> None:
+    """Write what :func:`_fail` and :func:`_done` changed in ``jobs`` (those changed only) with one statement."""
+    rows = [{"b_id": j.id, **{f"b_{c}": getattr(j, c) for c in _SAVED}} for j in jobs if j.dirty]
+    execute_many(session, update(JOBS).where(JOBS.c.id == bindparam("b_id"))
+                 .values({c: bindparam(f"b_{c}") for c in _SAVED}), rows)
+    for j in jobs:
+        j.dirty = False
 
 
 
 # --- host jobs -----------------------------------------------------------------------------------
 
 
-def jobs_by_host(jobs: Sequence[m.Job]) -> dict[str, list[m.Job]]:
-    out: dict[str, list[m.Job]] = {}
+def jobs_by_host(jobs: Sequence[Claimed]) -> dict[str, list[Claimed]]:
+    out: dict[str, list[Claimed]] = {}
     for j in jobs:
         out.setdefault(j.host or "", []).append(j)
     return out
@@ -409,13 +419,13 @@ def _flat_state(state: dict[str, Any]) -> dict[str, str]:
 _PAGE_ACTIONS = ("suspend", "restore")  # the web jobs that leave a site suspended
 
 
-def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], now: datetime,
+def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[Claimed], now: datetime,
                   rendered: dict[str, str | None]) -> None:
     """The suspended page of every account with a web job in ``jobs`` that suspends a site, unless
     rendered already in this run; what the pages say is read for all of them at once when ``pages`` can
     (:class:`BatchComposer`). A page that cannot be rendered is left out (the host then serves its
     generic page): a suspension never waits for a page."""
-    wanted: dict[str, m.Job] = {}
+    wanted: dict[str, Claimed] = {}
     for j in jobs:
         if j.service == "web" and j.action in _PAGE_ACTIONS and j.account not in rendered:
             wanted.setdefault(j.account, j)
@@ -434,7 +444,7 @@ def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], 
                 rendered[j.account] = None
 
 
-def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,
+def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[Claimed], now: datetime, settings: AgentSettings,
                    summary: ExecSummary, progress: Progress | None, tries: int, wait: float,
                    pages: dict[str, str | None] | None = None) -> None:
     if not jobs:
@@ -459,6 +469,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
         for j in jobs:
             if j.key in work:
                 _fail(j, "no fleet configured (inventory.yaml missing)", now, settings, summary, transient=True)
+        _save(session, jobs)
         session.commit()
         return
     results: dict[str, JobResult] = {}
@@ -504,6 +515,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
         else:
             j.result = detail
             _fail(j, r.error or "failed", now, settings, summary, transient=r.transient, counted=not r.transient)
+    _save(session, jobs)
     session.commit()
 
 
@@ -513,14 +525,14 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
 NOTICE_CHUNK = 500  # notices composed, sent over one connection (or fsynced together) and recorded at once
 
 
-def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[Claimed],
                  now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool = False) -> None:
     for i in range(0, len(jobs), NOTICE_CHUNK):
         _notice_chunk(session, notifier, composer, jobs[i:i + NOTICE_CHUNK], now, settings, summary,
                       sole_worker=sole_worker)
 
 
-def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[Claimed],
                   now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool) -> None:
     """One chunk: its notice rows, accounts and facts read at once; the chunk's claims written with one
     statement (one commit); the chunk sent in one ``notifier.send`` (one SMTP connection); each accepted
@@ -533,7 +545,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
                                                                    NOTICES.c.message_id),
                                                 NOTICES.c.key, [j.key for j in jobs])}
     accounts = _accounts(session, {j.account for j in jobs})
-    todo: list[m.Job] = []
+    todo: list[Claimed] = []
     for j in jobs:
         row = rows.get(j.key)
         if row is not None and row.status == "sent":
@@ -543,7 +555,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
                 and row.claimed_at > lease):
             # another worker is sending it right now; look again later (the sole worker knows that the
             # worker which claimed it died while sending: it sends it now, with the same Message-ID)
-            j.status, j.claimed_by = "pending", None
+            j.status, j.claimed_by, j.dirty = "pending", None, True
             j.next_attempt_at = now + timedelta(seconds=settings.backoff_seconds)
             continue
         if notifier is None or composer is None:
@@ -552,9 +564,9 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             continue
         todo.append(j)
     outgoing: list[OutgoingNotice] = []
-    by_key: dict[str, m.Job] = {}
+    by_key: dict[str, Claimed] = {}
     claims = _NoticeRows(rows)
-    failed_for_good: list[tuple[m.Job, str]] = []
+    failed_for_good: list[tuple[Claimed, str]] = []
     if todo and composer is not None:
         items = [(accounts[j.account], j) for j in todo]
         scope = composer.batch(session, items) if isinstance(composer, BatchComposer) else contextlib.nullcontext()
@@ -576,6 +588,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
     claims.write(session)
     for j, error in failed_for_good:
         _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
+    _save(session, jobs)
     session.commit()  # the claims are durable before anything is sent
     if not outgoing or notifier is None:
         return
@@ -602,7 +615,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             results.setdefault(out.key, broken)
     sent: list[dict[str, Any]] = []
     unsent: list[dict[str, Any]] = []
-    done: list[tuple[m.Job, dict[str, Any] | None]] = []
+    done: list[tuple[Claimed, dict[str, Any] | None]] = []
     for out in outgoing:  # the chunk's results, in one commit
         j = by_key[out.key]
         res = results.get(out.key) or SendResult(ok=False, error="not sent")
@@ -622,6 +635,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
         session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                         .values(status="failed", error=bindparam("b_error"), permanent=bindparam("b_permanent"),
                                 claimed_at=None), unsent)
+    _save(session, jobs)
     session.commit()
 
 
@@ -684,7 +698,7 @@ class _NoticeRows:
         self.new: list[dict[str, Any]] = []
         self.changed: list[dict[str, Any]] = []
 
-    def add(self, job: m.Job, now: datetime, *, message_id: str, to: str, subject: str | None, status: str,
+    def add(self, job: Claimed, now: datetime, *, message_id: str, to: str, subject: str | None, status: str,
             error: str | None, permanent: bool) -> None:
         old = self.stored.get(job.key)
         if old is None:
@@ -706,7 +720,7 @@ class _NoticeRows:
                 claimed_at=bindparam("b_claimed_at")), self.changed)
 
 
-def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, now: datetime, staff: str | None,
+def _failed_for_good(session: Session, job: Claimed, acc: m.Account, error: str, now: datetime, staff: str | None,
                      summary: ExecSummary) -> None:
     """``job``'s notice failed for good: a notice stage waiting for it is recorded as ``undelivered`` at
     ``now`` (the evaluator decides whether the stages after it go ahead), the account is looked at
@@ -728,11 +742,11 @@ def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, n
 # --- events --------------------------------------------------------------------------------------
 
 
-def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], now: datetime,
+def _run_events(session: Session, events: EventSink | None, jobs: list[Claimed], now: datetime,
                 settings: AgentSettings, summary: ExecSummary) -> None:
     if not jobs:
         return
-    done: list[tuple[m.Job, dict[str, Any] | None]] = []
+    done: list[tuple[Claimed, dict[str, Any] | None]] = []
     if events is None:
         done = [(j, {"event": "no events configured"}) for j in jobs]
     else:
@@ -748,6 +762,7 @@ def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], n
                 continue
             done.append((j, result))
     _done_all(session, done, now, summary)
+    _save(session, jobs)
     session.commit()
 
 
@@ -755,7 +770,7 @@ def event_sink(sink: Any) -> EventSink:
     """Adapts an :class:`agent.events.EventSink` to the executor: hook stages and events both emit the
     job's payload (``event``, or a built one for a hook); a failure raises so the job is retried."""
 
-    def run(job: m.Job, account: m.Account) -> dict[str, Any]:
+    def run(job: Claimed, account: m.Account) -> dict[str, Any]:
         event = job.payload.get("event")
         if event is None:
             return {"event": f"hook {job.payload.get('hook')!r} recorded; no runner for hooks"}
