@@ -10,6 +10,7 @@ nothing. The commands live in the sibling modules; :mod:`agent.cli` registers th
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import os
@@ -20,21 +21,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from agent.config import Config, ConfigError, discover
 from agent.service.values import wall_clock
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     from agent.notices import NoticeSettings
     from agent.service import Arrears
+
+    class InertTable(Table):
+        def __init__(self, title: object = None, columns: list[str] | None = None, **kwargs: Any) -> None: ...
 
 __all__ = [
     "CliError",
@@ -57,6 +63,7 @@ __all__ = [
     "json_option",
     "option_names",
     "set_now",
+    "start_up",
     "table",
     "wall_clock",
 ]
@@ -242,6 +249,19 @@ def option_names(**names: str) -> Iterator[None]:
         raise CliError(label + exc.message[len(exc.field):]) from None
 
 
+@contextmanager
+def start_up() -> Iterator[None]:
+    """A command's start-up (imports, the database opened, the policy loaded): the collector does not run
+    during it, as what it makes (modules, classes, the policy) lives to the end; at its end all of that
+    is frozen out of the collector's later walks (``gc.freeze``), and the collector runs again."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 # --- shared options and parsing ------------------------------------------------------------------
 
 
@@ -356,17 +376,23 @@ def inert(value: object, style: str = "") -> Text:
     """``value`` as text that prints literally: C0/C1 control characters, DEL, line separators and
     bidirectional overrides shown as ``\\xNN`` / ``\\uNNNN``; a :class:`rich.text.Text`, which Rich
     never parses for markup or emoji. ``None`` is the empty text. The only way data reaches a person."""
+    from rich.text import Text  # Rich is imported by the first output for a person, not by every command
+
     text = "" if value is None else str(value)
     return Text(_UNSAFE.sub(_escape_char, text), style=style)
 
 
 def _inert_part(part: object) -> Text:
+    from rich.text import Text
+
     return part if isinstance(part, Text) else inert(part)
 
 
 def console(*, err: bool = False, file: IO[str] | None = None) -> Console:
     """The console every human output is printed on: it never reads markup, emoji codes or highlights in
     a plain string (data goes through :func:`inert` all the same)."""
+    from rich.console import Console
+
     return Console(width=max(100, shutil.get_terminal_size((120, 40)).columns), soft_wrap=False, stderr=err,
                    file=file, highlight=False, emoji=False, markup=False)
 
@@ -374,27 +400,43 @@ def console(*, err: bool = False, file: IO[str] | None = None) -> Console:
 def echo(*parts: object, err: bool = False, file: IO[str] | None = None) -> None:
     """Print one line made of ``parts``: each a :class:`Text` made with :func:`inert` (styled), or any
     value, made inert here. Never wrapped (like ``click.echo``)."""
+    from rich.text import Text
+
     line = Text()
     for part in parts:
         line.append_text(_inert_part(part))
     console(err=err, file=file).print(line, soft_wrap=True)
 
 
-class InertTable(Table):
-    """A Rich table whose title and cells are made inert (a cell that is a :class:`Text` is kept)."""
+@cache
+def _inert_table() -> type[InertTable]:
+    """:class:`InertTable`, defined when first used (it is a Rich table: Rich comes with it)."""
+    from rich.table import Table
 
-    def __init__(self, title: object = None, columns: list[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(title=None if title is None else _inert_part(title), **kwargs)
-        for c in columns or []:
-            self.add_column(c, overflow="fold")
+    class InertTable(Table):
+        """A Rich table whose title and cells are made inert (a cell that is a :class:`Text` is kept)."""
 
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:
-        super().add_row(*(_inert_part(c) for c in cells), **kwargs)
+        def __init__(self, title: object = None, columns: list[str] | None = None, **kwargs: Any) -> None:
+            super().__init__(title=None if title is None else _inert_part(title), **kwargs)
+            for c in columns or []:
+                self.add_column(c, overflow="fold")
+
+        def add_row(self, *cells: Any, **kwargs: Any) -> None:
+            super().add_row(*(_inert_part(c) for c in cells), **kwargs)
+
+    InertTable.__module__ = __name__
+    return InertTable
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InertTable":
+        return _inert_table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def table(title: object, columns: list[str], rows: list[list[Any]]) -> None:
     """Print a table of ``rows`` (None shows as an empty cell); every cell is made inert."""
-    out = InertTable(title, columns, show_lines=False)
+    out = _inert_table()(title, columns, show_lines=False)
     for r in rows:
         out.add_row(*r)
     console().print(out)

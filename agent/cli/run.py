@@ -3,7 +3,6 @@ executor pass, under the database's instance lock)."""
 
 from __future__ import annotations
 
-import gc
 from datetime import datetime
 
 import click
@@ -17,6 +16,7 @@ from agent.cli.app import (
     iso,
     json_option,
     option_names,
+    start_up,
     table,
 )
 
@@ -33,8 +33,9 @@ name_option = click.option("--name", default=None, metavar="NAME",
 @click.pass_context
 def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None:
     """What `run` would do now (only the accounts that are due), changing nothing."""
-    svc, now = api(ctx, at)
-    gc.freeze()  # what start-up made (modules, the policy) lives to the end: the collector skips it from now on
+    with start_up():
+        svc, now = api(ctx, at)
+        svc.warm_up()
     page = svc.plan(now=now)
     for e in page.errors:
         echo(f"warning: {e}", err=True)

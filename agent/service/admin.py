@@ -95,7 +95,7 @@ def _remembered(s: Session, account: str, key: str) -> m.AuditEntry | None:
 
 
 def _outcome(data: dict[str, Any]) -> ActionOutcome:
-    from agent.imports import parse_instant
+    from agent.instants import parse_instant
 
     return ActionOutcome(**{**data, "at": parse_instant(data["at"])})
 

@@ -172,7 +172,7 @@ def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_wo
 
 def run_summary(result: dict[str, Any]) -> RunSummary:
     """:func:`run_once`'s JSON as the typed record."""
-    from agent.imports import parse_instant
+    from agent.instants import parse_instant
 
     return RunSummary(now=parse_instant(result["now"]), accounts=result["accounts"],
                       episodes_started=result["episodes_started"], episodes_ended=result["episodes_ended"],

@@ -42,7 +42,7 @@ def actor_name(actor: str | None) -> str:
 
 def parse_instant(text: str, *, what: str = "time") -> datetime:
     """An ISO-8601 instant with a zone, as aware UTC, within the range arrears accepts."""
-    from agent.imports import parse_instant as parse
+    from agent.instants import parse_instant as parse
 
     try:
         return parse(text, what=what)
@@ -52,7 +52,7 @@ def parse_instant(text: str, *, what: str = "time") -> datetime:
 
 def check_instant(value: datetime, *, what: str = "time") -> datetime:
     """An aware instant as UTC, within the range arrears accepts."""
-    from agent.imports import check_instant as check
+    from agent.instants import check_instant as check
 
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(f"{what} {value.isoformat()!r} has no zone; give an aware time", what)
@@ -75,7 +75,7 @@ def parse_money(value: Decimal | str, what: str, currency: str) -> Decimal:
 def parse_moment(value: datetime | date | str, policy: PolicySet, what: str) -> datetime:
     """An instant: a date (``YYYY-MM-DD``, or a ``date``) is midnight in the policy's time zone; else an
     ISO-8601 instant with a zone (or an aware ``datetime``)."""
-    from agent.imports import check_instant as check
+    from agent.instants import check_instant as check
 
     if isinstance(value, datetime):
         return check_instant(value, what=what)

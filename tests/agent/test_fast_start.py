@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from agent.cli import COMMANDS, cli, load_command
 
-HEAVY = ("sqlalchemy", "pydantic", "jinja2", "babel", "paramiko", "alembic")
+HEAVY = ("sqlalchemy", "pydantic", "jinja2", "babel", "paramiko", "alembic", "rich", "fastapi")
+# what plan's work does not use: templates, SSH, the HTTP API, migrations, terminal tables (for --json)
+NOT_FOR_PLAN = ("pydantic", "jinja2", "paramiko", "alembic", "rich", "fastapi", "uvicorn", "agent.imports",
+                "agent.notices", "agent.executor", "connectors.fleet")
+
+
+def _run(code: str) -> tuple[str, set[str]]:
+    """What ``code`` printed, and the modules (and their top packages) it had imported at its end."""
+    probe = (f"import sys\n{code}\nprint(' '.join(sorted({{p for n in sys.modules for p in (n, n.split('.')[0])}})),"
+             " file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout, set(out.stderr.split())
 
 
 def _imported_after(code: str) -> list[str]:
-    probe = f"import sys\n{code}\nprint(' '.join(sorted({{n.split('.')[0] for n in sys.modules}})))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
-    return [name for name in out.stdout.split() if name in HEAVY]
+    return [name for name in HEAVY if name in _run(code)[1]]
 
 
 def test_importing_the_command_line_imports_no_heavy_library() -> None:
@@ -26,6 +38,20 @@ def test_the_group_help_imports_no_command_module() -> None:
     code = ("from agent.cli import main\nsys.argv = ['arrears', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass")
     assert _imported_after(code) == []
+
+
+def test_plan_imports_only_what_it_uses(tmp_path: Path) -> None:
+    folder = tmp_path / "cfg"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(folder), "init"]).exit_code == 0
+    for kind in ("accounts", "ledger"):
+        result = runner.invoke(cli, ["--config", str(folder), kind, "import", str(folder / f"{kind}.jsonl")])
+        assert result.exit_code == 0, result.output
+    argv = ["arrears", "--config", str(folder), "plan", "--at", "2026-03-10T12:00:00Z", "--json"]
+    printed, modules = _run(f"from agent.cli import main\nsys.argv = {argv!r}\n"
+                            "try:\n    main()\nexcept SystemExit:\n    pass")
+    assert json.loads(printed), "the sample has accounts due then: the probe ran a plan that found them"
+    assert [name for name in NOT_FOR_PLAN if name in modules] == []
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
