@@ -57,7 +57,6 @@ def plan_command(ctx: click.Context, at: datetime | None, as_json: bool) -> None
 def run_command(ctx: click.Context, at: datetime | None, as_json: bool, name: str | None) -> None:
     """Evaluate the due accounts, queue their measures and apply them (hosts, notices)."""
     svc, now = api(ctx, at)
-    gc.freeze()  # as in plan: what start-up made lives to the end, the collector skips it from now on
     with option_names(name="--name"):
         result = svc.run(now=now, name=name).to_json()
     if as_json:
