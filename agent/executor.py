@@ -613,6 +613,9 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
         broken = SendResult(ok=False, permanent=False, error=f"notifier error: {exc}")
         for out in outgoing:
             results.setdefault(out.key, broken)
+    finally:
+        if at_once is not None:
+            at_once.close()
     sent: list[dict[str, Any]] = []
     unsent: list[dict[str, Any]] = []
     done: list[tuple[Claimed, dict[str, Any] | None]] = []
@@ -663,10 +666,10 @@ def _accounts(session: Session, ids: set[str], *, lock: bool = False) -> dict[st
 
 class _SentMarks:
     """Records one accepted message as sent in its own commit, the moment the server accepted it: the
-    statement compiled once per chunk and run on the session's own connection as the driver's statement,
-    committed by the driver (no session commit, which looks at every object the session holds, per
-    message). On SQLite (WAL, ``synchronous=NORMAL``) and PostgreSQL alike that commit is what keeps
-    the in-flight window at one message."""
+    statement compiled once per chunk and run with a cursor of the session's own connection's driver,
+    committed by the driver (no session commit, which looks at every object the session holds, and no
+    SQLAlchemy statement execution per message). On SQLite (WAL, ``synchronous=NORMAL``) and PostgreSQL
+    alike that commit is what keeps the in-flight window at one message."""
 
     def __init__(self, session: Session, stmt: Any) -> None:
         self.conn = session.connection()  # held for the whole send: one connection, no pool round trip
@@ -681,12 +684,19 @@ class _SentMarks:
             self.fixed[name] = proc(value) if proc is not None else value
         self.key = processors.get("k")
         self.order = list(compiled.positiontup or []) if dialect.positional else None
+        dbapi = self.conn.connection.dbapi_connection
+        assert dbapi is not None
+        self.dbapi = dbapi
+        self.cursor = dbapi.cursor()
 
     def sent(self, key: str) -> None:
         params = dict(self.fixed, k=self.key(key) if self.key is not None else key)
-        self.conn.exec_driver_sql(self.sql, tuple(params[n] for n in self.order) if self.order is not None
-                                  else params)
-        self.conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+        self.cursor.execute(self.sql, tuple(params[n] for n in self.order) if self.order is not None else params)
+        self.dbapi.commit()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the connection may be gone with the error that ended the send
+            self.cursor.close()
 
 
 class _NoticeRows:

@@ -130,8 +130,7 @@ class PlannedMeasure:
                 "due_at": self.due_at.isoformat(), "reason": self.reason}
 
 
-# Accounts per chunk of a plan. Each chunk's query walks the due accounts that share the last one's next check
-# (the index is on next_check_at alone, the order is next_check_at, id): fewer, larger chunks walk them fewer times.
+# Accounts per chunk of a plan (each chunk is one range of the index on (next_check_at, id)).
 PLAN_CHUNK = 4 * BATCH
 
 

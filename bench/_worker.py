@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import smtplib
 import sqlite3
 import sys
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# ARREARS_BENCH_CODE: the agent's code of another checkout (scale.py --before), imported instead of this one's
+sys.path.insert(0, os.environ.get("ARREARS_BENCH_CODE") or str(ROOT))
 
 _ISO = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -60,11 +62,51 @@ def counting_cli(args: list[str]) -> None:
                     round(1000 * (time.process_time() - cpu))
 
         agent.executor.execute = execute  # type: ignore[assignment]
+        _time_sending(counts)
+        marks = getattr(agent.executor, "_SentMarks", None)
+        if marks is not None:  # the per-message UPDATE + commit, on the driver: the commit counter misses it
+            mark = marks.sent
+
+            def sent(self: Any, key: str) -> None:
+                counts["driver_commits"] = counts.get("driver_commits", 0) + 1
+                mark(self, key)
+
+            marks.sent = sent
     atexit.register(lambda: print("bench-counters " + json.dumps(counts), file=sys.stderr))
     from agent.cli import main
 
     sys.argv = ["arrears", *args]
     main()
+
+
+def _time_sending(counts: dict[str, int]) -> None:
+    """``send_wall_ms``: the wall time during which at least one SMTP batch was being sent (the sending
+    phase: connections, message bytes, the SMTP exchanges and the per-message commits; not the claims,
+    composing and recording between batches), however many batches run at once."""
+    import threading
+    import time
+
+    from agent.notices import delivery
+
+    inner = delivery.SmtpNotifier.send
+    lock = threading.Lock()
+    state = {"busy": 0, "since": 0.0, "total": 0.0}
+
+    def send(self: Any, *a: Any, **kw: Any) -> Any:
+        with lock:
+            if not state["busy"]:
+                state["since"] = time.perf_counter()
+            state["busy"] += 1
+        try:
+            return inner(self, *a, **kw)
+        finally:
+            with lock:
+                state["busy"] -= 1
+                if not state["busy"]:
+                    state["total"] += time.perf_counter() - state["since"]
+                    counts["send_wall_ms"] = round(1000 * state["total"])
+
+    delivery.SmtpNotifier.send = send  # type: ignore[method-assign]
 
 
 def fill(db: str, accounts: int, due: int, now_iso: str) -> None:

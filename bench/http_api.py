@@ -14,6 +14,7 @@ connection and from a few connections at once (payments per second; each one is 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -108,17 +109,67 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def can_spend(client: httpx.Client, accounts: int, n: int) -> list[float]:
-    rng = random.Random(7)
+class RawClient:
+    """A lean HTTP/1.1 keep-alive client on one socket: requests prebuilt as bytes, the answer read by its
+    Content-Length. It costs the 2 shared cores far less than httpx (whose CPU per request is about the
+    server's), so the latency measured is the server's more than the client's."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def ask(self, request: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(request)
+        data = self.buffer
+        while (end := data.find(b"\r\n\r\n")) < 0:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise SystemExit("the server closed the connection")
+            data += chunk
+        head = data[:end].lower()
+        at = head.find(b"content-length:")
+        length = int(head[at + 15:].split(b"\r\n", 1)[0]) if at >= 0 else 0
+        total = end + 4 + length
+        while len(data) < total:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise SystemExit("the server closed the connection")
+            data += chunk
+        self.buffer = data[total:]
+        return int(data[9:12]), data[end + 4:total]
+
+
+def spend_requests(token: str, accounts: int, n: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [(f"GET /v1/accounts/acct-{rng.randrange(accounts):07d}/can-spend?amount=190.00 HTTP/1.1\r\n"
+             f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n").encode() for _ in range(n)]
+
+
+def can_spend(client: RawClient, requests: list[bytes], rate: float = 0) -> tuple[list[float], float]:
+    """The latency of each request (ms) and the client's own CPU seconds; the collector off meanwhile.
+    Back to back, or with ``rate`` one request every 1/rate seconds (each timed from when it is sent)."""
     times = []
-    for _ in range(n):
-        account = f"acct-{rng.randrange(accounts):07d}"
-        started = time.perf_counter()
-        r = client.get(f"/v1/accounts/{account}/can-spend", params={"amount": "190.00"})
-        times.append((time.perf_counter() - started) * 1000)
-        if r.status_code != 200 or not r.json()["allowed"]:  # balance -10 (or more, after earlier runs' payments)
-            raise SystemExit(f"can-spend {account}: {r.status_code} {r.text}")
-    return times
+    clock = time.perf_counter
+    gc.disable()
+    cpu = time.thread_time()
+    start = clock()
+    try:
+        for i, request in enumerate(requests):
+            if rate and (wait := start + i / rate - clock()) > 0:
+                time.sleep(wait)
+            started = clock()
+            status, body = client.ask(request)
+            times.append((clock() - started) * 1000)
+            if status != 200 or b'"allowed":true' not in body:  # balance -10 (or more, after earlier payments)
+                raise SystemExit(f"can-spend: {status} {body!r}")
+    finally:
+        cpu = time.thread_time() - cpu
+        gc.enable()
+    return times, cpu
 
 
 def payments(url: str, token: str, accounts: int, n: int, clients: int, tag: str) -> float:
@@ -147,14 +198,91 @@ def payments(url: str, token: str, accounts: int, n: int, clients: int, tag: str
     return n / wall
 
 
+FLOOR = Path("floor")  # as ``code``: bench/_http_floor.py instead of arrears
+
+
+def start_server(folder: Path, code: Path | None) -> tuple[subprocess.Popen[bytes], int]:
+    """``arrears serve`` on ``folder``'s database, running this checkout's code or ``code``'s (another
+    checkout of arrears, put first on the module path: the "before" of a comparison), or the floor."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    if code is not None and code != FLOOR:
+        env["PYTHONPATH"] = str(code)
+    log = (folder / "serve.log").open("w")
+    argv = ([sys.executable, str(ROOT / "bench" / "_http_floor.py"), str(port)] if code == FLOOR else
+            [str(Path(sys.executable).with_name("arrears")), "--config", str(folder), "serve",
+             "--listen", f"127.0.0.1:{port}", "--at", AT, "--log-level", "warning"])
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT if code in (None, FLOOR) else code,
+                            stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if code == FLOOR:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            if httpx.get(f"{url}/v1/openapi.json", timeout=1).status_code == 200:
+                return proc, port
+        except (httpx.TransportError, OSError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"arrears serve did not start:\n{(folder / 'serve.log').read_text()}")
+        time.sleep(0.1)
+
+
+def measure(label: str, folder: Path, code: Path | None, token: str, args: argparse.Namespace, run: int) -> None:
+    proc, port = start_server(folder, code)
+    try:
+        load = os.getloadavg()[0]
+        client = RawClient(port)
+        try:
+            can_spend(client, spend_requests(token, args.accounts, args.warmup, 1000 + run))  # imports, caches
+            requests = spend_requests(token, args.accounts, args.requests, run)
+            cpu = cpu_seconds(proc.pid)
+            times, client_cpu = can_spend(client, requests, args.rate)
+            cpu = cpu_seconds(proc.pid) - cpu
+        finally:
+            client.close()
+        n = len(times)
+        print(f"{label:<7} load {load:5.2f}  p50 {statistics.median(times):5.2f} ms, "
+              f"p90 {percentile(times, 90):5.2f} ms, p99 {percentile(times, 99):5.2f} ms, "
+              f"p99.9 {percentile(times, 99.9):6.2f} ms, max {max(times):6.2f} ms, {n / (sum(times) / 1000):4.0f} "
+              f"requests/s; CPU per request: server {cpu / n * 1000:.2f} ms, client {client_cpu / n * 1000:.2f} ms",
+              flush=True)
+        if args.payments and code != FLOOR:
+            url = f"http://127.0.0.1:{port}"
+            for clients in (1, 4):
+                cpu = cpu_seconds(proc.pid)
+                tag = f"{os.getpid()}-{label}-{run}-{clients}"
+                rate = payments(url, token, args.accounts, args.payments, clients, tag)
+                cpu = cpu_seconds(proc.pid) - cpu
+                print(f"{label:<7} payments ingested, {args.payments:,} from {clients} connection(s): {rate:.0f}/s "
+                      f"wall; server CPU {cpu / args.payments * 1000:.2f} ms per payment "
+                      f"({args.payments / cpu:.0f}/cpu-s)", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=5000, help="can-spend requests measured")
-    parser.add_argument("--payments", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=20000, help="can-spend requests measured")
+    parser.add_argument("--warmup", type=int, default=1000, help="can-spend requests before those measured")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="can-spend requests per second, paced (default: back to back, as fast as answered)")
+    parser.add_argument("--payments", type=int, default=2000, help="payments posted (0: none)")
     parser.add_argument("--import", dest="importer", action="store_true",
                         help="fill the database through the CLI's imports (slow) instead of sqlite3.executemany")
     parser.add_argument("--keep", type=Path, default=None, help="folder of the configuration and database to keep")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout of arrears (e.g. a worktree of main) measured beside this one, "
+                             "the two alternating on the same database")
+    parser.add_argument("--floor", action="store_true",
+                        help="measure beside them a constant answer on uvicorn alone (bench/_http_floor.py): the "
+                             "machine's share of the latency at that moment")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each")
     args = parser.parse_args()
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="arrears-http-bench-"))
@@ -164,45 +292,17 @@ def main() -> None:
             fill(folder, args.accounts, importer=args.importer)
         token = json.loads(arrears(folder, "tokens", "add", f"bench-{os.getpid()}", "--scope", "billing",
                                    "--json"))["token"]
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = (folder / "serve.log").open("w")
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("arrears")), "--config", str(folder), "serve",
-                                 "--listen", f"127.0.0.1:{port}", "--at", AT, "--log-level", "warning"],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/v1/openapi.json", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"arrears serve did not start:\n{(folder / 'serve.log').read_text()}")
-                time.sleep(0.1)
-            print(f"cores: {os.cpu_count()}, load average (1 min) {os.getloadavg()[0]:.2f}, "
-                  f"python {sys.version.split()[0]}, {args.accounts:,} accounts")
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-                can_spend(client, args.accounts, 200)  # warm-up: imports, caches, the connection
-                cpu = cpu_seconds(proc.pid)
-                times = can_spend(client, args.accounts, args.requests)
-                cpu = cpu_seconds(proc.pid) - cpu
-            print(f"can-spend over one keep-alive connection, {args.requests:,} requests for random accounts: "
-                  f"p50 {statistics.median(times):.2f} ms, p90 {percentile(times, 90):.2f} ms, "
-                  f"p99 {percentile(times, 99):.2f} ms, max {max(times):.2f} ms, "
-                  f"{len(times) / (sum(times) / 1000):.0f} requests/s; server CPU {cpu / len(times) * 1000:.2f} ms "
-                  "per request")
-            for clients in (1, 4):
-                cpu = cpu_seconds(proc.pid)
-                rate = payments(url, token, args.accounts, args.payments, clients, f"{os.getpid()}-{clients}")
-                cpu = cpu_seconds(proc.pid) - cpu
-                print(f"payments ingested, {args.payments:,} from {clients} connection(s): {rate:.0f}/s wall; "
-                      f"server CPU {cpu / args.payments * 1000:.2f} ms per payment ({args.payments / cpu:.0f}/cpu-s)")
-            print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        print(f"cores: {os.cpu_count()}, load average (1 min) {os.getloadavg()[0]:.2f}, "
+              f"python {sys.version.split()[0]}, {args.accounts:,} accounts; can-spend over one keep-alive "
+              f"connection, {args.requests:,} requests for random accounts after {args.warmup:,} of warm-up, "
+              f"{f'{args.rate:g} a second' if args.rate else 'back to back'}")
+        for run in range(args.repeat):
+            if args.before is not None:
+                measure("before", folder, args.before.resolve(), token, args, run)
+            measure("after" if args.before is not None else "this", folder, None, token, args, run)
+            if args.floor:
+                measure("floor", folder, FLOOR, token, args, run)
+        print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

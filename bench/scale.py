@@ -4,17 +4,21 @@
     python bench/scale.py --accounts 1000000 --due 10000
     python bench/scale.py --only import,ledger         # some of: import ledger plan run ratio smtp reports
     python bench/scale.py --accounts 1000000 --due 10000 --only plan,run,ratio --repeat 3
+    python bench/scale.py --accounts 1000000 --due 10000 --only plan,ratio --repeat 3 --keep /var/tmp/scale
+    python bench/scale.py --only smtp --notices 10000 --before ../main-worktree --repeat 3   # before/after
 
 Every step runs the real CLI in a child process and reports the child's CPU time (user + system, which
 the machine's load disturbs least), wall time and peak RSS, read with ``wait4``. Steps that run agent
 code also count SQL statements and commits (``bench/_worker.py cli`` wraps the CLI with a counter).
 The floors are the same rows inserted with plain ``sqlite3.executemany`` (imports) and the same
-prerendered messages sent with plain ``smtplib`` over one connection (notices).
+prerendered messages sent with plain ``smtplib`` over one connection (notices), to the same SMTP server
+(``--sink``: Postfix's ``smtp-sink`` by default, see bench/_sink.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +29,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from _sink import SINKS, make_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("_worker.py")
@@ -158,6 +164,8 @@ def _statements(m: Measured, per: int) -> str:
         text += (f"; executor alone: {c['executor_statements']:,} statements "
                  f"({c['executor_statements'] / per:.2f}/item), {c['executor_commits']} commits, "
                  f"{c['executor_cpu_ms'] / 1000:.2f} s CPU")
+    if "driver_commits" in c:
+        text += f"; {c['driver_commits']:,} per-message commits on the driver"
     return text
 
 
@@ -166,15 +174,25 @@ def _median(runs: list[Measured]) -> Measured:
     return sorted(runs, key=lambda m: m.cpu)[len(runs) // 2]
 
 
-def bench_tick(base: Path, accounts: int, due: int, steps: set[str], repeat: int = 1) -> dict[str, Measured]:
+def bench_tick(base: Path, accounts: int, due: int, steps: set[str], repeat: int = 1,
+               keep: bool = False) -> dict[str, Measured]:
     """``plan`` and ``run`` over ``accounts`` with ``due`` of them due; with ``repeat`` > 1 each is run that
-    many times (``run`` each time on a copy of the filled database) and the median CPU time is shown."""
+    many times (``run`` each time on a copy of the filled database) and the median CPU time is shown.
+    ``keep``: the filled database is kept beside the folder (and used again when it is there already)."""
     header(f"plan and run: {accounts:,} accounts, {due:,} due (spool notices)"
            + (f", median of {repeat}" if repeat > 1 else "") + f"{'':14}load average {os.getloadavg()[0]:.1f}")
-    cfg = new_config(base, f"tick-{accounts}-{due}")
+    cfg, kept = base / f"tick-{accounts}-{due}", base / f"tick-{accounts}-{due}.db"
     db = cfg / "arrears.db"
-    cli(cfg, "status")  # creates and migrates the database
-    worker("fill", db, accounts, due, NOW.isoformat())
+    shutil.rmtree(cfg, ignore_errors=True)  # (--keep: the last run's folder)
+    new_config(base, cfg.name)
+    if kept.exists():  # --keep: the database filled by an earlier run, copied (then migrated if it is older)
+        shutil.copyfile(kept, db)
+        cli(cfg, "status")
+    else:
+        cli(cfg, "status")  # creates and migrates the database
+        worker("fill", db, accounts, due, NOW.isoformat())
+        if keep:
+            shutil.copyfile(db, kept)
     at = ("--at", NOW.isoformat())
     found: dict[str, Measured] = {}
     startup = _median([cli(cfg, "plan", "--at", (NOW - timedelta(days=3650)).isoformat()) for _ in range(repeat)])
@@ -206,32 +224,49 @@ def bench_ratio(big: dict[str, Measured], small: dict[str, Measured], accounts: 
           + ", ".join(f"{step} {big[step].cpu / small[step].cpu:.2f}" for step in ("plan", "run")), flush=True)
 
 
-def bench_smtp(base: Path, notices: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from tests.servers.smtp import SmtpServer
-
-    header(f"notices: {notices:,} to a local SMTP server (aiosmtpd on loopback)")
-    server = SmtpServer(base / "smtp").start()
+def bench_smtp(base: Path, notices: int, sink_name: str, *, before: Path | None = None, repeat: int = 1) -> None:
+    """The floor and the agent against the same SMTP server, one after the other (``before``: then the agent
+    with that checkout's code too, interleaved, ``repeat`` times each). Rates: ``N/s wall`` is the notices
+    over the whole ``run`` command's wall time (start-up, the tick that queues the notices, composing,
+    sending, recording); ``sending N/s`` over the executor's sending phase alone (while a batch was being
+    sent: connections, the SMTP exchanges and the per-message commits; measured in the child, see
+    bench/_worker.py)."""
+    sink = make_sink(sink_name, base)
+    header(f"notices: {notices:,} to a local SMTP server ({sink.name} on loopback)")
+    sink.start()
+    floor_msgs = base / "prerendered"
+    worker("prerender", floor_msgs, notices)
+    codes: list[tuple[str, dict[str, str]]] = [("", {})]
+    if before is not None:
+        codes = [("before  ", {"ARREARS_BENCH_CODE": str(before)}), ("after   ", {})]
     try:
-        floor_msgs = base / "prerendered"
-        worker("prerender", floor_msgs, notices)
-        server.reset()
-        floor = worker("smtp-floor", server.host, server.port, floor_msgs)
-        row("floor: smtplib, prerendered, one connection", floor, notices, None,
-            f"{notices / floor.wall:,.0f}/s wall; {server.connections} connections")
-        server.reset()
-        cfg = new_config(base, "smtp", spool=False, smtp=(server.host, server.port))
-        cli(cfg, "status")
-        worker("fill", cfg / "arrears.db", notices, notices, NOW.isoformat())
-        m = cli(cfg, "run", "--at", NOW.isoformat(), "--json")
-        received = server.wait_messages(notices, timeout=60) if notices else []
-        ids = [r.message["Message-ID"] for r in received]
-        dup = len(ids) - len(set(ids))
-        row("run: notices over SMTP", m, notices, floor,
-            f"{notices / m.wall:,.0f}/s wall, {notices / m.cpu:,.0f}/cpu-s; {server.connections} connections; "
-            f"{len(received)} received, {dup} duplicate Message-IDs; {_statements(m, notices)}")
+        for rep in range(repeat):
+            sink.reset()
+            load = os.getloadavg()[0]
+            floor = worker("smtp-floor", sink.host, sink.port, floor_msgs)
+            floor_ids = sink.message_ids(notices, timeout=60) if notices else []
+            row("floor: smtplib, prerendered, one connection", floor, notices, None,
+                f"{notices / floor.wall:,.0f}/s wall; {sink.connections} connections; {len(floor_ids)} received; "
+                f"load {load:.1f}")
+            for label, env in codes:
+                sink.reset()
+                cfg = new_config(base, f"smtp-{rep}-{label.strip() or 'this'}", spool=False,
+                                 smtp=(sink.host, sink.port))
+                cli(cfg, "status", env=env)
+                worker("fill", cfg / "arrears.db", notices, notices, NOW.isoformat())
+                load = os.getloadavg()[0]
+                m = cli(cfg, "run", "--at", NOW.isoformat(), "--json", env=env)
+                ids = sink.message_ids(notices, timeout=60) if notices else []
+                dup = len(ids) - len(set(ids))
+                c = m.counters()
+                sending = (f"sending {notices / (c['send_wall_ms'] / 1000):,.0f}/s ({c['send_wall_ms'] / 1000:.2f} s); "
+                           if c.get("send_wall_ms") else "")
+                row(f"{label}run: notices over SMTP", m, notices, floor,
+                    f"{notices / m.wall:,.0f}/s wall, {notices / m.cpu:,.0f}/cpu-s; {sending}{sink.connections} "
+                    f"connections; {len(ids)} received, {dup} duplicate Message-IDs; load {load:.1f}; "
+                    f"{_statements(m, notices)}")
     finally:
-        server.stop()
+        sink.close()
 
 
 def bench_reports(base: Path, accounts: int, due: int) -> None:
@@ -256,8 +291,17 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps of: {' '.join(STEPS)}")
     parser.add_argument("--ratio-accounts", type=int, default=10_000,
                         help="ratio: the small database's accounts (as many due as in the large one)")
-    parser.add_argument("--repeat", type=int, default=1, help="plan/run/ratio: repetitions (the median is shown)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="plan/run/ratio: repetitions (the median is shown); smtp: repetitions, each shown")
+    parser.add_argument("--sink", default="smtp-sink", choices=SINKS,
+                        help="smtp: the local SMTP server (Postfix's smtp-sink, or aiosmtpd in this process)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="smtp: also run the agent with this checkout's code (e.g. a worktree of main), "
+                             "interleaved with this one's, against the same server")
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--keep", metavar="DIR", default=None,
+                        help="plan/run/ratio: work in DIR and keep it; the databases filled there by an earlier "
+                             "run with the same --accounts and --due are used again instead of filling new ones")
     args = parser.parse_args()
     steps = set(args.only.split(","))
     if "ratio" in steps and args.due > args.ratio_accounts:
@@ -266,17 +310,19 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     print(f"cores: {os.cpu_count()}, load average (1 min) {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    keep = args.keep is not None
+    with contextlib.nullcontext(args.keep) if keep else tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
         if steps & {"import", "ledger"}:
             bench_imports(base, args.accounts, args.ledger, steps)
         if steps & {"plan", "run", "ratio"}:
-            big = bench_tick(base, args.accounts, args.due, steps, args.repeat)
+            big = bench_tick(base, args.accounts, args.due, steps, args.repeat, keep)
             if "ratio" in steps:
-                small = bench_tick(base, args.ratio_accounts, args.due, steps, args.repeat)
+                small = bench_tick(base, args.ratio_accounts, args.due, steps, args.repeat, keep)
                 bench_ratio(big, small, args.accounts, args.ratio_accounts)
         if "smtp" in steps:
-            bench_smtp(base, args.notices)
+            bench_smtp(base, args.notices, args.sink, before=args.before, repeat=args.repeat)
         if "reports" in steps:
             bench_reports(base, args.accounts, args.due)
     print(f"\nload average (1 min) after: {os.getloadavg()[0]:.2f}")

@@ -111,6 +111,8 @@ def _input_times(snapshot: AccountSnapshot, triggers: list[TriggerState]) -> lis
 
 
 def _earliest(holding: list[TriggerState]) -> TriggerState:
+    if len(holding) == 1:
+        return holding[0]
     return min(holding, key=lambda t: (t.since, TRIGGER_ORDER.index(t.name)))
 
 
@@ -205,12 +207,13 @@ def _in_episode(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime
     start_episode = None
     if snapshot.episode is None:
         start = override_start or hit.at
-        reason = hit.reason
+        start_episode = hit  # the episode starts when the trigger began to hold, for the trigger's reason
         if override_start is not None:
+            reason = hit.reason
             reason = Reason(rule=reason.rule, text=f"{reason.text}; episode start set by the outstanding-balance "
                             f"date {override_start.isoformat()}", thresholds=reason.thresholds,
                             inputs={**reason.inputs, "debt_date": override_start.isoformat()})
-        start_episode = TriggerHit(trigger=hit.trigger, at=start, reason=reason)
+            start_episode = TriggerHit(trigger=hit.trigger, at=start, reason=reason)
         episode_trigger = hit.trigger
         taken: tuple[StageTaken, ...] = ()
     else:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
 
 from policy.model import AccountSnapshot, Invoice, LedgerEntry, Override, Reason, ResolvedPolicy
 
@@ -74,6 +73,8 @@ class Ledger:
 
 def active_overrides(snapshot: AccountSnapshot, kind: str, t: datetime) -> list[Override]:
     """Overrides of ``kind`` in force at ``t`` (created, not yet expired). Expired ones are ignored."""
+    if not snapshot.overrides:
+        return []  # (most accounts: asked several times per evaluation)
     return [
         o
         for o in snapshot.overrides
@@ -133,7 +134,12 @@ def _first_future(cond: Callable[[datetime], bool], points: Iterable[datetime], 
     return None
 
 
-@dataclass(frozen=True)
+# _Context and TriggerState are made for every account evaluated (seven per evaluation) and read only within
+# it: plain slotted classes, whose construction costs a fraction of a frozen dataclass's (which sets each field
+# through object.__setattr__). Nothing changes them once made.
+
+
+@dataclass(slots=True, eq=False)
 class _Context:
     """What the triggers of one evaluation read: the six states share it, for their reasons."""
 
@@ -148,7 +154,7 @@ class _Context:
 _Written = tuple[str, dict[str, str], dict[str, str]]  # a reason's text, thresholds and inputs
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TriggerState:
     """One trigger at one moment: enabled by the policy?, holding?, since when, or when it would start.
 
@@ -161,11 +167,14 @@ class TriggerState:
     since: datetime | None
     upcoming: datetime | None
     context: _Context = field(repr=False, compare=False)
+    _reason: Reason | None = field(default=None, init=False, repr=False, compare=False)
 
-    @cached_property
+    @property
     def reason(self) -> Reason:
-        text, thresholds, inputs = _WRITERS[self.name](self, self.context)
-        return Reason(rule=f"trigger.{self.name}", text=text, thresholds=thresholds, inputs=inputs)
+        if self._reason is None:
+            text, thresholds, inputs = _WRITERS[self.name](self, self.context)
+            self._reason = Reason(rule=f"trigger.{self.name}", text=text, thresholds=thresholds, inputs=inputs)
+        return self._reason
 
 
 def evaluate_triggers(snapshot: AccountSnapshot, policy: ResolvedPolicy, now: datetime,

@@ -1,8 +1,9 @@
 """Bearer authentication and scopes: 401 without a valid token, 403 when its scopes do not cover the endpoint.
 
 The ``admin`` scope covers every endpoint; an endpoint names the other scopes that may call it.
-:func:`check` decides; :class:`Require` makes it an endpoint's dependency, and the purchase gate's
-shortcut (:mod:`agent.api.gate`) calls it as well.
+:func:`authorize` decides (:func:`check` reads the bearer header for it); :class:`Require` makes it an
+endpoint's dependency, and the purchase gate's shortcut (:mod:`agent.api.gate`) calls it as well, on the
+connection it keeps open.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from agent.api.errors import Problem
 from agent.api.tokens import TokenInfo, authenticate
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from agent.store.db import Store
 
-__all__ = ["Caller", "Require", "bearer", "check"]
+__all__ = ["Caller", "Require", "authorize", "bearer", "check"]
 
 bearer = HTTPBearer(auto_error=False, description="a token made with `arrears tokens add NAME --scope S`")
 Caller = TokenInfo
@@ -34,7 +37,13 @@ def check(store: Store, credentials: HTTPAuthorizationCredentials | None, allowe
         raise Problem(401, "unauthorized", "this endpoint needs a bearer token (Authorization: Bearer TOKEN)",
                       headers=_CHALLENGE)
     with store.engine.connect() as c:  # no session: one statement, no ORM objects
-        info = authenticate(c, credentials.credentials)
+        return authorize(c, credentials.credentials, allowed)
+
+
+def authorize(connection: Connection, token: str, allowed: frozenset[str]) -> TokenInfo:
+    """The token in force that ``token`` is, read on ``connection``; :class:`Problem` 401 when there is
+    none, 403 unless it has one of the scopes ``allowed``."""
+    info = authenticate(connection, token)
     if info is None:
         raise Problem(401, "unauthorized", "the bearer token is unknown or revoked",
                       headers={"WWW-Authenticate": 'Bearer realm="arrears", error="invalid_token"'})

@@ -21,10 +21,11 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, String, bindparam, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
+from agent.store.prepared import Prepared
 from agent.store.repo import audit
 
 __all__ = ["NAME", "PREFIX", "SCOPES", "TokenError", "TokenInfo", "add_token", "authenticate", "list_tokens",
@@ -118,13 +119,21 @@ def _by_hash() -> Select[str, str, list[str], datetime, str, datetime | None]:
             .where(m.ApiToken.hash == bindparam("hash", type_=String())))
 
 
+@cache
+def _by_hash_prepared(dialect: Dialect) -> Prepared:
+    return Prepared(_by_hash(), dialect)
+
+
 def authenticate(session: Session | Connection, token: str) -> TokenInfo | None:
     """The token in force that ``token`` is, or None (unknown, malformed or revoked). Read from the database
-    on every call (one indexed statement), so a revocation holds from the next request on."""
+    on every call (one indexed statement, run prepared: :mod:`agent.store.prepared`), so a revocation holds
+    from the next request on."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     digest = _digest(token)
-    row = session.execute(_by_hash(), {"hash": digest}).first()
+    connection = session if isinstance(session, Connection) else session.connection()
+    found = _by_hash_prepared(connection.dialect).rows(connection, {"hash": digest})
+    row = found[0] if found else None
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, digest):
         return None
     return TokenInfo(row.name, tuple(row.scopes), row.created_at, row.created_by, row.revoked_at)

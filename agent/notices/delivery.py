@@ -1,8 +1,9 @@
 """Delivery of notices to the account's billing address, over SMTP or into a spool folder.
 
-:func:`make_notifier` returns an :class:`SmtpNotifier` (one connection per batch; 5xx answers are
-permanent failures, 4xx and connection errors temporary) or a :class:`SpoolNotifier` (one ``.eml`` file
-per notice, written atomically and never twice; the folder ``fsync``ed once per batch). A batch is what the caller
+:func:`make_notifier` returns an :class:`SmtpNotifier` (one connection per batch, commands pipelined when
+the server offers PIPELINING; 5xx answers are permanent failures, 4xx and connection errors temporary) or
+a :class:`SpoolNotifier` (one ``.eml`` file per notice, written atomically and never twice; the folder
+``fsync``ed once per batch). A batch is what the caller
 sends at once (the executor's chunk): the SMTP notifier builds each message just before it goes out,
 never the batch first, and reports each result the moment the server answered (``on_result``), so the
 caller records it before the next one; the spool reports its files once they are all durable. Over SMTP
@@ -331,10 +332,11 @@ class SmtpNotifier:
 
     def send(self, notices: Sequence[OutgoingNotice], *,
              on_result: ResultCallback | None = None) -> dict[str, SendResult]:
-        """The batch over one connection. Each message is built just before it goes out. A connection
-        lost in the middle is opened again (up to ``RECONNECTS`` times per batch) and the batch goes on;
-        the message in flight when it was lost is a temporary failure (sent again later with the same
-        Message-ID: the server may have accepted it)."""
+        """The batch over one connection. Each message is built just before it goes out (one message
+        ahead over a server that offers PIPELINING: its envelope goes behind the message before it, see
+        :class:`_Pipeline`). A connection lost in the middle is opened again (up to ``RECONNECTS`` times
+        per batch) and the batch goes on; the message in flight when it was lost is a temporary failure
+        (sent again later with the same Message-ID: the server may have accepted it)."""
         results: dict[str, SendResult] = {}
 
         def report(notice: OutgoingNotice, result: SendResult) -> None:
@@ -345,40 +347,75 @@ class SmtpNotifier:
         sender = _envelope_address(self.settings.from_addr) or self.settings.from_addr
         now = self.clock()
         where = f"{self.smtp.host}:{self.smtp.effective_port}"
-        client: smtplib.SMTP | None = None
-        reconnects = 0
-        try:
-            for index, notice in enumerate(notices):
+
+        def sendable(start: int) -> tuple[_Item | None, list[tuple[OutgoingNotice, SendResult]]]:
+            """The first notice from ``start`` on that can go out (its index, recipient and message), and
+            the results of those before it that cannot (no usable address, a message that cannot be built),
+            for the caller to report in the batch's order."""
+            skipped: list[tuple[OutgoingNotice, SendResult]] = []
+            for index in range(start, len(notices)):
+                notice = notices[index]
                 rcpt = _envelope_address(notice.to)
                 if rcpt is None:
-                    report(notice, _bad_address(notice.to))
+                    skipped.append((notice, _bad_address(notice.to)))
                     continue
                 try:
                     msg = message_bytes(self.settings, notice, now) if sender.isascii() and rcpt.isascii() \
                         else _build_message(self.settings, notice, now)
                 except (ValueError, TypeError) as exc:
-                    report(notice, SendResult(False, True, f"cannot build the message: {exc}"))
+                    skipped.append((notice, SendResult(False, True, f"cannot build the message: {exc}")))
                     continue
+                return (index, rcpt, msg), skipped
+            return None, skipped
+
+        def not_sent(start: int, result: SendResult) -> None:
+            for rest in notices[start:]:  # nothing more goes out in this batch
+                if rest.key not in results:
+                    report(rest, result if _envelope_address(rest.to) else _bad_address(rest.to))
+
+        client: smtplib.SMTP | None = None
+        pipeline: _Pipeline | None = None
+        reconnects = 0
+        try:
+            item, skipped = sendable(0)
+            for notice, result in skipped:
+                report(notice, result)
+            while item is not None:
+                index, rcpt, msg = item
                 if client is None:
                     client, problem = self._open(where)
                     if client is None:
                         assert problem is not None
-                        for rest in notices[index:]:  # nothing more goes out in this batch
-                            report(rest, problem if _envelope_address(rest.to) else _bad_address(rest.to))
+                        not_sent(index, problem)
                         break
-                result, lost = self._send_one(client, msg, sender, rcpt, where)
-                report(notice, result)  # reported before the next message goes out
+                    pipeline = _Pipeline(client, sender) if client.has_extn("pipelining") else None
+                if pipeline is not None and isinstance(msg, bytes):
+                    following, skipped = sendable(index + 1)  # its envelope goes out behind this message
+                    ahead = (following[1], following[2]) if following is not None and isinstance(following[2], bytes) \
+                        else None
+                    result, lost = pipeline.send(rcpt, msg, where, ahead=ahead)
+                    report(notices[index], result)  # reported before the next message goes out
+                else:
+                    result, lost = self._send_one(client, msg, sender, rcpt, where)
+                    report(notices[index], result)
+                    following, skipped = sendable(index + 1)
+                for notice, failed in skipped:
+                    report(notice, failed)
                 if lost:
                     _close(client)
-                    client = None
+                    client = pipeline = None
                     reconnects += 1
                     if reconnects > self.RECONNECTS:
-                        for rest in notices[index + 1:]:
-                            report(rest, SendResult(False, False, f"{result.error} (and {self.RECONNECTS} "
-                                                                  "times again): not sent in this run"))
+                        not_sent(index + 1, SendResult(False, False, f"{result.error} (and {self.RECONNECTS} "
+                                                                     "times again): not sent in this run"))
                         break
+                item = following
         finally:
-            if client is not None:
+            if client is not None and pipeline is not None and pipeline.ahead is not None:
+                # the server waits for the content of a message that will not come (the batch stopped):
+                # the connection is dropped, which discards it (a QUIT would be taken for its content)
+                _close(client)
+            elif client is not None:
                 try:
                     client.quit()
                 except (OSError, smtplib.SMTPException):
@@ -405,7 +442,8 @@ class SmtpNotifier:
     @staticmethod
     def _send_one(client: smtplib.SMTP, msg: bytes | EmailMessage, sender: str, rcpt: str,
                   where: str) -> tuple[SendResult, bool]:
-        """One message over the open connection: its result, and whether the connection was lost."""
+        """One message over the open connection: its result, and whether the connection was lost (a
+        ``421`` answer too: the server is closing it, and smtplib has closed it)."""
         try:
             if isinstance(msg, bytes):
                 client.sendmail(sender, [rcpt], msg)  # flattened once, as it goes out
@@ -414,13 +452,13 @@ class SmtpNotifier:
             return SendResult(True), False
         except smtplib.SMTPRecipientsRefused as exc:
             code, message = exc.recipients.get(rcpt, (450, b"refused"))
-            return _failure(code, message, f"recipient {rcpt} refused"), False
+            return _failure(code, message, f"recipient {rcpt} refused"), code == 421
         except smtplib.SMTPSenderRefused as exc:
             # the sender is the provider's own configuration, never the notice's fault: retry later
             error = f"sender {sender} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
-            return SendResult(False, False, error), False
+            return SendResult(False, False, error), exc.smtp_code == 421
         except smtplib.SMTPDataError as exc:
-            return _failure(exc.smtp_code, exc.smtp_error, "message refused"), False
+            return _failure(exc.smtp_code, exc.smtp_error, "message refused"), exc.smtp_code == 421
         except smtplib.SMTPNotSupportedError as exc:
             return SendResult(False, True, f"SMTP server {where}: {exc}"), False
         except (OSError, smtplib.SMTPException) as exc:
@@ -430,6 +468,86 @@ class SmtpNotifier:
 
 class _ConfigProblem(Exception):
     pass
+
+
+_Item = tuple[int, str, "bytes | EmailMessage"]  # a notice that can go out: its index, recipient and message
+
+
+def _dot_stuffed(msg: bytes) -> bytes:
+    """``msg`` as DATA carries it (RFC 5321 4.5.2), ended by the lone dot: what smtplib's ``data`` sends."""
+    if msg.startswith(b".") or b"\n." in msg:
+        msg = re.sub(rb"(?m)^\.", b"..", msg)
+    return msg + (b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+class _Pipeline:
+    """One connection's exchange with a server that offers PIPELINING (RFC 2920): a message's MAIL, RCPT and
+    DATA go in one write, and that write goes behind the previous message's content (the content and its
+    end-of-data dot may be followed by the next commands in one group). So each message costs one write
+    and one wait for the server, instead of four with smtplib's ``sendmail``.
+
+    The window stays one message: a message's content goes out only once the one before it has been
+    answered and reported (the caller records it in between); what goes ahead is the next envelope, which
+    delivers nothing by itself. The commands and answers are smtplib's own (``SIZE`` when offered; the
+    same results as :meth:`SmtpNotifier._send_one` for each answer)."""
+
+    def __init__(self, client: smtplib.SMTP, sender: str) -> None:
+        self.client = client
+        self.sender = sender
+        self.mail = f"MAIL FROM:{smtplib.quoteaddr(sender)}"
+        self.size = client.has_extn("size")
+        self.ahead: tuple[str, int] | None = None  # the envelope sent ahead (recipient, size), answers unread
+        self.reset = False  # an RSET went out before it, its answer unread
+
+    def _envelope(self, rcpt: str, size: int) -> bytes:
+        option = f" SIZE={size}" if self.size else ""
+        to = f"<{rcpt}>" if _BARE.fullmatch(rcpt) else smtplib.quoteaddr(rcpt)  # the same, without parsing
+        return f"{self.mail}{option}\r\nRCPT TO:{to}\r\nDATA\r\n".encode("ascii")
+
+    def _answer(self) -> tuple[int, bytes]:
+        code, text = self.client.getreply()
+        if code == 421:  # the server is closing the connection
+            raise smtplib.SMTPServerDisconnected(_reply(code, text))
+        return code, text
+
+    def send(self, rcpt: str, msg: bytes, where: str, *,
+             ahead: tuple[str, bytes] | None) -> tuple[SendResult, bool]:
+        """``msg`` to ``rcpt`` and, behind it, ``ahead``'s envelope (the next message's recipient and
+        message): its result, and whether the connection was lost."""
+        try:
+            return self._send(rcpt, msg, ahead), False
+        except (OSError, smtplib.SMTPException) as exc:
+            error = f"connection to SMTP server {where} lost: {type(exc).__name__}: {exc}"
+            return SendResult(False, False, error), True
+
+    def _send(self, rcpt: str, msg: bytes, ahead: tuple[str, bytes] | None) -> SendResult:
+        if self.ahead != (rcpt, len(msg)):
+            self.client.send((b"RSET\r\n" if self.reset else b"") + self._envelope(rcpt, len(msg)))
+        if self.reset:
+            self._answer()
+            self.reset = False
+        self.ahead = None
+        mail, rcpt_answer, data = self._answer(), self._answer(), self._answer()
+        following = self._envelope(ahead[0], len(ahead[1])) if ahead is not None else b""
+        if mail[0] == 250 and rcpt_answer[0] in (250, 251) and data[0] == 354:
+            self.client.send(_dot_stuffed(msg) + following)
+            self.ahead = (ahead[0], len(ahead[1])) if ahead is not None else None
+            code, text = self._answer()
+            return SendResult(True) if code == 250 else _failure(code, text, "message refused")
+        if data[0] == 354:  # DATA taken although MAIL or RCPT was refused: the empty content ends it
+            self.client.send(b".\r\n")
+            self._answer()
+        else:
+            self.reset = True  # the transaction is still open: RSET before the next one
+        if ahead is not None:
+            self.client.send((b"RSET\r\n" if self.reset else b"") + following)
+            self.ahead = (ahead[0], len(ahead[1]))
+        if mail[0] != 250:
+            # the sender is the provider's own configuration, never the notice's fault: retry later
+            return SendResult(False, False, f"sender {self.sender} refused: {_reply(*mail)}")
+        if rcpt_answer[0] not in (250, 251):
+            return _failure(rcpt_answer[0], rcpt_answer[1], f"recipient {rcpt} refused")
+        return _failure(data[0], data[1], "message refused")
 
 
 def _fsync_path(path: str | Path) -> None:

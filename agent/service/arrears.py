@@ -62,6 +62,7 @@ from connectors.validate import unpaired_surrogate
 if TYPE_CHECKING:
     import threading
 
+    from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
     from agent.notices import NoticeSettings, Templates
@@ -351,11 +352,14 @@ class Arrears:
                              apply_now=apply_now)
 
     @_translated
-    def can_spend(self, account: str, amount: Amount, *, now: datetime | None = None) -> SpendVerdict:
-        """May ``account`` pay an order of ``amount`` (not negative) from its balance (the purchase gate)."""
+    def can_spend(self, account: str, amount: Amount, *, now: datetime | None = None,
+                  connection: Connection | None = None) -> SpendVerdict:
+        """May ``account`` pay an order of ``amount`` (not negative) from its balance (the purchase gate).
+        ``connection``: an open connection of this database to read on (the HTTP API's purchase gate keeps
+        one open); by default one is taken from the pool for the call."""
         from agent.service import money
 
-        return money.can_spend(self, account, amount, self.now(now))
+        return money.can_spend(self, account, amount, self.now(now), connection)
 
     # --- the admin's overrides --------------------------------------------------------------------
 

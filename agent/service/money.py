@@ -19,6 +19,8 @@ from agent.store import models as m
 from agent.store.repo import audit, get_account, lock_account, spend_snapshot
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from agent.service.arrears import Arrears
 
 __all__ = ["add_override", "can_spend", "exempt", "guarantee", "payment", "post_ledger", "set_debt_date"]
@@ -98,11 +100,15 @@ def post_ledger(svc: Arrears, line: Mapping[str, Any], *, now: datetime, actor: 
     return result
 
 
-def can_spend(svc: Arrears, account: str, amount: Decimal | str, now: datetime) -> SpendVerdict:
+def can_spend(svc: Arrears, account: str, amount: Decimal | str, now: datetime,
+              connection: Connection | None = None) -> SpendVerdict:
     from policy import can_spend as verdict_of
 
-    with svc.store.engine.connect() as c:  # a read of one account: two Core statements, no ORM objects
-        acc, snap = spend_snapshot(c, account)
+    if connection is None:
+        with svc.store.engine.connect() as c:  # a read of one account: two Core statements, no ORM objects
+            acc, snap = spend_snapshot(c, account)
+    else:
+        acc, snap = spend_snapshot(connection, account)
     value = parse_money(amount, "amount", acc.currency)
     if value < 0:
         raise InvalidInput(f"amount must not be negative, got {value}", "amount")

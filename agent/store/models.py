@@ -2,7 +2,8 @@
 
 Money columns are :class:`~agent.store.types.Money` (exact decimal strings), timestamps are
 :class:`~agent.store.types.UTCDateTime` (aware UTC in, aware UTC out). ``accounts.next_check_at`` and
-``jobs.next_attempt_at`` are indexed: a tick reads only what is due.
+``jobs.next_attempt_at`` are indexed: a tick reads only what is due (the accounts in the index's order,
+``(next_check_at, id)``, a range of it per chunk).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Base(DeclarativeBase):
 
 class Account(Base):
     __tablename__ = "accounts"
+    __table_args__ = (Index("ix_accounts_next_check_at_id", "next_check_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     username: Mapped[str | None] = mapped_column(String(200))
@@ -64,7 +66,7 @@ class Account(Base):
     has_billing_profile: Mapped[bool] = mapped_column(Boolean, default=True)
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="active")
-    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    next_check_at: Mapped[datetime | None]
     changed_at: Mapped[datetime | None]  # when an input of the decision last changed (payment, import, override)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime | None]

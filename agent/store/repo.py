@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
-    Row,
     Select,
     String,
     Table,
@@ -23,18 +22,19 @@ from sqlalchemy import (
     cast,
     literal_column,
     null,
-    or_,
     select,
+    tuple_,
     type_coerce,
     union_all,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from agent.store import models as m
-from agent.store.bulk import begin_write
+from agent.store.bulk import begin_write, in_keys, table_of
+from agent.store.prepared import Prepared
 from policy.model import (
     AccountSnapshot,
     Episode,
@@ -138,8 +138,8 @@ def due_chunks(session: Session, now: datetime, *, size: int = BATCH,
     after: tuple[datetime, str] | None = None
     while True:
         stmt = select(*_DUE_COLUMNS).where(due.is_not(None), due <= now)
-        if after is not None:
-            stmt = stmt.where(or_(due > after[0], and_(due == after[0], ACCOUNTS.c.id > after[1])))
+        if after is not None:  # one range of the index on (next_check_at, id), however many share a time
+            stmt = stmt.where(tuple_(due, ACCOUNTS.c.id) > after)
         stmt = stmt.order_by(due, ACCOUNTS.c.id).limit(size)
         if lock:
             stmt = stmt.with_for_update(skip_locked=True)
@@ -203,55 +203,67 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[i:i + size]
 
 
+# Accounts whose snapshots are read with one statement per table (their ids bound as one parameter).
+SNAPSHOT_BATCH = 4 * BATCH
+
+
+@cache
+def _snapshot_statements() -> tuple[Select[Any], ...]:
+    """The statements of :func:`load_snapshots`, built once: each table's rows of the accounts bound to ``ids``
+    (the stages: of the episodes bound to ``episodes``), in the order a snapshot holds them."""
+    L, Inv, H, Ov, E, S = (table_of(t).c for t in (m.LedgerEntry, m.Invoice, m.Hold, m.Override, m.Episode,
+                                                    m.StageTaken))
+    return (
+        select(L.account, L.at, L.amount, L.kind, L.method, L.ref)
+        .where(in_keys(L.account, "ids")).order_by(L.at, L.id),
+        select(Inv.account, Inv.invoice_id, Inv.issued_at, Inv.due_at, Inv.amount, Inv.paid_at)
+        .where(in_keys(Inv.account, "ids")).order_by(Inv.due_at, Inv.id),
+        select(H.account, H.kind, H.since, H.reason, H.actor)
+        .where(in_keys(H.account, "ids"), H.released_at.is_(None)).order_by(H.id),
+        select(Ov.account, Ov.kind, Ov.actor, Ov.reason, Ov.created_at, Ov.expires_at, Ov.amount, Ov.at)
+        .where(in_keys(Ov.account, "ids"), Ov.revoked_at.is_(None)).order_by(Ov.id),
+        select(E.id, E.account, E.started_at, E.trigger)
+        .where(in_keys(E.account, "ids"), E.ended_at.is_(None)).order_by(E.id),
+        select(S.episode, S.stage, S.action, S.status, S.at)
+        .where(S.episode.in_(bindparam("episodes", expanding=True))).order_by(S.id),
+    )
+
+
 def load_snapshots(session: Session, accounts: Sequence[m.Account | DueAccount]) -> dict[str, AccountSnapshot]:
     """Snapshots of ``accounts`` (already loaded rows), reading their ledger, invoices, holds, overrides,
     open episode and its stages with one query per table per batch (plain rows: no ORM objects)."""
     out: dict[str, AccountSnapshot] = {}
     by_id = {a.id: a for a in accounts}
-    for ids in _chunks(list(by_id), BATCH):
+    ledger_of, invoices_of, holds_of, overrides_of, episodes_of, stages_of = _snapshot_statements()
+    for ids in _chunks(list(by_id), SNAPSHOT_BATCH):
+        keys = {"ids": ids}
         ledger: dict[str, list[LedgerEntry]] = defaultdict(list)
-        for row in session.execute(
-            select(m.LedgerEntry.account, m.LedgerEntry.at, m.LedgerEntry.amount, m.LedgerEntry.kind,
-                   m.LedgerEntry.method, m.LedgerEntry.ref)
-            .where(m.LedgerEntry.account.in_(ids)).order_by(m.LedgerEntry.at, m.LedgerEntry.id)
-        ):
-            ledger[row.account].append(LedgerEntry(at=row.at, amount=row.amount, kind=row.kind, method=row.method,
-                                                   ref=row.ref))
+        for account, at, amount, kind, method, ref in session.execute(ledger_of, keys):
+            ledger[account].append(LedgerEntry(at=at, amount=amount, kind=kind, method=method, ref=ref))
         invoices: dict[str, list[Invoice]] = defaultdict(list)
-        for inv in session.execute(select(m.Invoice.account, m.Invoice.invoice_id, m.Invoice.issued_at,
-                                          m.Invoice.due_at, m.Invoice.amount, m.Invoice.paid_at)
-                                   .where(m.Invoice.account.in_(ids)).order_by(m.Invoice.due_at, m.Invoice.id)):
-            invoices[inv.account].append(Invoice(id=inv.invoice_id, issued_at=inv.issued_at, due_at=inv.due_at,
-                                                 amount=inv.amount, paid_at=inv.paid_at))
+        for account, invoice_id, issued_at, due_at, amount, paid_at in session.execute(invoices_of, keys):
+            invoices[account].append(Invoice(id=invoice_id, issued_at=issued_at, due_at=due_at, amount=amount,
+                                             paid_at=paid_at))
         holds: dict[str, list[Hold]] = defaultdict(list)
-        for h in session.execute(select(m.Hold.account, m.Hold.kind, m.Hold.since, m.Hold.reason, m.Hold.actor)
-                                 .where(m.Hold.account.in_(ids), m.Hold.released_at.is_(None)).order_by(m.Hold.id)):
-            holds[h.account].append(Hold(kind=h.kind, since=h.since, reason=h.reason, actor=h.actor))
+        for account, kind, since, reason, actor in session.execute(holds_of, keys):
+            holds[account].append(Hold(kind=kind, since=since, reason=reason, actor=actor))
         overrides: dict[str, list[Override]] = defaultdict(list)
-        for o in session.execute(select(m.Override.account, m.Override.kind, m.Override.actor, m.Override.reason,
-                                        m.Override.created_at, m.Override.expires_at, m.Override.amount,
-                                        m.Override.at)
-                                 .where(m.Override.account.in_(ids), m.Override.revoked_at.is_(None))
-                                 .order_by(m.Override.id)):
+        for o in session.execute(overrides_of, keys):
             overrides[o.account].append(Override(kind=o.kind, actor=o.actor, reason=o.reason,
                                                  created_at=o.created_at, expires_at=o.expires_at, amount=o.amount,
                                                  at=o.at))
-        episodes = {e.account: e for e in session.execute(
-            select(m.Episode.id, m.Episode.account, m.Episode.started_at, m.Episode.trigger)
-            .where(m.Episode.account.in_(ids), m.Episode.ended_at.is_(None)).order_by(m.Episode.id))}
+        episodes = {e.account: e for e in session.execute(episodes_of, keys)}
         taken: dict[int, list[StageTaken]] = defaultdict(list)
         in_flight: dict[int, list[str]] = defaultdict(list)
         if episodes:
-            for st in session.execute(select(m.StageTaken.episode, m.StageTaken.stage, m.StageTaken.action,
-                                             m.StageTaken.status, m.StageTaken.at)
-                                      .where(m.StageTaken.episode.in_([e.id for e in episodes.values()]))
-                                      .order_by(m.StageTaken.id)):
+            for st in session.execute(stages_of, {"episodes": [e.id for e in episodes.values()]}):
                 _stage_into(taken[st.episode], in_flight[st.episode], st.action, st.status, st.stage, st.at)
         for aid in ids:
             ep = episodes.get(aid)
             opened = None if ep is None else (ep.id, ep.started_at, ep.trigger)
-            out[aid] = _assemble(by_id[aid], ledger[aid], invoices[aid], holds[aid], overrides[aid], opened,
-                                 taken[ep.id] if ep is not None else [], in_flight[ep.id] if ep is not None else [])
+            out[aid] = _assemble(by_id[aid], ledger.get(aid, ()), invoices.get(aid, ()), holds.get(aid, ()),
+                                 overrides.get(aid, ()), opened, taken[ep.id] if ep is not None else [],
+                                 in_flight[ep.id] if ep is not None else [])
     return out
 
 
@@ -327,21 +339,29 @@ def _spend_statements() -> tuple[Select[Any], Any]:
     return row, inputs
 
 
-def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Row[Any], AccountSnapshot]:
+@cache
+def _spend_prepared(dialect: Dialect) -> tuple[Prepared, Prepared]:
+    return Prepared(_spend_statements()[0], dialect), Prepared(_spend_statements()[1], dialect)
+
+
+def spend_snapshot(session: Session | Connection, account_id: str) -> tuple[Any, AccountSnapshot]:
     """One account's row (the columns its policy is layered by) and its snapshot, read with two Core
     statements and no ORM objects: the account with its open episode, then its ledger, invoices, open holds,
     overrides in force and the episode's stages in one ``UNION ALL``. The snapshot is the one
-    :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request."""
-    row_of, inputs_of = _spend_statements()
-    acc = session.execute(row_of, {"account": account_id}).first()
-    if acc is None:
+    :func:`load_snapshots` builds (the same assembly); this is the read of a single-account request (the
+    purchase gate's, on every request: both statements run prepared, :mod:`agent.store.prepared`)."""
+    connection = session if isinstance(session, Connection) else session.connection()
+    row_of, inputs_of = _spend_prepared(connection.dialect)
+    found = row_of.rows(connection, {"account": account_id})
+    if not found:
         raise UnknownAccount(account_id)
+    acc = found[0]
     ledger: list[tuple[datetime, int, LedgerEntry]] = []
     invoices: list[tuple[datetime, int, Invoice]] = []
     holds: list[tuple[int, Hold]] = []
     overrides: list[tuple[int, Override]] = []
     stages: list[tuple[int, str, str, str, datetime | None]] = []
-    for r in session.execute(inputs_of, {"account": account_id, "episode": acc.episode_id}):
+    for r in inputs_of.rows(connection, {"account": account_id, "episode": acc.episode_id}):
         if r.tag == _LEDGER:
             ledger.append((r.t1, r.n, LedgerEntry(at=r.t1, amount=r.amount, kind=r.s1, method=r.s2, ref=r.s3)))
         elif r.tag == _INVOICE:

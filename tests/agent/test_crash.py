@@ -46,6 +46,11 @@ class HeldData:
         self.allow, self.held = None, 0
         self.release.clear()
 
+    async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        result: list[str] = await self.inner.handle_EHLO(smtp, session, envelope, hostname, responses)
+        return result  # PIPELINING offered: the next message's envelope waits behind the held one
+
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         result: str = await self.inner.handle_RCPT(smtp, session, envelope, address, rcpt_options)

@@ -32,7 +32,7 @@ from agent.notices import (
     sample_context,
 )
 from policy.model import UpcomingMeasure
-from tests.servers.base import free_port
+from tests.servers.base import free_port, wait_for
 from tests.servers.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer
 
 NOW = datetime(2026, 3, 20, 9, 30, tzinfo=UTC)
@@ -83,9 +83,11 @@ def templates() -> Templates:
     return Templates.load(None)
 
 
-@pytest.fixture
-def smtp(smtp_server: SmtpServer) -> Iterator[SmtpServer]:
+@pytest.fixture(params=[True, False], ids=["pipelining", "no-pipelining"])
+def smtp(smtp_server: SmtpServer, request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    """The plain server, offering PIPELINING (as Postfix does) and not (one command at a time)."""
     smtp_server.reset()
+    smtp_server.pipelining = request.param
     yield smtp_server
 
 
@@ -375,6 +377,20 @@ def test_5xx_for_one_recipient_fails_only_that_notice(templates: Templates, smtp
     assert smtp.connections == 1
 
 
+def test_a_server_closing_the_connection_costs_one_notice_and_the_batch_goes_on(templates: Templates,
+                                                                               smtp: SmtpServer) -> None:
+    settings = settings_for(smtp)
+    batch = [notice_for(templates, settings, n) for n in (1, 2, 3)]
+    smtp.closing.add("billing2@customer.example")  # 421 at its RCPT
+    results = make_notifier(settings, clock=lambda: NOW).send(batch)
+    closed = results[batch[1].key]
+    assert results[batch[0].key].ok and results[batch[2].key].ok
+    assert not closed.ok and not closed.permanent and "421" in (closed.error or "")  # sent again next run
+    assert [m.rcpt_tos for m in smtp.wait_messages(2)] == [("billing1@customer.example",),
+                                                          ("billing3@customer.example",)]
+    assert smtp.connections == 2  # a new connection for the rest of the batch
+
+
 def test_each_result_is_reported_before_the_next_message_goes_out(templates: Templates, smtp: SmtpServer) -> None:
     settings = settings_for(smtp)
     batch = [notice_for(templates, settings, n) for n in (1, 2, 3)]
@@ -384,6 +400,12 @@ def test_each_result_is_reported_before_the_next_message_goes_out(templates: Tem
     reported: list[tuple[str, bool, int]] = []  # key, accepted, messages the server had at that moment
 
     def on_result(notice: OutgoingNotice, result: Any) -> None:
+        if not reported:
+            # while the first result is recorded the second message has not gone out; with PIPELINING
+            # its envelope (MAIL, RCPT, DATA) is with the server already, its content is not
+            if smtp.pipelining:
+                wait_for(lambda: smtp.mails == 2, timeout=5, what="the next envelope")
+            assert smtp.mails == (2 if smtp.pipelining else 1)
         with smtp.lock:
             reported.append((notice.key, result.ok, len(smtp.messages)))
 

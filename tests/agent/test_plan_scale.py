@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, event, insert
 
 import agent.tick
 from agent.store import models as m
@@ -59,9 +59,11 @@ def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet,
     due_ids = populate(store.engine, TOTAL, DUE, NOW)
     statements: list[str] = []
     loaded: list[str] = []
+    sent: list[tuple[str, Any]] = []  # with their parameters, to ask SQLite for their plans
 
     def log(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         statements.append(statement)
+        sent.append((statement, parameters))
 
     read_chunks = agent.tick.due_chunks
 
@@ -88,9 +90,21 @@ def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet,
         assert "accounts.next_check_at <=" in st, st
     # the rest of the snapshot is read with one query per table per batch of due ids
     assert len(statements) <= 2 + 6 * (DUE // 500 + 1)
+    # in chunks smaller than the due count, each chunk's query is one range of the index on
+    # (next_check_at, id), in its order (no scan, no sort), after the last account of the chunk before
+    sent.clear()
+    event.listen(store.engine, "before_cursor_execute", log)
+    try:
+        with store.sessions() as s:
+            chunks = list(read_chunks(s, NOW, size=300))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", log)
+    assert [a.id for chunk in chunks for a in chunk] == due_ids
+    chunk_queries = [(st, params) for st, params in sent if re.search(r"\bFROM accounts\b", st)]
+    assert len(chunk_queries) == len(chunks) == DUE // 300 + 1
+    assert all("(accounts.next_check_at, accounts.id) >" in st for st, _ in chunk_queries[1:])
     with store.engine.connect() as conn:
-        detail = " ".join(r[-1] for r in conn.execute(text(
-            "EXPLAIN QUERY PLAN SELECT * FROM accounts WHERE next_check_at IS NOT NULL AND next_check_at <= :t "
-            "ORDER BY next_check_at, id"), {"t": NOW.replace(tzinfo=None)}))
-    assert "USING INDEX ix_accounts_next_check_at" in detail, detail
-    assert "SCAN accounts" not in detail.replace("USING INDEX", "")
+        for st, params in chunk_queries:
+            detail = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + st, params))
+            assert "SEARCH accounts USING INDEX ix_accounts_next_check_at_id" in detail, detail
+            assert "SCAN" not in detail and "TEMP B-TREE" not in detail, detail

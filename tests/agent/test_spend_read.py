@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from agent.store import models as m
 from agent.store.db import Store
+from agent.store.prepared import end_reads
 from agent.store.repo import UnknownAccount, load_snapshots, spend_snapshot
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -83,3 +85,23 @@ def test_the_single_account_read_is_the_batched_snapshot(store: Store, account: 
 def test_an_unknown_account_is_refused_by_name(store: Store) -> None:
     with store.engine.connect() as c, pytest.raises(UnknownAccount, match="'nobody'"):
         spend_snapshot(c, "nobody")
+
+
+def test_a_connection_kept_open_holds_no_transaction_between_reads(store: Store) -> None:
+    """The purchase gate keeps its connection open between requests (agent.api.gate): once a read is done
+    its transaction is over, so it holds no lock (PostgreSQL's driver opens one by itself) and the next
+    read sees what was committed meanwhile."""
+    _fill(store)
+    with store.engine.connect() as kept:
+        assert spend_snapshot(kept, "bare")[1].ledger == ()
+        end_reads(kept)
+        if store.engine.dialect.name == "postgresql":
+            with store.engine.connect() as other:
+                idle = other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                          "AND state = 'idle in transaction'")).scalar()
+            assert idle == 0
+        with store.session() as s:
+            s.add(m.LedgerEntry(account="bare", at=_day(1), amount=Decimal("-3.00"), kind="charge", ref="late",
+                                imported_at=_day(1)))
+        assert [e.ref for e in spend_snapshot(kept, "bare")[1].ledger] == ["late"]
+        end_reads(kept)

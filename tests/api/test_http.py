@@ -102,6 +102,30 @@ def test_the_purchase_gate_answers_its_plain_requests_as_the_route_does(api: Api
         assert admin.get("/v1/accounts/acme-01/can-spend", params={"amount": "1"}).json()["allowed"] is True
 
 
+def test_the_purchase_gate_sees_a_payment_or_a_ledger_line_at_once(api: ApiServer, cli: Arrears) -> None:
+    """The shortcut keeps its connection open between requests: what is committed before a request, through
+    the API or by another process (the CLI), is in its answer."""
+    def available(client: httpx.Client) -> str:
+        r = client.get("/v1/accounts/gate-05/can-spend", params={"amount": "1"})
+        assert r.status_code == 200, r.text
+        value: str = r.json()["available"]
+        return value
+
+    with api.client("billing") as billing:
+        made = billing.put("/v1/accounts/gate-05", json={"username": "gate", "billing_email": "gate@example.net"})
+        assert made.status_code == 200, made.text
+        assert available(billing) == "200"  # balance 0, threshold 200
+        line = {"account": "gate-05", "at": day(0, 7), "amount": "-50.00", "kind": "charge", "ref": "inv-g1"}
+        assert billing.post("/v1/ledger", json=line).status_code == 201
+        assert available(billing) == "150.00"
+        assert billing.post("/v1/payments", json={"account": "gate-05", "amount": "30.00", "ref": "pay-g1",
+                                                  "at": day(0, 9)}).status_code == 201
+        assert available(billing) == "180.00"
+        cli.charge("gate-05", 0, "20.00", "inv-g2")  # another process, another connection
+        assert available(billing) == "160.00"
+        assert cli.json("can-spend", "gate-05", "1", "--at", day(0))["available"] == "160.00"
+
+
 @pytest.mark.parametrize("amount", ["190", "190.00", "190.01", "0", "1000"])
 def test_can_spend_agrees_with_the_command_line(api: ApiServer, cli: Arrears, amount: str) -> None:
     with api.client("billing") as billing:

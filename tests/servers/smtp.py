@@ -9,8 +9,10 @@ Fixtures (registered for the whole suite through ``pytest_plugins`` in tests/con
 
 Recipients in ``server.reject`` get ``550`` at RCPT (a hard bounce), those in ``server.reject_data`` get
 ``550`` at the end of DATA (a message refused for good after it was sent), those in ``server.defer`` get
-``451`` at RCPT (try again later). Call ``reset()`` at the start of a test to forget earlier messages,
-connections and rejections.
+``451`` at RCPT (try again later), those in ``server.closing`` get ``421`` at RCPT (the server is closing
+the connection; the client must open a new one). The server offers PIPELINING (RFC 2920), as Postfix does, unless
+``server.pipelining`` is set to False. Call ``reset()`` at the start of a test to forget earlier messages,
+connections and rejections (and to offer PIPELINING again).
 """
 
 from __future__ import annotations
@@ -89,12 +91,29 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.server.pipelining:  # aiosmtpd reads commands in order from one stream: pipelined ones too
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        with self.server.lock:
+            self.server.mails += 1
+        envelope.mail_from = address  # what aiosmtpd does itself when there is no hook
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, smtp: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         if address in self.server.reject:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if address in self.server.defer:
             return f"451 4.3.0 <{address}>: Temporary failure, try again later"
+        if address in self.server.closing:
+            return "421 4.3.2 smtp.test Service shutting down, closing transmission channel"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -132,10 +151,13 @@ class SmtpServer:
         self.lock = threading.Lock()
         self.messages: list[Received] = []
         self.connections = 0
+        self.mails = 0  # MAIL commands answered
         self.logins: list[str] = []
         self.reject: set[str] = set()
         self.reject_data: set[str] = set()
         self.defer: set[str] = set()
+        self.closing: set[str] = set()
+        self.pipelining = True
         self.ca_file: Path | None = None
         kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "server_hostname": "smtp.test",
                                   "ready_timeout": 10.0}
@@ -171,9 +193,12 @@ class SmtpServer:
             self.messages.clear()
             self.logins.clear()
             self.connections = 0
+            self.mails = 0
         self.reject.clear()
         self.reject_data.clear()
         self.defer.clear()
+        self.closing.clear()
+        self.pipelining = True
 
     def wait_messages(self, count: int, timeout: float = 10.0) -> list[Received]:
         wait_for(lambda: len(self.messages) >= count, timeout=timeout, what=f"{count} messages on the SMTP server")
