@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -37,10 +39,41 @@ from agent.config import AgentSettings
 from agent.store import models as m
 from agent.store.bulk import insert_ignore, table_of
 
-__all__ = ["CLAIM_LIMIT", "Claims"]
+__all__ = ["CLAIM_LIMIT", "Claimed", "Claims"]
 
 CLAIM_LIMIT = 2000  # notices and events one claim takes at most (host jobs: all of the hosts it leased)
 _IDS = 500  # ids bound in one statement
+
+
+@dataclass(slots=True, eq=False)
+class Claimed:
+    """A claimed job, read as a plain row (no ORM object): the executor changes it in memory (``dirty``)
+    and writes a chunk's changes with one statement before it commits."""
+
+    id: int
+    key: str
+    account: str
+    episode: int | None
+    stage: str
+    kind: str
+    service: str | None
+    host: str | None
+    action: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    claimed_by: str | None
+    claimed_at: datetime | None
+    last_error: str | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+    dirty: bool = False  # changed since it was read (or last written)
+
+
+_JOB = table_of(m.Job)
+_COLUMNS = tuple(_JOB.c[name] for name in Claimed.__dataclass_fields__ if name != "dirty")
 
 
 class Claims:
@@ -86,7 +119,7 @@ class Claims:
         session.commit()
         return int(getattr(res, "rowcount", 0) or 0)
 
-    def claim(self, session: Session, now: datetime) -> list[m.Job]:
+    def claim(self, session: Session, now: datetime) -> list[Claimed]:
         """Claim this worker's share of the due work at ``now`` (one transaction); returns the jobs."""
         due = (m.Job.status == "pending") & (m.Job.next_attempt_at <= now)
         hosts = sorted(h for h in session.scalars(select(m.Job.host).where(due, m.Job.kind == "host").distinct())
@@ -132,10 +165,9 @@ class Claims:
                             .values(status="claimed", claimed_by=self.worker, claimed_at=now))
         session.commit()
         self.hosts = leased
-        jobs: list[m.Job] = []
+        jobs: list[Claimed] = []
         for i in range(0, len(ids), _IDS):
-            jobs += session.scalars(select(m.Job).where(m.Job.id.in_(ids[i:i + _IDS]))
-                                    .execution_options(populate_existing=True))
+            jobs += (Claimed(*row) for row in session.execute(select(*_COLUMNS).where(_JOB.c.id.in_(ids[i:i + _IDS]))))
         jobs.sort(key=lambda j: j.id)
         return jobs
 

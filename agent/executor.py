@@ -29,22 +29,24 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from agent import claims as claims_module
 from agent import transitions
 from agent.actions import finish_manual
-from agent.claims import Claims
+from agent.claims import Claimed, Claims
 from agent.config import AgentSettings
 from agent.outbox import staff_notice_job
 from agent.store import models as m
+from agent.store.bulk import execute_many, write_rows
 from agent.store.repo import audit, load_snapshots
 from agent.tick import resolve_for
 from agent.transitions import ACTOR
@@ -64,10 +66,10 @@ log = logging.getLogger("arrears.executor")
 class NoticeComposer(Protocol):
     """Turns a notice job into the message to send (recipient, Message-ID, rendered text)."""
 
-    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice: ...
+    def compose(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> OutgoingNotice: ...
 
 
-EventSink = Callable[[m.Job, m.Account], dict[str, Any]]  # runs a hook; raises on failure
+EventSink = Callable[[Claimed, m.Account], dict[str, Any]]  # runs a hook; raises on failure
 
 
 @runtime_checkable
@@ -95,7 +97,7 @@ class BatchComposer(Protocol):
     """A composer that reads what a chunk's notices need at once (:meth:`TemplateComposer.batch`)."""
 
     def batch(self, session: Session,
-              items: Sequence[tuple[m.Account, m.Job]]) -> contextlib.AbstractContextManager[None]: ...
+              items: Sequence[tuple[m.Account, Claimed]]) -> contextlib.AbstractContextManager[None]: ...
 
 
 @runtime_checkable
@@ -103,7 +105,7 @@ class PageComposer(Protocol):
     """Renders the suspended page for one account (web ``suspend`` and ``restore`` jobs carry it as
     ``page_html``; a web host in page mode serves it as that account's own page)."""
 
-    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str: ...
+    def page(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> str: ...
 
 
 class TemplateComposer:
@@ -117,7 +119,7 @@ class TemplateComposer:
         self._facts: dict[str, _Facts] = {}
 
     @contextlib.contextmanager
-    def batch(self, session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> Iterator[None]:
+    def batch(self, session: Session, items: Sequence[tuple[m.Account, Claimed]]) -> Iterator[None]:
         """While inside, :meth:`compose` reads what ``items``' notices say from facts loaded for all of
         them at once (a handful of queries for the whole chunk instead of about ten per notice)."""
         self._facts = self._load_facts(session, items)
@@ -127,14 +129,14 @@ class TemplateComposer:
             self._facts = {}
 
     @staticmethod
-    def _load_facts(session: Session, items: Sequence[tuple[m.Account, m.Job]]) -> dict[str, _Facts]:
+    def _load_facts(session: Session, items: Sequence[tuple[m.Account, Claimed]]) -> dict[str, _Facts]:
         """Each account's snapshot, the episodes its jobs belong to and when it was last suspended."""
         accounts = list({a.id: a for a, _ in items}.values())
         ids = [a.id for a in accounts]
         snaps = load_snapshots(session, accounts)
         wanted = sorted({j.episode for _, j in items if j.episode is not None})
-        episodes = {e.id: e for e in session.scalars(select(m.Episode).where(m.Episode.id.in_(wanted)))} \
-            if wanted else {}
+        episodes: dict[int, datetime] = {eid: at for eid, at in session.execute(  # when each began
+            select(m.Episode.id, m.Episode.started_at).where(m.Episode.id.in_(wanted)))} if wanted else {}
         suspended: dict[str, datetime | None] = {}
         for aid, at in session.execute(select(m.StageTaken.account, m.StageTaken.at).where(
                 m.StageTaken.account.in_(ids), m.StageTaken.action == "suspend", m.StageTaken.status == "taken")
@@ -153,7 +155,7 @@ class TemplateComposer:
             out[aid] = _Facts(snaps[aid], episodes, last)
         return out
 
-    def context(self, session: Session, account: m.Account, job: m.Job, now: datetime, *,
+    def context(self, session: Session, account: m.Account, job: Claimed, now: datetime, *,
                 suspended_now: bool = False) -> dict[str, Any]:
         """Every template variable for ``account`` at ``now``, with ``job``'s stage counted as taken.
         ``suspended_now``: the account is being suspended at ``now`` (``suspended_at`` is today)."""
@@ -164,16 +166,17 @@ class TemplateComposer:
         snap = as_taken(facts.snapshot, job.stage, now)
         resolved = resolve_for(self.policy, account)
         decision = evaluate(snap, resolved, now)
-        episode = facts.episodes.get(job.episode) if job.episode is not None else None
-        if episode is None and job.episode is not None:
+        debt_start = facts.episodes.get(job.episode) if job.episode is not None else None
+        if debt_start is None and job.episode is not None:
             episode = session.get(m.Episode, job.episode)
+            debt_start = episode.started_at if episode is not None else None
         suspended = now if suspended_now else facts.suspended_at
         fields = {"id": account.id, "username": account.username, "billing_email": account.billing_email,
                   "plan": account.plan, "currency": account.currency, "suspended_at": suspended}
         nxt = decision.next
         return build_context(
             account=fields, balance=balance_at(snap, now), credit_limit=resolved.credit_limit,
-            debt_start=episode.started_at if episode is not None else None, now=now, stage=job.stage,
+            debt_start=debt_start, now=now, stage=job.stage,
             next_measure=nxt, next_due=nxt.due_at if nxt is not None else None, settings=self.settings,
             timezone=resolved.timezone)
 
@@ -181,7 +184,7 @@ class TemplateComposer:
     def staff_email(self) -> str | None:
         return self.settings.staff_email
 
-    def compose(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> OutgoingNotice:
+    def compose(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> OutgoingNotice:
         from agent.notices import OutgoingNotice, message_id
 
         template = str(job.payload.get("template") or job.stage)
@@ -195,7 +198,7 @@ class TemplateComposer:
                               message_id=message_id(account.id, job.episode, job.stage, self._domain),
                               rendered=rendered, date=now)
 
-    def _compose_staff(self, session: Session, account: m.Account, job: m.Job, now: datetime,
+    def _compose_staff(self, session: Session, account: m.Account, job: Claimed, now: datetime,
                        template: str) -> OutgoingNotice:
         """The message to staff about the notice ``job.payload["notice"]`` that failed for good: the
         account, the stage, the address it went to and the server's reply."""
@@ -213,7 +216,7 @@ class TemplateComposer:
                                                     copy="staff"),
                               rendered=self.templates.render(template, context), date=now)
 
-    def page(self, session: Session, account: m.Account, job: m.Job, now: datetime) -> str:
+    def page(self, session: Session, account: m.Account, job: Claimed, now: datetime) -> str:
         from agent.notices import render_page
 
         context = self.context(session, account, job, now, suspended_now=job.action == "suspend")
@@ -225,7 +228,7 @@ class _Facts:
     """What a notice says about an account beyond its row: read once per chunk."""
 
     snapshot: AccountSnapshot
-    episodes: dict[int, m.Episode]
+    episodes: dict[int, datetime]  # the episodes of the chunk's jobs: when each began
     suspended_at: datetime | None
 
 
@@ -324,16 +327,17 @@ def _round(session: Session, fleet: Fleet | None, notifier: Notifier | None, com
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def _claim(session: Session, now: datetime, worker: str) -> list[m.Job]:
+def _claim(session: Session, now: datetime, worker: str) -> list[Claimed]:
     return Claims(worker, AgentSettings()).claim(session, now)
 
 
-def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
+def _fail(job: Claimed, error: str, now: datetime, settings: AgentSettings, summary: ExecSummary, *,
           transient: bool, permanent: bool = False, counted: bool = True) -> None:
     """A failed try. ``counted=False`` (a host that could not be reached, a connection lost during the
     batch): the try is not counted in ``attempts``, so it never brings the job closer to
     ``max_attempts``, and the job waits about as long as it has waited so far (its back-off still
     doubles, between ``backoff_seconds`` and ``backoff_max_seconds``)."""
+    job.dirty = True
     if counted:
         job.attempts += 1
     job.last_error = error
@@ -354,7 +358,8 @@ def _fail(job: m.Job, error: str, now: datetime, settings: AgentSettings, summar
     summary.errors.append(f"{job.key}: {error}")
 
 
-def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any] | None = None) -> None:
+def _done(job: Claimed, now: datetime, summary: ExecSummary, result: dict[str, Any] | None = None) -> None:
+    job.dirty = True
     job.status = "done"
     job.finished_at = now
     job.last_error = None
@@ -363,32 +368,41 @@ def _done(job: m.Job, now: datetime, summary: ExecSummary, result: dict[str, Any
     summary.done += 1
 
 
-def _done_all(session: Session, done: Sequence[tuple[m.Job, dict[str, Any] | None]], now: datetime,
+def _done_all(session: Session, done: Sequence[tuple[Claimed, dict[str, Any] | None]], now: datetime,
               summary: ExecSummary) -> None:
     """:func:`_done` for many jobs (each with its result) in one statement; the rows in the session are
     brought up to date without being flushed again."""
     if not done:
         return
     attempts = [j.attempts + 1 for j, _ in done]
-    session.execute(update(JOBS).where(JOBS.c.id == bindparam("b_id")).values(
+    execute_many(session, update(JOBS).where(JOBS.c.id == bindparam("b_id")).values(
         status="done", finished_at=now, last_error=None, result=bindparam("b_result"),
         attempts=bindparam("b_attempts")),
         [{"b_id": j.id, "b_result": result, "b_attempts": n} for (j, result), n in zip(done, attempts, strict=True)])
     for (j, result), n in zip(done, attempts, strict=True):
-        # what set_committed_value does for each attribute of a row with no pending change (these rows
-        # were loaded and not changed since), without its per-attribute bookkeeping
-        vars(j).update(status="done", finished_at=now, last_error=None, result=result, attempts=n)
+        j.status, j.finished_at, j.last_error, j.result, j.attempts = "done", now, None, result, n
     summary.done += len(done)
 
 
 JOBS = cast(Table, m.Job.__table__)
+_SAVED = ("status", "attempts", "next_attempt_at", "claimed_by", "last_error", "result", "finished_at")
+
+
+def _save(session: Session, jobs: Sequence[Claimed]) -> None:
+    """Write what :func:`_fail` and :func:`_done` changed in ``jobs`` (those changed only) with one statement."""
+    rows = [{"b_id": j.id, **{f"b_{c}": getattr(j, c) for c in _SAVED}} for j in jobs if j.dirty]
+    execute_many(session, update(JOBS).where(JOBS.c.id == bindparam("b_id"))
+                 .values({c: bindparam(f"b_{c}") for c in _SAVED}), rows)
+    for j in jobs:
+        j.dirty = False
+
 
 
 # --- host jobs -----------------------------------------------------------------------------------
 
 
-def jobs_by_host(jobs: Sequence[m.Job]) -> dict[str, list[m.Job]]:
-    out: dict[str, list[m.Job]] = {}
+def jobs_by_host(jobs: Sequence[Claimed]) -> dict[str, list[Claimed]]:
+    out: dict[str, list[Claimed]] = {}
     for j in jobs:
         out.setdefault(j.host or "", []).append(j)
     return out
@@ -405,13 +419,13 @@ def _flat_state(state: dict[str, Any]) -> dict[str, str]:
 _PAGE_ACTIONS = ("suspend", "restore")  # the web jobs that leave a site suspended
 
 
-def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], now: datetime,
+def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[Claimed], now: datetime,
                   rendered: dict[str, str | None]) -> None:
     """The suspended page of every account with a web job in ``jobs`` that suspends a site, unless
     rendered already in this run; what the pages say is read for all of them at once when ``pages`` can
     (:class:`BatchComposer`). A page that cannot be rendered is left out (the host then serves its
     generic page): a suspension never waits for a page."""
-    wanted: dict[str, m.Job] = {}
+    wanted: dict[str, Claimed] = {}
     for j in jobs:
         if j.service == "web" and j.action in _PAGE_ACTIONS and j.account not in rendered:
             wanted.setdefault(j.account, j)
@@ -430,7 +444,7 @@ def _render_pages(session: Session, pages: PageComposer, jobs: Sequence[m.Job], 
                 rendered[j.account] = None
 
 
-def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now: datetime, settings: AgentSettings,
+def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[Claimed], now: datetime, settings: AgentSettings,
                    summary: ExecSummary, progress: Progress | None, tries: int, wait: float,
                    pages: dict[str, str | None] | None = None) -> None:
     if not jobs:
@@ -455,6 +469,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
         for j in jobs:
             if j.key in work:
                 _fail(j, "no fleet configured (inventory.yaml missing)", now, settings, summary, transient=True)
+        _save(session, jobs)
         session.commit()
         return
     results: dict[str, JobResult] = {}
@@ -500,6 +515,7 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
         else:
             j.result = detail
             _fail(j, r.error or "failed", now, settings, summary, transient=r.transient, counted=not r.transient)
+    _save(session, jobs)
     session.commit()
 
 
@@ -509,14 +525,14 @@ def _run_host_jobs(session: Session, fleet: Fleet | None, jobs: list[m.Job], now
 NOTICE_CHUNK = 500  # notices composed, sent over one connection (or fsynced together) and recorded at once
 
 
-def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+def _run_notices(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[Claimed],
                  now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool = False) -> None:
     for i in range(0, len(jobs), NOTICE_CHUNK):
         _notice_chunk(session, notifier, composer, jobs[i:i + NOTICE_CHUNK], now, settings, summary,
                       sole_worker=sole_worker)
 
 
-def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[m.Job],
+def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeComposer | None, jobs: list[Claimed],
                   now: datetime, settings: AgentSettings, summary: ExecSummary, *, sole_worker: bool) -> None:
     """One chunk: its notice rows, accounts and facts read at once; the chunk's claims written with one
     statement (one commit); the chunk sent in one ``notifier.send`` (one SMTP connection); each accepted
@@ -529,7 +545,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
                                                                    NOTICES.c.message_id),
                                                 NOTICES.c.key, [j.key for j in jobs])}
     accounts = _accounts(session, {j.account for j in jobs})
-    todo: list[m.Job] = []
+    todo: list[Claimed] = []
     for j in jobs:
         row = rows.get(j.key)
         if row is not None and row.status == "sent":
@@ -539,7 +555,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
                 and row.claimed_at > lease):
             # another worker is sending it right now; look again later (the sole worker knows that the
             # worker which claimed it died while sending: it sends it now, with the same Message-ID)
-            j.status, j.claimed_by = "pending", None
+            j.status, j.claimed_by, j.dirty = "pending", None, True
             j.next_attempt_at = now + timedelta(seconds=settings.backoff_seconds)
             continue
         if notifier is None or composer is None:
@@ -548,9 +564,9 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             continue
         todo.append(j)
     outgoing: list[OutgoingNotice] = []
-    by_key: dict[str, m.Job] = {}
+    by_key: dict[str, Claimed] = {}
     claims = _NoticeRows(rows)
-    failed_for_good: list[tuple[m.Job, str]] = []
+    failed_for_good: list[tuple[Claimed, str]] = []
     if todo and composer is not None:
         items = [(accounts[j.account], j) for j in todo]
         scope = composer.batch(session, items) if isinstance(composer, BatchComposer) else contextlib.nullcontext()
@@ -572,6 +588,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
     claims.write(session)
     for j, error in failed_for_good:
         _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
+    _save(session, jobs)
     session.commit()  # the claims are durable before anything is sent
     if not outgoing or notifier is None:
         return
@@ -601,7 +618,7 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             at_once.close()
     sent: list[dict[str, Any]] = []
     unsent: list[dict[str, Any]] = []
-    done: list[tuple[m.Job, dict[str, Any] | None]] = []
+    done: list[tuple[Claimed, dict[str, Any] | None]] = []
     for out in outgoing:  # the chunk's results, in one commit
         j = by_key[out.key]
         res = results.get(out.key) or SendResult(ok=False, error="not sent")
@@ -616,12 +633,12 @@ def _notice_chunk(session: Session, notifier: Notifier | None, composer: NoticeC
             if res.permanent:
                 _failed_for_good(session, j, accounts[j.account], error, now, staff, summary)
     _done_all(session, done, now, summary)
-    if sent:
-        session.execute(mark_sent, sent)
+    execute_many(session, mark_sent, sent)
     if unsent:
         session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k"))
                         .values(status="failed", error=bindparam("b_error"), permanent=bindparam("b_permanent"),
                                 claimed_at=None), unsent)
+    _save(session, jobs)
     session.commit()
 
 
@@ -691,7 +708,7 @@ class _NoticeRows:
         self.new: list[dict[str, Any]] = []
         self.changed: list[dict[str, Any]] = []
 
-    def add(self, job: m.Job, now: datetime, *, message_id: str, to: str, subject: str | None, status: str,
+    def add(self, job: Claimed, now: datetime, *, message_id: str, to: str, subject: str | None, status: str,
             error: str | None, permanent: bool) -> None:
         old = self.stored.get(job.key)
         if old is None:
@@ -705,8 +722,7 @@ class _NoticeRows:
                                  "b_permanent": permanent, "b_claimed_at": now})
 
     def write(self, session: Session) -> None:
-        if self.new:
-            session.execute(insert(NOTICES), self.new)
+        write_rows(session, NOTICES, self.new)
         if self.changed:
             session.execute(update(NOTICES).where(NOTICES.c.key == bindparam("k")).values(
                 message_id=bindparam("b_message_id"), to=bindparam("b_to"), subject=bindparam("b_subject"),
@@ -714,7 +730,7 @@ class _NoticeRows:
                 claimed_at=bindparam("b_claimed_at")), self.changed)
 
 
-def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, now: datetime, staff: str | None,
+def _failed_for_good(session: Session, job: Claimed, acc: m.Account, error: str, now: datetime, staff: str | None,
                      summary: ExecSummary) -> None:
     """``job``'s notice failed for good: a notice stage waiting for it is recorded as ``undelivered`` at
     ``now`` (the evaluator decides whether the stages after it go ahead), the account is looked at
@@ -736,11 +752,11 @@ def _failed_for_good(session: Session, job: m.Job, acc: m.Account, error: str, n
 # --- events --------------------------------------------------------------------------------------
 
 
-def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], now: datetime,
+def _run_events(session: Session, events: EventSink | None, jobs: list[Claimed], now: datetime,
                 settings: AgentSettings, summary: ExecSummary) -> None:
     if not jobs:
         return
-    done: list[tuple[m.Job, dict[str, Any] | None]] = []
+    done: list[tuple[Claimed, dict[str, Any] | None]] = []
     if events is None:
         done = [(j, {"event": "no events configured"}) for j in jobs]
     else:
@@ -756,6 +772,7 @@ def _run_events(session: Session, events: EventSink | None, jobs: list[m.Job], n
                 continue
             done.append((j, result))
     _done_all(session, done, now, summary)
+    _save(session, jobs)
     session.commit()
 
 
@@ -763,7 +780,7 @@ def event_sink(sink: Any) -> EventSink:
     """Adapts an :class:`agent.events.EventSink` to the executor: hook stages and events both emit the
     job's payload (``event``, or a built one for a hook); a failure raises so the job is retried."""
 
-    def run(job: m.Job, account: m.Account) -> dict[str, Any]:
+    def run(job: Claimed, account: m.Account) -> dict[str, Any]:
         event = job.payload.get("event")
         if event is None:
             return {"event": f"hook {job.payload.get('hook')!r} recorded; no runner for hooks"}
@@ -804,14 +821,17 @@ def _finish_transitions(session: Session, now: datetime, summary: ExecSummary) -
 
 
 def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: ExecSummary) -> int:
+    """Take the chunk's transitions whose jobs are all done: read and written as plain rows (Core), the
+    stages and the accounts each with one statement, the accounts' states last."""
     # locked, skipping what another agent is finishing (or recording: its account), so each is taken once
-    chunk = list(session.scalars(select(m.StageTaken)
-                                 .where(m.StageTaken.id.in_(ids), m.StageTaken.status == "in_flight")
-                                 .order_by(m.StageTaken.id).with_for_update(skip_locked=True)))
+    chunk = list(session.execute(select(STAGES.c.id, STAGES.c.account, STAGES.c.episode, STAGES.c.stage,
+                                        STAGES.c.action, STAGES.c.reason, STAGES.c.template, STAGES.c.hold)
+                                 .where(STAGES.c.id.in_(ids), STAGES.c.status == "in_flight")
+                                 .order_by(STAGES.c.id).with_for_update(skip_locked=True)))
     statuses: dict[tuple[str, int | None, str, str], list[str]] = {}
     for account, episode, stage, kind, status in session.execute(
-            select(m.Job.account, m.Job.episode, m.Job.stage, m.Job.kind, m.Job.status)
-            .where(m.Job.account.in_({st.account for st in chunk}))):
+            select(JOBS.c.account, JOBS.c.episode, JOBS.c.stage, JOBS.c.kind, JOBS.c.status)
+            .where(JOBS.c.account.in_({st.account for st in chunk}))):
         statuses.setdefault((account, episode, stage, kind), []).append(status)
     ready = [st for st in chunk
              if all(s == "done" for s in statuses.get((st.account, st.episode, st.stage,
@@ -820,22 +840,53 @@ def _finish_chunk(session: Session, ids: list[int], now: datetime, summary: Exec
         session.commit()  # let go of the locks
         return 0
     # locked, skipping an account another agent is recording or finishing
-    accounts = _accounts(session, {st.account for st in ready}, lock=True)
+    accounts = _account_rows(session, {st.account for st in ready}, lock=True)
     ready = [st for st in ready if st.account in accounts]
     facts = transitions.accounts_now(session, list(accounts.values()),
                                      suspensions=any(st.action == "resume" for st in ready))
     effects = transitions.Effects()
-    with session.no_autoflush:  # the chunk's rows go out together at the commit
-        for st in ready:
-            acc = accounts[st.account]
-            st.status, st.at = "taken", now
-            t = transitions.Transition(account=acc.id, stage=st.stage, action=st.action, episode=st.episode,
-                                       reason=(st.reason or {}).get("text"), template=st.template, hold=st.hold)
-            state = transitions.take(t, facts[acc.id], now, effects)
-            if acc.state != state:
-                acc.state = state
-            acc.next_check_at = now  # the next stage counts from now: evaluate again on the next tick
-            summary.taken.append({"account": acc.id, "stage": st.stage, "action": st.action, "at": now.isoformat()})
+    states: dict[str, str] = {}
+    for st in ready:
+        t = transitions.Transition(account=st.account, stage=st.stage, action=st.action, episode=st.episode,
+                                   reason=(st.reason or {}).get("text"), template=st.template, hold=st.hold)
+        states[st.account] = transitions.take(t, facts[st.account], now, effects)
+        summary.taken.append({"account": st.account, "stage": st.stage, "action": st.action,
+                              "at": now.isoformat()})
     queued = transitions.write(session, effects)
+    taken = [st.id for st in ready]
+    for i in range(0, len(taken), 500):
+        session.execute(update(STAGES).where(STAGES.c.id.in_(taken[i:i + 500])).values(status="taken", at=now))
+    # the state last; the next stage counts from now: evaluated again on the next tick
+    execute_many(session, update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
+                 .values(state=bindparam("b_state"), next_check_at=now),
+                 [{"b_id": a, "b_state": state} for a, state in states.items()])
+    _expire_accounts(session, states)
     session.commit()
     return queued
+
+
+STAGES = cast(Table, m.StageTaken.__table__)
+ACCOUNTS = cast(Table, m.Account.__table__)
+
+
+def _expire_accounts(session: Session, ids: Iterable[str]) -> None:
+    """An account row of ``ids`` that the session still holds (loaded earlier in the run) reads its state
+    and next check again, as just written with Core statements."""
+    held = session.identity_map
+    for aid in ids:
+        obj = held.get(identity_key(m.Account, aid))
+        if obj is not None:
+            session.expire(obj, ["state", "next_check_at"])
+
+
+def _account_rows(session: Session, ids: set[str], *, lock: bool = False) -> dict[str, Any]:
+    """:func:`_accounts` as plain rows (id, state, billing_email): what taking a transition reads."""
+    wanted = sorted(ids)
+    out: dict[str, Any] = {}
+    for i in range(0, len(wanted), 500):
+        query = (select(ACCOUNTS.c.id, ACCOUNTS.c.state, ACCOUNTS.c.billing_email)
+                 .where(ACCOUNTS.c.id.in_(wanted[i:i + 500])))
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        out.update((a.id, a) for a in session.execute(query))
+    return out

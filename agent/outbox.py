@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from agent.store import models as m
 from agent.store.bulk import insert_ignore
+
+if TYPE_CHECKING:
+    from agent.claims import Claimed
 
 __all__ = [
     "STAFF_TEMPLATE",
@@ -109,7 +112,7 @@ def event_job(session: Session, account: str, episode: int | None, stage: str, t
                                            suspended_from=suspended_from)])
 
 
-def staff_notice_job(session: Session, notice: m.Job, now: datetime) -> int:
+def staff_notice_job(session: Session, notice: m.Job | Claimed, now: datetime) -> int:
     """The message that tells staff (``notices.staff_email``) that ``notice`` failed for good: one per
     failed notice."""
     return insert_jobs(session, [job_row(key=f"{notice.key}:staff", account=notice.account, episode=notice.episode,

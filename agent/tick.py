@@ -32,7 +32,7 @@ from agent.config import AgentSettings
 from agent.outbox import insert_jobs, placements_of
 from agent.planning import Evaluated, Layered, PlannedMeasure, evaluate_chunks, plan, resolve_for
 from agent.store import models as m
-from agent.store.bulk import begin_write
+from agent.store.bulk import begin_write, execute_many
 from agent.transitions import ACTOR
 from policy.model import Decision, Reason
 
@@ -309,6 +309,6 @@ def _write(session: Session, due: Sequence[_Due], now: datetime, settings: Agent
         session.execute(update(JOBS).where(JOBS.c.account.in_(resuming), JOBS.c.status == "pending",
                                            JOBS.c.action == "suspend").values(status="cancelled", finished_at=now))
         part.jobs += insert_jobs(session, effects.resumes)
-    session.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
-                    .values(state=bindparam("b_state"), next_check_at=bindparam("b_next")), account_rows)
+    execute_many(session, update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"))
+                 .values(state=bindparam("b_state"), next_check_at=bindparam("b_next")), account_rows)
     return part

@@ -19,18 +19,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from agent.outbox import event_row, hook_row, host_rows, insert_jobs, notice_row
 from agent.store import models as m
+from agent.store.bulk import write_rows
 
 __all__ = [
     "ACTOR",
     "RESTORED_REASON",
     "Account",
+    "AccountRow",
     "Effects",
     "Transition",
     "accounts_now",
@@ -244,18 +246,27 @@ def _notice(t: Transition, acc: Account, now: datetime, effects: Effects) -> Non
 
 
 def write(session: Session, effects: Effects) -> int:
-    """Write ``effects`` (but its ``resumes``) with one statement per table; returns how many jobs were
-    new (a job queued before, under the same key, is not queued again)."""
-    if effects.holds:
-        session.execute(insert(HOLDS), effects.holds)
-    if effects.stages:
-        session.execute(insert(STAGES), effects.stages)
-    if effects.audit:
-        session.execute(insert(AUDIT), effects.audit)
+    """Write ``effects`` (but its ``resumes``) with one statement per table (:func:`agent.store.bulk.write_rows`:
+    the driver's ``executemany`` on SQLite); returns how many jobs were new (a job queued before, under the
+    same key, is not queued again)."""
+    write_rows(session, HOLDS, effects.holds)
+    write_rows(session, STAGES, effects.stages)
+    write_rows(session, AUDIT, effects.audit)
     return insert_jobs(session, effects.jobs) if effects.jobs else 0
 
 
-def accounts_now(session: Session, accounts: Sequence[m.Account], *, suspensions: bool) -> dict[str, Account]:
+class AccountRow(Protocol):
+    """What :func:`accounts_now` reads of an account: an ORM row, or a Core row of these columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def billing_email(self) -> str | None: ...
+
+
+def accounts_now(session: Session, accounts: Sequence[AccountRow], *, suspensions: bool) -> dict[str, Account]:
     """:class:`Account` facts of ``accounts`` (rows loaded already), with one query per table:
     open holds, open episodes and (``suspensions``) when each was last suspended."""
     from sqlalchemy import select

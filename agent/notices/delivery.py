@@ -628,6 +628,9 @@ class SpoolNotifier:
         results: dict[str, SendResult] = {}
         now = self.clock()
         written: list[tuple[OutgoingNotice, str, Path]] = []  # temporary files, not yet durable
+        with contextlib.suppress(OSError):  # once per batch; a folder that cannot be made fails each file
+            self.directory.mkdir(parents=True, exist_ok=True)
+        placed: set[str] = set()  # temporary files renamed into place
         try:
             for notice in notices:
                 got = self._write(notice, now)
@@ -636,14 +639,13 @@ class SpoolNotifier:
                 else:
                     written.append((notice, *got))
             unsynced = _sync_files(self.directory, [tmp for _, tmp, _ in written])
-            placed = False
             for notice, tmp, target in written:
                 if tmp in unsynced:
                     results[notice.key] = SendResult(False, False, f"cannot write {target}: {unsynced[tmp]}")
                     continue
                 try:
                     os.replace(tmp, target)
-                    placed = True
+                    placed.add(tmp)
                 except OSError as exc:
                     results[notice.key] = SendResult(False, False, f"cannot write {target}: {exc}")
             if placed:
@@ -652,7 +654,8 @@ class SpoolNotifier:
                 results.setdefault(notice.key, SendResult(True))
         finally:
             for _, tmp, _ in written:
-                Path(tmp).unlink(missing_ok=True)  # gone already once renamed
+                if tmp not in placed:
+                    Path(tmp).unlink(missing_ok=True)
         if on_result is not None:
             for notice in notices:
                 on_result(notice, results[notice.key])
@@ -667,7 +670,6 @@ class SpoolNotifier:
             if target.exists():
                 return SendResult(True)
             data = message_bytes(self.settings, notice, now, spool=True)
-            self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
             try:
                 os.fchmod(fd, 0o640)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +26,7 @@ from agent.store.db import StoreError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-__all__ = ["begin_write", "in_keys", "insert_ignore", "table_of", "write_rows"]
+__all__ = ["begin_write", "execute_many", "in_keys", "insert_ignore", "table_of", "write_rows"]
 
 
 def table_of(model: type[Any]) -> Table:
@@ -107,6 +108,38 @@ def _executemany(session: Session, table: Table, rows: Sequence[Mapping[str, Any
         convert = _converter(t, dialect)
         columns.append(list(values if convert is None else map(convert, values)))
     return int(conn.exec_driver_sql(sql, list(zip(*columns, strict=True))).rowcount)
+
+
+def execute_many(session: Session, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``stmt`` (an ``UPDATE`` or ``INSERT`` whose varying values are bound by the keys of ``rows``, all
+    rows with the same keys) run once per row in one statement. On SQLite it is compiled once and run with
+    the driver's ``executemany``: each row's own values converted by their type's bind processor (the one
+    SQLAlchemy applies), the values fixed in ``stmt`` (the command's clock, a status) converted once.
+    Elsewhere SQLAlchemy runs it (its ``executemany``)."""
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        session.execute(stmt, list(rows))
+        return
+    compiled = stmt.compile(dialect=dialect, column_keys=list(rows[0]))
+    varying = set(rows[0])
+    fixed: dict[str, Any] = {}
+    for name, value in compiled.construct_params(rows[0]).items():
+        if name not in varying:
+            process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            fixed[name] = process(value) if process is not None else value
+    columns: list[Any] = []  # column by column, as in _executemany, then zipped into rows
+    for name in compiled.positiontup or ():
+        if name in fixed:
+            columns.append(repeat(fixed[name], len(rows)))
+            continue
+        values = map(itemgetter(name), rows)
+        convert = _converter(compiled.binds[name].type, dialect)
+        columns.append(values if convert is None else map(convert, values))
+    params = list(zip(*columns, strict=True))
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def _json_once(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
