@@ -1,7 +1,6 @@
-"""Queries on the store, and the bridge from rows to :class:`policy.model.AccountSnapshot`.
-
-Snapshots are built in batches: one query per table for a whole batch of accounts (``IN``), so a tick
-over N due accounts costs a handful of queries per batch and reads nothing of the accounts not due.
+"""Queries on the store through the ORM session, and one account's snapshot for the purchase gate
+(:func:`spend_snapshot`). The due accounts and the snapshots of many accounts are read on Core alone,
+:mod:`agent.store.snapshots` (named here too).
 """
 
 from __future__ import annotations
