@@ -112,7 +112,8 @@ class Templates:
     def __init__(self, env: jinja2.Environment, templates: Mapping[str, _Template]) -> None:
         self._env = env
         self._templates = dict(templates)
-        self._compiled: dict[str, jinja2.Template] = {}  # part -> its template, looked up once per run
+        # part -> its template and the names of its globals, looked up once per run
+        self._compiled: dict[str, tuple[jinja2.Template, dict[str, Any]]] = {}
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> Templates:
@@ -241,12 +242,26 @@ class Templates:
             raise TemplateError([f"template {name!r} not found; the templates are "
                                  f"{', '.join(sorted(self._templates))}"]) from None
 
-    def _render(self, part: str, path: Path, context: Mapping[str, Any]) -> str:
+    def _variables(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The environment's globals with ``context`` over them: what every part of one notice reads (made
+        once per notice and shared by its parts, which cannot change it: a ``{% set %}`` writes to the
+        part's own context)."""
+        return {**self._env.globals, **context}
+
+    def _render(self, part: str, path: Path, variables: dict[str, Any]) -> str:
+        """``part`` rendered with ``variables`` (:meth:`_variables`): what ``Template.render`` does, without
+        copying the variables and the globals into a new dict for every part."""
         try:
-            compiled = self._compiled.get(part)
-            if compiled is None:
-                compiled = self._compiled[part] = self._env.get_template(part)
-            return compiled.render(context)
+            found = self._compiled.get(part)
+            if found is None:
+                tpl = self._env.get_template(part)
+                found = self._compiled[part] = (tpl, dict.fromkeys(tpl.globals))
+            compiled, names = found
+            ctx = self._env.context_class(self._env, variables, compiled.name, compiled.blocks, globals=names)
+            try:
+                return self._env.concat(compiled.root_render_func(ctx))
+            except Exception:
+                self._env.handle_exception()  # the traceback mapped to the template's lines
         except Exception as exc:  # the template's own code failed (range(10**9) is an OverflowError)
             line = _template_line(exc, path)
             where = f"{path}:{line}" if line is not None else str(path)
@@ -256,16 +271,17 @@ class Templates:
         tpl = self._get(name)
         if tpl.text is None:
             raise TemplateError([f"template {name!r} is a page, not a notice (it has no {name}{TEXT_SUFFIX})"])
-        subject = self._render(tpl.text.name + "#subject", tpl.text, context)
-        text = self._render(tpl.text.name + "#body", tpl.text, context).lstrip("\n")
-        html = self.render_html(name, context) if tpl.html is not None else None
+        variables = self._variables(context)
+        subject = self._render(tpl.text.name + "#subject", tpl.text, variables)
+        text = self._render(tpl.text.name + "#body", tpl.text, variables).lstrip("\n")
+        html = self._render(tpl.html.name, tpl.html, variables) if tpl.html is not None else None
         return RenderedNotice(subject=" ".join(subject.split()), text=text.rstrip() + "\n", html=html)
 
     def render_html(self, name: str, context: Mapping[str, Any]) -> str:
         tpl = self._get(name)
         if tpl.html is None:
             raise TemplateError([f"template {name!r} has no {name}{HTML_SUFFIX}"])
-        return self._render(tpl.html.name, tpl.html, context)
+        return self._render(tpl.html.name, tpl.html, self._variables(context))
 
 
 def render_page(templates: Templates, context: Mapping[str, Any], name: str = PAGE) -> str:

@@ -5,6 +5,7 @@ once (:func:`apply_at_once`: wake the daemon, else run here). The daemon, the de
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,6 +131,23 @@ class Working:
                                       "notices_sent": x["notices_sent"]})
 
 
+YOUNG_COLLECTION_EVERY = 50_000  # allocations between two collections of the youngest generation, during a run
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """The cyclic collector's youngest generation collected every :data:`YOUNG_COLLECTION_EVERY` allocations
+    instead of every 700 while inside: a tick and an executor pass allocate rows, snapshots and messages a
+    chunk at a time, which at 700 meant about 1,600 collections (each walking the chunk's live objects) for
+    10,000 due accounts. Reference counting still frees what is not in a cycle at once."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], YOUNG_COLLECTION_EVERY), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_worker: bool = False,
              stop: threading.Event | None = None, agent: Working | None = None) -> dict[str, Any]:
     """One tick and one executor pass at ``now``, as the JSON of :class:`RunSummary`.
@@ -157,7 +175,7 @@ def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_wo
     own_fleet = fleet is None
     active_fleet: Any = fleet if fleet is not None else LazyFleet(svc)  # checks inventory.yaml up front
     try:
-        with svc.store.sessions() as s:
+        with fewer_collections(), svc.store.sessions() as s:
             t = tick(s, policy, now, settings)
             x = execute(s, active_fleet, notifier, now, composer=composer, settings=settings, events=events,
                         sole_worker=sole_worker, stop=stop, claims=agent.claims if agent is not None else None)

@@ -10,6 +10,7 @@ The busy timeout is how long a write waits for another process's write lock befo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,19 @@ def _sqlite_pragmas(timeout: float) -> Any:
     return on_connect
 
 
+_JSON_CHUNKS = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)``, the same text, with the C encoder made once instead of per value (a JSON column's
+    every value goes through here: a run of 10,000 notices writes about 110,000). It does not look for
+    cycles, which a column's value never has (one would still fail, with a RecursionError)."""
+    if isinstance(value, str):
+        return json.encoder.encode_basestring_ascii(value)
+    return "".join(_JSON_CHUNKS(value, 0))
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``; for SQLite the file's folder must exist and the pragmas are set per connection."""
     try:
@@ -78,10 +92,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             if not folder.is_dir():
                 raise StoreError(f"database folder {folder} does not exist")
         timeout = busy_timeout()
-        engine = create_engine(url, echo=echo, connect_args={"timeout": timeout})
+        engine = create_engine(url, echo=echo, connect_args={"timeout": timeout}, json_serializer=json_text)
         event.listen(engine, "connect", _sqlite_pragmas(timeout))
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_pre_ping=True, json_serializer=json_text)
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -132,6 +132,25 @@ def test_unknown_variable_in_subject_is_on_line_one(tmp_path: Path) -> None:
         Templates.load(tmp_path)
 
 
+def test_a_template_failing_as_it_renders_stops_load_with_its_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "custom.txt.j2", "Subject: {{ account_id }}\n\nDear {{ username }},\n"
+                                            "{{ days_in_debt // 0 }}\n")
+    with pytest.raises(TemplateError, match=f"{path}:4: ZeroDivisionError: .*; fix the template"):
+        Templates.load(tmp_path)
+
+
+def test_a_set_in_one_part_of_a_notice_changes_no_other_part(tmp_path: Path) -> None:
+    write(tmp_path, "custom.txt.j2", "Subject: {% set company = 'Subject Co' %}{{ company }}\n"
+                                     "{% set username = 'someone else' %}{{ username }} / {{ company }}\n")
+    write(tmp_path, "custom.html.j2", "<p>{{ username }} / {{ company }}</p>\n")
+    context = sample_context()
+    notice = Templates.load(tmp_path).render("custom", context)
+    assert notice.subject == "Subject Co"
+    assert notice.text == f"someone else / {context['company']}\n"
+    assert notice.html == f"<p>{context['username']} / {context['company']}</p>\n"
+    assert context["username"] == "acme"
+
+
 def test_syntax_error_stops_load_with_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "pre_suspension.txt.j2", "Subject: Warning\n\nline three\n{% if debt %}\nno end\n")
     write(tmp_path, "broken.html.j2", "<p>\n{{ company }\n</p>\n")

@@ -3,6 +3,7 @@ are migrated with their data, money is exact and timestamps aware; SQLite's prag
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 
 from agent.store import models as m
-from agent.store.db import Store, StoreError, current_revision, head_revision, open_store
+from agent.store.db import Store, StoreError, current_revision, head_revision, json_text, open_store
 
 
 def test_migrations_create_exactly_the_models(empty_db_url: str) -> None:
@@ -175,3 +178,19 @@ def test_an_old_database_is_still_migrated_with_its_amounts_and_times(empty_db_u
         (datetime(2026, 3, 1, 23, 30, tzinfo=UTC), Decimal("-12345678901234567890.10")),
         (datetime(2026, 3, 2, 8, tzinfo=UTC), Decimal("0.20"))]
     assert due == "a1"  # 10:00 UTC is 11:00 at UTC+1: compared as the same moment
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(_JSON_VALUES)
+def test_a_json_column_holds_the_text_json_dumps_writes(value: object) -> None:
+    assert json_text(value) == json.dumps(value)
+
+
+def test_a_json_column_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_text({"at": datetime(2026, 3, 1, tzinfo=UTC)})
