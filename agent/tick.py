@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -30,12 +30,11 @@ from sqlalchemy.orm import Session
 from agent import transitions
 from agent.config import AgentSettings
 from agent.outbox import insert_jobs, placements_of
+from agent.planning import Evaluated, Layered, PlannedMeasure, evaluate_chunks, plan, resolve_for
 from agent.store import models as m
 from agent.store.bulk import begin_write, execute_many
-from agent.store.repo import BATCH, DueAccount, due_chunks, load_snapshots
 from agent.transitions import ACTOR
-from policy import PolicyError, evaluate
-from policy.model import AccountSnapshot, Decision, Reason, ResolvedPolicy
+from policy.model import Decision, Reason
 
 if TYPE_CHECKING:
     from policy.loader import PolicySet
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTOR",
     "Evaluated",
+    "Layered",
     "PlannedMeasure",
     "TickSummary",
     "evaluate_chunks",
@@ -66,90 +66,6 @@ def reason_dict(reason: Reason | None) -> dict[str, Any] | None:
         return None
     return {"rule": reason.rule, "text": reason.text, "thresholds": dict(reason.thresholds),
             "inputs": dict(reason.inputs)}
-
-
-class Layered(Protocol):
-    """What the policy of an account is layered by: an account row, or a Core row of these columns."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def plan(self) -> str | None: ...
-    @property
-    def reseller(self) -> str | None: ...
-    @property
-    def policy(self) -> dict[str, Any] | None: ...
-    @property
-    def currency(self) -> str: ...
-
-
-def resolve_for(policy: PolicySet, acc: Layered) -> ResolvedPolicy:
-    """The policy of ``acc``, in the account's own currency (the one place that layers it)."""
-    return policy.resolve(acc.id, acc.plan, acc.reseller, acc.policy, acc.currency)
-
-
-@dataclass
-class Evaluated:
-    account: DueAccount
-    snapshot: AccountSnapshot
-    policy: ResolvedPolicy | None
-    decision: Decision | None
-    error: str | None = None
-    changed_at: datetime | None = None  # when the account's inputs had last changed, as it was evaluated
-
-
-def _evaluate(policy: PolicySet, acc: DueAccount, snap: AccountSnapshot, now: datetime) -> Evaluated:
-    try:
-        resolved = resolve_for(policy, acc)
-        decision = evaluate(snap, resolved, now)
-    except (PolicyError, ValueError) as exc:
-        return Evaluated(acc, snap, None, None, f"{acc.id}: {exc}", changed_at=acc.changed_at)
-    return Evaluated(acc, snap, resolved, decision, changed_at=acc.changed_at)
-
-
-def evaluate_chunks(session: Session, policy: PolicySet, now: datetime, *,
-                    size: int = BATCH, lock: bool = False) -> Iterator[list[Evaluated]]:
-    """Evaluate every account due at ``now``, ``size`` accounts at a time: one query for the chunk's
-    accounts and one per table for their snapshots. Reads only the due accounts; the next chunk is read
-    when the caller asks for it (after it recorded this one)."""
-    for accounts in due_chunks(session, now, size=size, lock=lock):  # lock: see due_chunks
-        snaps = load_snapshots(session, accounts)
-        yield [_evaluate(policy, acc, snaps[acc.id], now) for acc in accounts]
-
-
-@dataclass(frozen=True)
-class PlannedMeasure:
-    account: str
-    stage: str
-    action: str
-    due_at: datetime
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"account": self.account, "stage": self.stage, "action": self.action,
-                "due_at": self.due_at.isoformat(), "reason": self.reason}
-
-
-# Accounts per chunk of a plan (each chunk is one range of the index on (next_check_at, id)).
-PLAN_CHUNK = 4 * BATCH
-
-
-def plan(session: Session, policy: PolicySet, now: datetime) -> tuple[list[PlannedMeasure], list[str]]:
-    """What a tick at ``now`` would do (measures and resumes), changing nothing; plus per-account errors."""
-    items: list[PlannedMeasure] = []
-    errors: list[str] = []
-    for chunk in evaluate_chunks(session, policy, now, size=PLAN_CHUNK):
-        for ev in chunk:
-            if ev.decision is None:
-                errors.append(ev.error or ev.account.id)
-                continue
-            d = ev.decision
-            for ms in d.measures:
-                items.append(PlannedMeasure(ev.account.id, ms.stage, ms.action, ms.due_at, ms.reason.text))
-            if d.resume:
-                items.append(PlannedMeasure(ev.account.id, "resume", "resume", now,
-                                            "the last hold is released: " + ", ".join(d.release_holds)))
-    return items, errors
 
 
 @dataclass

@@ -31,31 +31,6 @@ from typing import IO, TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 from agent.config import AgentSettings, Config, ConfigError, agent_settings, discover, load_policy_file
 from agent.service import running, values
 from agent.service.errors import InvalidInput, NotFound
-from agent.service.results import (
-    AccountRow,
-    AccountView,
-    ActionOutcome,
-    Applied,
-    Backlog,
-    DebtorRow,
-    Explanation,
-    ForecastItem,
-    History,
-    ImportResult,
-    InitResult,
-    JobView,
-    LedgerResult,
-    MailOutcome,
-    MoveResult,
-    OverrideResult,
-    Page,
-    PaymentResult,
-    PlanPage,
-    ReconcileOutcome,
-    RunSummary,
-    SpendVerdict,
-    StatusReport,
-)
 from agent.service.values import wall_clock
 from connectors.validate import unpaired_surrogate
 
@@ -66,8 +41,33 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from agent.notices import NoticeSettings, Templates
+    from agent.planning import Layered
+    from agent.service.results import (
+        AccountRow,
+        AccountView,
+        ActionOutcome,
+        Applied,
+        Backlog,
+        DebtorRow,
+        Explanation,
+        ForecastItem,
+        History,
+        ImportResult,
+        InitResult,
+        JobView,
+        LedgerResult,
+        MailOutcome,
+        MoveResult,
+        OverrideResult,
+        Page,
+        PaymentResult,
+        PlanPage,
+        ReconcileOutcome,
+        RunSummary,
+        SpendVerdict,
+        StatusReport,
+    )
     from agent.store.db import Store
-    from agent.tick import Layered
     from connectors.fleet import Fleet
     from connectors.inventory import Inventory
     from policy.loader import PolicySet
@@ -192,7 +192,7 @@ class Arrears:
         work begins). Changes nothing."""
         import importlib
 
-        for module in ("agent.service.reads", "agent.tick"):
+        for module in ("agent.service.plans", "agent.planning"):
             importlib.import_module(module)
         _ = self.store, self.policy
 
@@ -258,7 +258,7 @@ class Arrears:
 
     def resolve(self, acc: Layered) -> ResolvedPolicy:
         """The policy as it applies to the account ``acc`` (its plan, reseller and own layer)."""
-        from agent.tick import resolve_for
+        from agent.planning import resolve_for
 
         return resolve_for(self.policy, acc)
 
@@ -449,9 +449,9 @@ class Arrears:
              limit: int | None = None) -> PlanPage:
         """What :meth:`run` would do at ``now`` (the accounts due), changing nothing, paged as
         :meth:`debtors`; ``errors`` names the accounts that could not be evaluated."""
-        from agent.service import reads
+        from agent.service import plans
 
-        return reads.plan(self, self.now(now), cursor, limit)
+        return plans.plan(self, self.now(now), cursor, limit)
 
     @_translated
     def status(self) -> StatusReport:

@@ -1,12 +1,11 @@
 """The reads: one account (``show``, ``explain``, ``history``, the fields a notice sees), the reports over
-all accounts (``accounts``, ``forecast``, ``debtors``, ``plan``, ``status``) and the outbox's jobs. Each
-reads in one session that writes nothing; the long reports read the accounts a chunk at a time."""
+all accounts (``accounts``, ``forecast``, ``debtors``, ``status``; the plan is :mod:`agent.service.plans`) and
+the outbox's jobs. Each reads in one session that writes nothing; the long reports read the accounts a chunk at
+a time."""
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.service.errors import InvalidInput
+from agent.service.paging import after as _after
+from agent.service.paging import limited as _limit
+from agent.service.paging import page as _page
 from agent.service.results import (
     AccountRow,
     AccountView,
@@ -39,8 +41,6 @@ from agent.service.results import (
     OverrideView,
     Page,
     PlacementRef,
-    PlannedMeasure,
-    PlanPage,
     Record,
     StageHistory,
     StageMark,
@@ -54,48 +54,12 @@ if TYPE_CHECKING:
     from agent.service.arrears import Arrears
 
 __all__ = ["accounts", "backlog", "debtors", "explain", "forecast", "history", "iter_debtors", "jobs", "notice_fields",
-           "plan", "show", "status"]
+           "show", "status"]
 
 R = TypeVar("R", bound=Record)
 
 
 # --- paging ---------------------------------------------------------------------------------------
-
-
-def _cursor(key: Sequence[Any]) -> str:
-    """An opaque cursor for the row after ``key`` (the sort key of a page's last row)."""
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
-
-
-def _after(cursor: str | None, arity: int) -> list[Any] | None:
-    """The sort key a cursor names; :class:`InvalidInput` (``cursor``) for one no page gave."""
-    if cursor is None:
-        return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        key = None
-    if not isinstance(key, list) or len(key) != arity or not all(isinstance(k, str | int) for k in key):
-        raise InvalidInput(f"cursor {cursor!r} is not one a page gave; start without a cursor", "cursor")
-    return key
-
-
-def _limit(limit: int | None) -> int | None:
-    if limit is not None and limit < 1:
-        raise InvalidInput(f"limit must be at least 1, got {limit}", "limit")
-    return limit
-
-
-def _page(rows: Iterator[tuple[Sequence[Any], R]], limit: int | None) -> tuple[list[R], str | None]:
-    """Up to ``limit`` of ``rows`` (sort key, row) and the cursor after the last when more follow."""
-    items: list[R] = []
-    last: Sequence[Any] | None = None
-    for key, row in rows:
-        if limit is not None and len(items) == limit:
-            return items, _cursor(last or key)
-        items.append(row)
-        last = key
-    return items, None
 
 
 # --- one account ----------------------------------------------------------------------------------
@@ -293,19 +257,6 @@ def debtors(svc: Arrears, now: datetime, cursor: str | None, limit: int | None) 
             if key is None or (r.balance, r.account) > key)
     items, next_cursor = _page(rows, limit)
     return Page(items, next_cursor)
-
-
-def plan(svc: Arrears, now: datetime, cursor: str | None, limit: int | None) -> PlanPage:
-    from agent.tick import plan as plan_run
-
-    after = _after(cursor, 1)
-    limit = _limit(limit)
-    start = int(after[0]) if after is not None else 0
-    with svc.session(write=False) as s:
-        found, errors = plan_run(s, svc.policy, now)
-    items, next_cursor = _page((((n + 1,), PlannedMeasure(i.account, i.stage, i.action, i.due_at, i.reason))
-                                for n, i in enumerate(found) if n >= start), limit)
-    return PlanPage(items, next_cursor, errors=errors)
 
 
 def _failed_notice(n: m.Notice, at: datetime | None) -> FailedNoticeRow:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import ConfigError
 from agent.service.errors import Busy, InvalidInput
-from agent.service.results import Applied, RunSummary
 
 if TYPE_CHECKING:
     import threading
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from agent.lock import AgentLock
     from agent.notices import Templates
     from agent.service.arrears import Arrears
+    from agent.service.results import Applied, RunSummary
     from connectors.fleet import Fleet, Job, JobResult, Progress
 
 __all__ = ["LazyFleet", "Working", "apply_at_once", "check_config", "checked_templates", "instance_lock",
@@ -191,6 +191,7 @@ def run_once(svc: Arrears, now: datetime, *, fleet: Fleet | None = None, sole_wo
 def run_summary(result: dict[str, Any]) -> RunSummary:
     """:func:`run_once`'s JSON as the typed record."""
     from agent.instants import parse_instant
+    from agent.service.results import RunSummary
 
     return RunSummary(now=parse_instant(result["now"]), accounts=result["accounts"],
                       episodes_started=result["episodes_started"], episodes_ended=result["episodes_ended"],
@@ -235,6 +236,7 @@ def instance_lock(svc: Arrears, role: str = "run", name: str | None = None) -> I
 def apply_at_once(svc: Arrears, now: datetime) -> Applied:
     """Make recorded changes take effect now: wake the daemon holding the database, else run here."""
     from agent.lock import AlreadyRunning, wake_holder
+    from agent.service.results import Applied
 
     try:
         pid = wake_holder(svc.config.db_url)

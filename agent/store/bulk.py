@@ -11,18 +11,20 @@ from datetime import datetime
 from functools import lru_cache
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from sqlalchemy import ARRAY, JSON, Boolean, ColumnElement, DateTime, Row, String, Table, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from agent.store.db import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["begin_write", "execute_many", "in_keys", "insert_ignore", "table_of", "write_rows"]
 

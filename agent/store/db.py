@@ -14,16 +14,18 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session, sessionmaker
 
 from agent.store.revision import HEAD
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Store", "StoreError", "busy_timeout", "current_revision", "head_revision",
            "make_engine", "migrate", "open_store"]
@@ -133,12 +135,24 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-@dataclass
 class Store:
-    """An open database: its engine and a session factory."""
+    """An open database: its engine, and a session factory made when first asked for (a read on Core
+    alone, such as the plan's, never loads the ORM)."""
 
-    engine: Engine
-    sessions: sessionmaker[Session]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for reads: whatever its transaction did is rolled back at the end."""
+        with self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -162,4 +176,4 @@ def open_store(url: str, *, upgrade: bool = True, echo: bool = False) -> Store:
     except Exception as exc:
         engine.dispose()
         raise StoreError(f"cannot open database {make_url(url).render_as_string()}: {exc}") from exc
-    return Store(engine, sessionmaker(engine, expire_on_commit=False))
+    return Store(engine)

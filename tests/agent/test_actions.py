@@ -81,7 +81,7 @@ class World:
 
     def rows(self) -> dict[str, int]:
         with self.store.session() as s:
-            return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0
+            return {t.__table__.name: s.scalar(select(func.count()).select_from(t)) or 0
                     for t in (m.Job, m.Hold, m.Override, m.AuditEntry, m.Notice, m.StageTaken)}
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, insert
 
-import agent.tick
+import agent.planning
+from agent.planning import plan
 from agent.store import models as m
 from agent.store.db import Store
-from agent.store.repo import DueAccount
-from agent.tick import plan
+from agent.store.snapshots import DueAccount
 from policy.loader import PolicySet
 
 TOTAL = 100_000
@@ -65,18 +65,18 @@ def test_plan_reads_only_the_due_rows(sqlite_store: Store, policy: PolicySet,
         statements.append(statement)
         sent.append((statement, parameters))
 
-    read_chunks = agent.tick.due_chunks
+    read_chunks = agent.planning.due_chunks
 
     def reading(*args: Any, **kwargs: Any) -> Iterator[list[DueAccount]]:
         for chunk in read_chunks(*args, **kwargs):
             loaded.extend(acc.id for acc in chunk)
             yield chunk
 
-    monkeypatch.setattr(agent.tick, "due_chunks", reading)
+    monkeypatch.setattr(agent.planning, "due_chunks", reading)
     event.listen(store.engine, "before_cursor_execute", log)
     try:
-        with store.sessions() as s:
-            items, errors = plan(s, policy, NOW)
+        with store.reading() as conn:
+            items, errors = plan(conn, policy, NOW)
     finally:
         event.remove(store.engine, "before_cursor_execute", log)
 

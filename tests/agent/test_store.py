@@ -37,6 +37,12 @@ def test_migrations_create_exactly_the_models(empty_db_url: str) -> None:
         store.close()
 
 
+def test_every_model_types_exactly_the_columns_of_its_table() -> None:
+    for cls in m.Base.__subclasses__():
+        typed = [name for name, hint in cls.__annotations__.items() if str(hint).startswith("Mapped[")]
+        assert typed == [c.name for c in cls.__table__.columns], cls.__name__
+
+
 def test_opening_again_keeps_the_data(empty_db_url: str) -> None:
     url = empty_db_url
     s = open_store(url)
